@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The project's one entry point. Sets itself up on first use (a venv in .venv, the package and its
+# test tools, and on Debian/Ubuntu the offline Fashion-MNIST package), then runs what you ask:
+#   ./run.sh demo        the main job: a short headless run on the default data (table + figures in results/)
+#   ./run.sh test        the whole test suite: unit tests + every notebook executed by nbval
+#   ./run.sh notebooks   rebuild notebooks/*.ipynb from notebooks/src/ and execute them (fast profile)
+#   ./run.sh qevo ...    any other qevo command, e.g. ./run.sh qevo bench
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"; else return 1; fi; }
+
+setup() {
+  if [ ! -x .venv/bin/python ]; then
+    if ! "$PY" -m venv .venv 2>/dev/null; then
+      echo "python3 -m venv failed; installing python3-venv with apt" >&2
+      as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv
+      rm -rf .venv && "$PY" -m venv .venv
+    fi
+  fi
+  if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[test]"
+    touch .venv/.installed
+  fi
+  if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's dataset-fashion-mnist (the offline copy of Fashion-MNIST)" >&2
+    as_root apt-get install -y -qq dataset-fashion-mnist || as_root sh -c 'apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist' \
+      || echo "could not install dataset-fashion-mnist: Fashion-MNIST will be downloaded if online" >&2
+  fi
+  export PATH="$PWD/.venv/bin:$PATH"
+}
+
+cmd=${1:-demo}; shift || true
+setup
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+case "$cmd" in
+  demo)      qevo demo --out results/demo "$@" ;;
+  test)      python -m pytest -q --nbval-lax tests notebooks/*.ipynb "$@" ;;
+  notebooks) python scripts/notebooks.py build "$@" && QEVO_PROFILE=fast python scripts/notebooks.py execute "$@" ;;
+  qevo)      qevo "$@" ;;
+  *) echo "usage: ./run.sh demo|test|notebooks|qevo ..." >&2; exit 2 ;;
+esac
