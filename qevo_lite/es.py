@@ -102,10 +102,7 @@ class ESResult:
 
     def state(self, rtn: QuantState) -> QuantState:
         """The best candidate as a :class:`QuantState` (scales and grid from ``rtn``)."""
-        out = rtn.clone()
-        for n, c in self.best.items():
-            out.layers[n].codes = c.clone()
-        return out
+        return rtn.with_codes({n: c.clone() for n, c in self.best.items()})
 
 
 def _atomic_save(obj, path: Path) -> None:

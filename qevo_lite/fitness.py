@@ -125,8 +125,9 @@ class FullEvaluator:
         self.chunks = [(to_fast_layout(search.x[i:i + chunk_size].to(self.device)),
                         targets[i:i + chunk_size].to(self.device)) for i in range(0, len(search), chunk_size)]
         self.num_samples = len(search)
+        self.reject_min_samples = min(256, len(search) // 4)  # early rejection looks at least this many first
         self.evaluations = 0
-        self.reference: Codes = {n: lq.codes for n, lq in state.layers.items()}
+        self.reference: Codes = state.codes()
         state.apply(self.model)
         self.reference_eval = self._run({}, None)
 
@@ -162,7 +163,7 @@ class FullEvaluator:
     def _forward_chunk(self, k: int, changed: frozenset):
         return self.model(self.chunks[k][0])
 
-    def _run(self, changes: dict, bar: torch.Tensor | None, z: float = 2.0, min_samples: int = 512) -> Evaluation:
+    def _run(self, changes: dict, bar: torch.Tensor | None, z: float = 2.0) -> Evaluation:
         changed = frozenset(changes)
         losses, metrics, seen = [], [], 0
         with torch.no_grad():
@@ -172,7 +173,7 @@ class FullEvaluator:
                 if self.metric_fn is not None:
                     metrics.append(self.metric_fn(out, target))
                 seen += len(target)
-                if bar is not None and seen >= min_samples and seen < self.num_samples:
+                if bar is not None and seen >= self.reject_min_samples and seen < self.num_samples:
                     d = torch.cat(losses) - bar[:seen]
                     if d.mean() > z * d.std() / math.sqrt(seen):
                         lo = torch.cat(losses)
@@ -198,7 +199,7 @@ class FullEvaluator:
         """Make ``candidate`` the reference (the model now decodes it). ``evaluation`` must be complete."""
         changes = changed_weights(self.state, self.reference, candidate)
         self._write(changes, lambda n, i, c: decode_at(self.state, n, i, c))
-        self.reference = dict(candidate)
+        self.reference = candidate
         self._invalidate(frozenset(changes))
         if evaluation is None or not evaluation.complete:
             evaluation = self._run({}, None)

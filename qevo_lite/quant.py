@@ -181,6 +181,15 @@ class QuantState:
     def clone(self) -> "QuantState":
         return QuantState(self.config, {n: lq.clone() for n, lq in self.layers.items()})
 
+    def codes(self) -> dict:
+        """``{layer: codes}``: the candidate form the ES works on (tensors shared, not copied)."""
+        return {n: lq.codes for n, lq in self.layers.items()}
+
+    def with_codes(self, codes: dict) -> "QuantState":
+        """A state with the same grid and scales and ``codes`` (a ``{layer: int16 codes}`` dict)."""
+        return QuantState(self.config, {n: LayerQuant(codes.get(n, lq.codes), lq.scale, lq.zero_point, lq.qmin,
+                                                      lq.qmax, lq.weight) for n, lq in self.layers.items()})
+
     def apply(self, model: nn.Module) -> nn.Module:
         """Write the decoded weights into ``model`` in place (biases untouched) and return it."""
         with torch.no_grad():
