@@ -22,6 +22,51 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    """Nearest rounding of the pretrained models at several bit widths: a table and a figure."""
+    import json
+    from pathlib import Path
+    from .baseline import rtn_table
+    from .checkpoints import load_pretrained
+    from .data import load_splits
+    from .fold import fold_batchnorm
+    from .plots import plot_accuracy_vs_bits
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(args.dataset, search_size=args.search_size)
+    test = splits.test.subset(args.test_size) if args.test_size else splits.test
+    bits = [int(b) for b in args.bits.split(",")]
+    everything = {}
+    for arch in args.models.split(","):
+        model, entry = load_pretrained(arch, args.dataset, splits=splits)
+        rows = rtn_table(fold_batchnorm(model), splits.search, test, bits_list=bits)
+        fp32 = entry["fp32_test_accuracy"]
+        everything[arch] = {"fp32_test_accuracy": fp32, "rows": rows}
+        print(f"\n{arch} on {args.dataset}: FP32 test accuracy {fp32:.3f} "
+              f"(test images: {len(test)}; * = scale rule chosen on the search split)")
+        print(f"{'bits':>4} {'granularity':<12} " + " ".join(f"{r:>14}" for r in ("maxabs_full", "maxabs_narrow", "mse")))
+        for g in ("per_channel", "per_tensor"):
+            for b in bits:
+                cells = [r for r in rows if r["bits"] == b and r["granularity"] == g]
+                print(f"{b:>4} {g:<12} " + " ".join(f"{r['test_accuracy']:>13.3f}{'*' if r['chosen'] else ' '}"
+                                                  for r in cells))
+        plot_accuracy_vs_bits(rows, fp32_accuracy=fp32, title=f"{arch}: nearest rounding, held-out accuracy",
+                              path=out / f"rtn_{arch}.png")
+    (out / "rtn.json").write_text(json.dumps(everything, indent=2))
+    print(f"\nwrote {out}/rtn.json and the figures rtn_<model>.png")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    """Evaluations per second: naive vs fast evaluator (one process, same load)."""
+    from .bench import bench_model, format_bench
+    results = [bench_model(arch, bits=args.bits, generations=args.generations, lam=args.lam,
+                           search_size=args.search_size) for arch in args.models.split(",")]
+    print(format_bench(results))
+    ok = all(r["same_fitness_values"] and r["same_trajectory"] for r in results)
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qevo", description=__doc__)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -35,6 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="checkpoint directory (default data/checkpoints)")
     p.add_argument("--download", action="store_true", help="allow downloading the dataset")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="nearest rounding at several bit widths: table + figure")
+    p.add_argument("--models", default="vgg_small,resnet_small")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--bits", default="2,3,4,6,8")
+    p.add_argument("--search-size", type=int, default=2048)
+    p.add_argument("--test-size", type=int, default=None, help="cap on test images (default: all)")
+    p.add_argument("--out", default="results/demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="evaluations/s of the naive vs the fast evaluator, and their equivalence")
+    p.add_argument("--models", default="vgg_small,resnet_small")
+    p.add_argument("--bits", type=int, default=2)
+    p.add_argument("--generations", type=int, default=25)
+    p.add_argument("--lam", type=int, default=8)
+    p.add_argument("--search-size", type=int, default=2048)
+    p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
     _threads(args.threads)
