@@ -35,13 +35,14 @@ def capture_layer_io(qmodel: nn.Module, fmodel: nn.Module, layer: str, x: torch.
     Both are cloned at once: a following in-place op (``ReLU(inplace=True)``) would overwrite them.
     """
     xs, ys = [], []
+    device = next(qmodel.parameters()).device
     h1 = qmodel.get_submodule(layer).register_forward_hook(lambda m, i, o: xs.append(i[0].detach().clone()))
     h2 = fmodel.get_submodule(layer).register_forward_hook(lambda m, i, o: ys.append(o.detach().clone()))
     try:
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
-                qmodel(x[i:i + batch_size])
-                fmodel(x[i:i + batch_size])
+                qmodel(x[i:i + batch_size].to(device))
+                fmodel(x[i:i + batch_size].to(device))
     finally:
         h1.remove()
         h2.remove()
@@ -90,7 +91,7 @@ class LayerwiseEvaluator:
     def _decode_all(self, codes: torch.Tensor) -> torch.Tensor:
         lq = self.state.layers[self.name]
         bshape = (-1,) + (1,) * (codes.dim() - 1)
-        return lq.scale.reshape(bshape) * (codes.float() - lq.zero_point.reshape(bshape).float())
+        return (lq.scale.reshape(bshape) * (codes.float() - lq.zero_point.reshape(bshape).float())).to(self.xu.device)
 
     def _dense(self, weight: torch.Tensor) -> torch.Tensor:
         """Layer output (Cout, positions) for a full weight, bias included, via the unfolded input."""
@@ -108,11 +109,13 @@ class LayerwiseEvaluator:
 
     def _delta(self, idx: torch.Tensor, new: torch.Tensor, old: torch.Tensor):
         """(touched output channels, dO rows (touched, positions)) for codes changed at flat ``idx``."""
-        d = decode_at(self.state, self.name, idx, new) - decode_at(self.state, self.name, idx, old)
+        dev = self.xu.device
+        d = (decode_at(self.state, self.name, idx, new) - decode_at(self.state, self.name, idx, old)).to(dev)
+        idx = idx.to(dev)
         co = idx // self.per_out
         j = (co // self.out_per_group) * self.per_out + idx % self.per_out
         touched, local = torch.unique(co, return_inverse=True)
-        delta = torch.zeros(len(touched), self.xu.shape[1])
+        delta = torch.zeros(len(touched), self.xu.shape[1], device=dev)
         delta.index_add_(0, local, self.xu[j] * d.unsqueeze(1))
         return touched, delta
 
@@ -144,7 +147,7 @@ class LayerwiseEvaluator:
         """The layer module with ``candidate``'s weights written in (restored afterwards)."""
         old = self.module.weight.detach().clone()
         with torch.no_grad():
-            self.module.weight.copy_(self._decode_all(candidate[self.name]))
+            self.module.weight.copy_(self._decode_all(candidate[self.name]).to(old))
         try:
             yield self.module
         finally:
