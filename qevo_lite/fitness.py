@@ -103,13 +103,14 @@ class FullEvaluator:
         search: the search split (images ``x``, targets ``y``; for ``loss="mse"`` targets are the images).
         loss: ``"cross_entropy"``, ``"mse"`` or a callable ``(outputs, targets) -> (n,)``.
         metric: a callable ``(outputs, targets) -> (n,)`` averaged for reporting, or None.
-        chunk_size: images per forward pass.
+        chunk_size: images per forward pass (default: 256 on the CPU, 2048 on a GPU, the faster
+            choices measured on 2 CPU cores and on an H200).
     """
 
     incremental = False
 
     def __init__(self, model: nn.Module, state: QuantState, search: Split, loss="cross_entropy", metric="default",
-                 chunk_size: int = 256, device=None):
+                 chunk_size: int | None = None, device=None):
         if isinstance(loss, str):
             if loss not in LOSSES:
                 raise ValueError(f"Unknown loss {loss!r}; choose one of {sorted(LOSSES)} or pass a callable.")
@@ -120,6 +121,8 @@ class FullEvaluator:
         self.metric_fn = default_metric if metric == "default" else metric
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = to_fast_layout(model.eval().to(self.device))
+        if chunk_size is None:
+            chunk_size = 2048 if self.device.type == "cuda" else 256
         self.state = state
         targets = search.x if self.loss_fn is reconstruction_mse else search.y
         self.chunks = [(to_fast_layout(search.x[i:i + chunk_size].to(self.device)),
