@@ -1,0 +1,143 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from qevo_lite import QuantConfig, evaluate, quantize_model  # noqa: E402
+from qevo_lite.flips import apply_flips, boundary_candidates, random_boundary_flips  # noqa: E402
+from qevo_lite.plots import (grid_levels, plot_accuracy_vs_bits, plot_flip_experiment,  # noqa: E402
+                             plot_residuals, plot_weight_histogram)
+from qevo_lite.widgets import bit_width_explorer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def labelled(fig):
+    assert isinstance(fig, Figure) and fig.axes
+    ax = fig.axes[0]
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    return ax
+
+
+def fake_rows():
+    rows = []
+    for g in ("per_channel", "per_tensor"):
+        for bits in (2, 4, 8):
+            for i, rule in enumerate(("maxabs_full", "maxabs_narrow", "mse")):
+                rows.append({"bits": bits, "granularity": g, "scale_rule": rule, "search_loss": 1.0 - bits / 10,
+                             "search_accuracy": 0.5 + bits / 20, "test_accuracy": 0.4 + bits / 20 + i / 100,
+                             "chosen": i == 0})
+    return rows
+
+
+def test_accuracy_vs_bits(tmp_path):
+    path = tmp_path / "figs" / "acc.png"
+    fig = plot_accuracy_vs_bits(fake_rows(), fp32_accuracy=0.9, title="demo", path=path)
+    ax = labelled(fig)
+    assert ax.get_title() == "demo" and "bit" in ax.get_xlabel() and "%" in ax.get_ylabel()
+    lines = ax.get_lines()
+    assert len(lines) == 6 + 1  # one per (granularity, rule) + FP32
+    fp32 = [ln for ln in lines if ln.get_linestyle() == "--"]
+    assert len(fp32) == 1 and fp32[0].get_ydata()[0] == pytest.approx(90.0)
+    first = lines[0]
+    assert list(first.get_xdata()) == [2, 4, 8] and first.get_ydata()[0] == pytest.approx(50.0)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError):
+        plot_accuracy_vs_bits([])
+
+
+def test_weight_histogram_draws_every_grid_level(tiny_vgg):
+    lq = quantize_model(tiny_vgg, bits=3, granularity="per_tensor").layers["features.3.0"]
+    ax = labelled(plot_weight_histogram(lq))
+    vlines = [ln for ln in ax.get_lines()]
+    assert len(vlines) == lq.qmax - lq.qmin + 1 == 8
+    assert sorted(ln.get_xdata()[0] for ln in vlines) == pytest.approx(grid_levels(lq).tolist())
+
+    pc = quantize_model(tiny_vgg, bits=2, granularity="per_channel", scale_rule="maxabs_narrow").layers["features.3.0"]
+    fig, axes = plt.subplots(1, 2)
+    assert plot_weight_histogram(pc, ax=axes[1], channel=5) is fig
+    levels = grid_levels(pc, channel=5)
+    assert levels.tolist() == pytest.approx([-float(pc.scale[5]), 0.0, float(pc.scale[5])])
+    assert len(axes[1].get_lines()) == 3 and axes[1].get_xlabel()
+    with pytest.raises(ValueError, match="channel"):
+        plot_weight_histogram(pc, channel=pc.codes.shape[0])
+
+
+def test_residuals_and_flip_plots(tiny_vgg, tmp_path):
+    state = quantize_model(tiny_vgg, bits=4)
+    ax = labelled(plot_residuals(state, path=tmp_path / "r.png"))
+    assert "step" in ax.get_xlabel()
+    counts = sum(p.get_height() for p in ax.patches)
+    assert counts == state.num_weights  # every weight of every layer is in the histogram
+    assert (tmp_path / "r.png").exists()
+
+    deltas = torch.tensor([0.0, 0.01, -0.02, 0.01, 0.0])
+    ax = labelled(plot_flip_experiment(deltas, n_flips=4))
+    assert sum(p.get_height() for p in ax.patches) == 5
+    assert "percentage points" in ax.get_xlabel()
+
+
+def test_bit_width_explorer_static_and_interactive(tiny_vgg, digits):
+    fig = bit_width_explorer(tiny_vgg, digits.search, bits=3, n_eval=64, interactive=False)
+    ax = labelled(fig)
+    assert "W3 symmetric per-channel maxabs_full" in ax.get_title()
+    # without a Jupyter kernel the default is the static figure too
+    assert isinstance(bit_width_explorer(tiny_vgg, digits.search, n_eval=64), Figure)
+
+    import ipywidgets as widgets
+    box = bit_width_explorer(tiny_vgg, digits.search, bits=4, n_eval=64, interactive=True)
+    assert isinstance(box, widgets.VBox)
+    slider, gran, rule = box.children[0].children
+    assert isinstance(slider, widgets.IntSlider) and (slider.min, slider.max, slider.value) == (2, 8, 4)
+    assert isinstance(gran, widgets.Dropdown) and isinstance(rule, widgets.Dropdown)
+    assert set(rule.options) == {"maxabs_full", "maxabs_narrow", "mse"}
+    with pytest.raises(ValueError):
+        bit_width_explorer(tiny_vgg, digits.search, bits=9, interactive=False)
+
+
+def test_boundary_candidates_are_near_the_boundary_and_movable(tiny_vgg):
+    state = quantize_model(tiny_vgg, bits=2)  # maxabs_full clips: some moves would leave the grid
+    for name, idx, target in boundary_candidates(state, near=0.1):
+        lq = state.layers[name]
+        r = lq.residual().reshape(-1)[idx]
+        assert torch.all((r.abs() - 0.5).abs() <= 0.1 + 1e-6)
+        assert torch.all((target >= lq.qmin) & (target <= lq.qmax))
+        assert torch.all((target.int() - lq.codes.reshape(-1)[idx].int()).abs() == 1)
+
+
+def test_random_boundary_flips_deterministic_exact_and_restoring(tiny_vgg, digits):
+    state = quantize_model(tiny_vgg, QuantConfig(3))
+    before = {k: v.clone() for k, v in tiny_vgg.state_dict().items()}
+    codes_before = {n: lq.codes.clone() for n, lq in state.layers.items()}
+    kwargs = dict(n_trials=6, n_flips=5, seed=7, subset=128)
+    d1, flips = random_boundary_flips(tiny_vgg, state, digits.search, return_flips=True, **kwargs)
+    d2 = random_boundary_flips(tiny_vgg, state, digits.search, **kwargs)
+    assert torch.equal(d1, d2) and d1.shape == (6,)
+    _, other = random_boundary_flips(tiny_vgg, state, digits.search, return_flips=True, **{**kwargs, "seed": 8})
+    assert other != flips
+    # the float model and the state are exactly as they were
+    assert all(torch.equal(before[k], v) for k, v in tiny_vgg.state_dict().items())
+    assert all(torch.equal(codes_before[n], lq.codes) for n, lq in state.layers.items())
+    # each trial is undone before the next: rebuilding any trial from scratch gives the same change
+    subset = digits.search.subset(128)
+    base = evaluate(state.to_model(tiny_vgg), subset)["accuracy"]
+    for t in (0, 5):
+        assert len(set(flips[t])) == 5
+        trial = state.clone()
+        for name, i in flips[t]:
+            lq = trial.layers[name]
+            lq.codes.view(-1)[i] += int(torch.sign(lq.residual().reshape(-1)[i]))
+        assert sum(trial.moved(state).values()) == 5
+        assert trial.moved(apply_flips(state, flips[t])) == {n: 0 for n in state.layers}
+        acc = evaluate(trial.to_model(tiny_vgg), subset)["accuracy"]
+        assert d1[t].item() == pytest.approx(acc - base, abs=1e-6)
+    with pytest.raises(ValueError, match="fewer than n_flips"):
+        random_boundary_flips(tiny_vgg, state, digits.search, n_trials=1, n_flips=10**7)
