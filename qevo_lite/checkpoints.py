@@ -39,6 +39,12 @@ def checkpoint_dir() -> Path:
     return Path(os.environ.get("QEVO_CHECKPOINTS", default_root() / "checkpoints"))
 
 
+def checkpoint_file_name(key: str) -> str:
+    """The file name of checkpoint ``key`` (``<arch>-<dataset>``): characters a file name cannot hold
+    (the ``:`` and ``/`` of ``folder:<path>`` datasets) become ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key) + ".pt"
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -78,7 +84,7 @@ def train_checkpoint(arch: str, dataset: str = "fashion_mnist", seed: int = 0, e
     train_classifier(model, splits.train, epochs=recipe["epochs"], lr=recipe["lr"], seed=seed, progress=progress)
     model.eval()
     key = f"{arch}-{dataset}"
-    file = directory / f"{key}.pt"
+    file = directory / checkpoint_file_name(key)
     _atomic_write(file, lambda tmp: torch.save(model.state_dict(), tmp))
     entry = {"file": file.name, "arch": arch, "dataset": dataset, "seed": seed,
              "in_channels": splits.in_channels, "num_classes": splits.num_classes,
@@ -104,7 +110,7 @@ def load_pretrained(arch: str = "vgg_small", dataset: str = "fashion_mnist", dir
     directory = Path(directory or checkpoint_dir())
     key = f"{arch}-{dataset}"
     entry = read_manifest(directory).get(key)
-    file = directory / (entry["file"] if entry else f"{key}.pt")
+    file = directory / (entry["file"] if entry else checkpoint_file_name(key))
     problem = None
     if entry is None or not file.exists():
         problem = f"no checkpoint {file.name} in {directory}"
