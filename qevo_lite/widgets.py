@@ -92,3 +92,87 @@ def bit_width_explorer(model: nn.Module, split: Split, bits: int = 3, granularit
 
     out = widgets.interactive_output(show, controls)
     return widgets.VBox([widgets.HBox(list(controls.values())), out])
+
+
+# ----------------------------------------------------------------------------- ES: mutation rate and lambda
+P_CHOICES = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+
+
+def es_explorer(evaluator, start: dict | None = None, p: float = 0.002, lam: int = 8, max_evaluations: int = 48,
+                mutation: str = "residual", seed: int = 0, p_choices=P_CHOICES, max_lam: int = 16,
+                cache: dict | None = None, interactive: bool | None = None):
+    """Run a short (1+lambda) ES for a chosen ``p`` and ``lambda`` and draw its best search loss.
+
+    Every run starts from ``start`` (default: the evaluator's reference when the explorer is made,
+    normally the RTN codes), uses a fixed ``p`` (no 1/5 rule, so the rate you pick is the rate used)
+    and the same budget of ``max_evaluations`` evaluations (rounded up to whole generations), so
+    settings are compared at (nearly) equal cost. Runs are cached by ``(p, lambda)`` in ``cache``
+    (pass the same dict to a second explorer to reuse them); earlier runs stay on the plot in grey.
+
+    Args:
+        evaluator: a global evaluator (:class:`~qevo_lite.fitness.IncrementalEvaluator` is fastest).
+            Its reference moves during a run and is reset to ``start`` by the next one.
+        p, lam: the settings of the first (static) figure.
+        interactive: ``False`` returns the static figure; ``True`` an ipywidgets ``VBox`` (a
+            ``SelectionSlider`` for ``p`` and an ``IntSlider`` for ``lambda``); ``None`` picks the
+            widget only when a Jupyter frontend can show it.
+    """
+    from .es import ESConfig, run_es
+
+    if p not in p_choices:
+        raise ValueError(f"p={p} is not one of the choices {tuple(p_choices)}.")
+    if not 1 <= lam <= max_lam:
+        raise ValueError(f"lam must be in 1..{max_lam}, got {lam}.")
+    ESConfig(p=p, lam=lam, max_evaluations=max_evaluations, mutation=mutation)  # validate early
+    start = dict(start if start is not None else evaluator.reference)
+    cache = {} if cache is None else cache
+
+    def result(p_: float, lam_: int):
+        if (p_, lam_) not in cache:
+            cfg = ESConfig(p=p_, lam=lam_, max_evaluations=max_evaluations, mutation=mutation, adapt="none",
+                           seed=seed)
+            cache[(p_, lam_)] = run_es(evaluator, cfg, start=start, progress=False)
+        return cache[(p_, lam_)]
+
+    def draw(p: float, lam: int):
+        import matplotlib.pyplot as plt
+        res = result(p, lam)
+        fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
+        for (p_, lam_), other in cache.items():
+            if (p_, lam_) != (p, lam):
+                ax.plot([h["evaluations"] for h in other.history], [h["best"] for h in other.history],
+                        color="0.75", lw=1)
+        ax.plot([h["evaluations"] for h in res.history], [h["best"] for h in res.history], "-o", ms=3,
+                color="C0", label=f"p={p}, lambda={lam}")
+        ax.set_xlabel("fitness evaluations")
+        ax.set_ylabel("best search-split loss (nats)")
+        acc = res.best_eval.metric
+        ax.set_title(f"(1+{lam}) ES, p={p} fixed, {max_evaluations} evaluations: best loss "
+                     f"{res.best_eval.fitness:.3f}" + (f", search accuracy {100 * acc:.1f}%" if acc is not None
+                                                       else ""), fontsize=9)
+        ax.legend(fontsize=8, title="grey: earlier settings" if len(cache) > 1 else None, title_fontsize=8)
+        return fig
+
+    if interactive is None:
+        interactive = _has_frontend()
+    if not interactive:
+        return draw(p, lam)
+
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    controls = {
+        "p": widgets.SelectionSlider(options=list(p_choices), value=p, description="p",
+                                     continuous_update=False),
+        "lam": widgets.IntSlider(value=lam, min=1, max=max_lam, step=1, description="lambda",
+                                 continuous_update=False),
+    }
+
+    def show(**kwargs):
+        fig = draw(**kwargs)
+        display(fig)
+        plt.close(fig)
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), out])
