@@ -29,6 +29,7 @@ def cmd_demo(args) -> int:
     from .baseline import rtn_table
     from .checkpoints import load_pretrained
     from .data import load_splits
+    from .evaluate import evaluate
     from .fold import fold_batchnorm
     from .plots import plot_accuracy_vs_bits
     out = Path(args.out)
@@ -39,8 +40,9 @@ def cmd_demo(args) -> int:
     everything = {}
     for arch in args.models.split(","):
         model, entry = load_pretrained(arch, args.dataset, splits=splits)
-        rows = rtn_table(fold_batchnorm(model), splits.search, test, bits_list=bits)
-        fp32 = entry["fp32_test_accuracy"]
+        fmodel = fold_batchnorm(model)
+        rows = rtn_table(fmodel, splits.search, test, bits_list=bits)
+        fp32 = evaluate(fmodel, test)["accuracy"]  # on the same test images as the table
         everything[arch] = {"fp32_test_accuracy": fp32, "rows": rows}
         print(f"\n{arch} on {args.dataset}: FP32 test accuracy {fp32:.3f} "
               f"(test images: {len(test)}; * = scale rule chosen on the search split)")
