@@ -188,8 +188,10 @@ def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None,
         do_report()
     interrupted = False
     t_start = time.perf_counter() - elapsed
+    unfinished = None  # (rng state, evaluations) at the start of a generation whose offspring are being made
     try:
         while not done():
+            unfinished = (g.get_state(), evals)
             offspring = []
             for _ in range(config.lam):
                 if config.mu > 1 and config.crossover and len(parents) > 1:
@@ -203,6 +205,7 @@ def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None,
                 offspring.append((child, ev))
                 evals += 1
                 bar.update(1)
+            unfinished = None
             complete = [o for o in offspring if o[1].complete]
             pool = (parents + complete) if config.selection == "plus" else (complete or offspring)
             pool.sort(key=lambda c: c[1].fitness)
@@ -236,6 +239,9 @@ def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None,
                 save()
     except KeyboardInterrupt:
         interrupted = True
+        if unfinished is not None:  # drop the half-made generation, so a resumed run redoes it exactly
+            g.set_state(unfinished[0])
+            evals = unfinished[1]
         print(f"ES interrupted after {gen} generations" + (f"; resume from {checkpoint}" if checkpoint else ""))
     finally:
         bar.close()
