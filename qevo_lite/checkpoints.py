@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .data import Splits, default_root, load_splits
-from .evaluate import evaluate
+from .evaluate import default_device, evaluate
 from .models import build_model
 from .train import train_classifier
 
@@ -72,8 +72,10 @@ def _atomic_write(path: Path, write) -> None:
 
 def train_checkpoint(arch: str, dataset: str = "fashion_mnist", seed: int = 0, epochs: int | None = None,
                      splits: Splits | None = None, directory: Path | None = None,
-                     progress: bool = True) -> tuple[nn.Module, dict]:
-    """Train ``arch`` on ``dataset``'s train split, save it and its manifest entry; return (model, entry)."""
+                     progress: bool = True, device=None) -> tuple[nn.Module, dict]:
+    """Train ``arch`` on ``dataset``'s train split, save it and its manifest entry; return (model, entry).
+
+    Training runs on ``device`` (default: the GPU when there is one); the model is returned on the CPU."""
     directory = Path(directory or checkpoint_dir())
     recipe = dict(RECIPES.get((arch, dataset), DEFAULT_RECIPE))
     if epochs is not None:
@@ -81,7 +83,8 @@ def train_checkpoint(arch: str, dataset: str = "fashion_mnist", seed: int = 0, e
     splits = splits or load_splits(dataset, seed=seed)
     torch.manual_seed(seed)
     model = build_model(arch, splits.in_channels, splits.num_classes)
-    train_classifier(model, splits.train, epochs=recipe["epochs"], lr=recipe["lr"], seed=seed, progress=progress)
+    train_classifier(model, splits.train, epochs=recipe["epochs"], lr=recipe["lr"], seed=seed, progress=progress,
+                     device=device or default_device())
     model.eval()
     key = f"{arch}-{dataset}"
     file = directory / checkpoint_file_name(key)
@@ -92,6 +95,7 @@ def train_checkpoint(arch: str, dataset: str = "fashion_mnist", seed: int = 0, e
              "command": f"qevo train --model {arch} --dataset {dataset} --seed {seed} --epochs {recipe['epochs']}",
              "fp32_test_accuracy": round(evaluate(model, splits.test)["accuracy"], 4),
              "sha256": sha256_of(file)}
+    model.cpu()
     manifest = read_manifest(directory)
     manifest[key] = entry
     _atomic_write(directory / "manifest.json",
