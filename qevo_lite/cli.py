@@ -69,6 +69,45 @@ def cmd_bench(args) -> int:
     return 0 if ok else 1
 
 
+def _int_list(text: str | None):
+    return None if text is None else tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def cmd_reproduce(args) -> int:
+    """The classification experiments headless: results.json, results.md and figures in --out."""
+    from pathlib import Path
+    from .experiments import EXPERIMENTS, get_profile, reproduce
+    names = [e.strip() for e in args.experiment.split(",")]
+    experiments = list(EXPERIMENTS) if "all" in names else names
+    unknown = [e for e in experiments if e not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"Unknown experiment(s) {unknown}; choose from {sorted(EXPERIMENTS)} or 'all'.")
+    profile = get_profile(args.profile, bits=_int_list(args.bits), seeds=_int_list(args.seeds),
+                          budget=args.budget, dataset=args.dataset, search_size=args.search_size,
+                          test_size=args.test_size, local_evaluations=args.local_budget,
+                          train_epochs=args.epochs,
+                          min_drop=None if args.min_drop is None else args.min_drop / 100)
+    if "all" in names:
+        experiments = [e for e in experiments if e in profile.models]
+    out = Path(args.out or f"results/reproduce-{profile.name}")
+    print(f"qevo reproduce: {', '.join(experiments)}, profile {profile.name!r} (dataset {profile.dataset}, "
+          f"bits {list(profile.bits)}, seeds {list(profile.seeds)}, budget {profile.budget} global + "
+          f"{profile.local_evaluations} local evaluations per layer) -> {out}")
+    try:
+        results = reproduce(experiments, profile, out, progress=not args.no_progress, device=args.device,
+                            checkpoint_dir=args.checkpoints, download=args.download)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished cells are in {out}/results.json and the running cell's ES checkpoints "
+              f"in {out}/checkpoints; run the same command again to resume.", file=sys.stderr)
+        return 130
+    print()
+    print((out / "results.md").read_text())
+    print(f"{results['cells_reused']} cells reused from an earlier run; "
+          f"{results['seconds_this_run']:.0f} s for the cells run now.")
+    print(f"wrote {out}/results.json, {out}/results.md and {len(results['figures'])} figures")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qevo", description=__doc__)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -99,6 +138,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lam", type=int, default=8)
     p.add_argument("--search-size", type=int, default=2048)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("reproduce", help="the classification experiments headless: JSON, Markdown table, figures")
+    p.add_argument("--experiment", default="all",
+                   help="vgg, resnet, a comma-separated list, or all (default)")
+    p.add_argument("--profile", default=None, choices=("fast", "full"),
+                   help="fast (default, or $QEVO_PROFILE): Fashion-MNIST, small models, CPU minutes; "
+                        "full: CIFAR-10, VGG-11/ResNet-20, GPU recommended")
+    p.add_argument("--bits", default=None, help="comma-separated bit widths (default: the profile's)")
+    p.add_argument("--seeds", default=None, help="comma-separated ES seeds (default: the profile's)")
+    p.add_argument("--budget", type=int, default=None, help="global-stage ES evaluations per cell")
+    p.add_argument("--local-budget", type=int, default=None, help="local-stage ES evaluations per layer")
+    p.add_argument("--dataset", default=None,
+                   help="override the profile's dataset, e.g. folder:<path> (ImageFolder train/ and test/)")
+    p.add_argument("--search-size", type=int, default=None, help="search-split images")
+    p.add_argument("--test-size", type=int, default=None, help="cap on held-out test images")
+    p.add_argument("--epochs", type=int, default=None, help="epochs when a missing checkpoint is trained")
+    p.add_argument("--min-drop", type=float, default=None,
+                   help="run the ES only where RTN's search accuracy is at least this many points below FP32 "
+                        "(default: the profile's, 0.5; a negative value runs it at every bit width)")
+    p.add_argument("--checkpoints", default=None,
+                   help="pretrained-checkpoint directory (default data/checkpoints; <out>/pretrained for folder:)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--download", action="store_true", help="allow downloading the dataset")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", default=None, help="output folder (default results/reproduce-<profile>)")
+    p.set_defaults(func=cmd_reproduce)
 
     args = parser.parse_args(argv)
     _threads(args.threads)
