@@ -21,6 +21,7 @@ Loss functions map ``(outputs, targets)`` of a chunk to per-sample losses ``(n,)
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from contextlib import contextmanager
@@ -97,8 +98,8 @@ class FullEvaluator:
     """Fitness of candidates by running the whole network on every search image.
 
     Args:
-        model: the (BN-folded) float model; it is moved to ``device`` and its quantized
-            layers' weights are overwritten with the state's codes.
+        model: the (BN-folded) float model. The evaluator works on its own copy (moved to
+            ``device``, quantized layers decoding the state's codes); ``model`` is left as it was.
         state: the RTN :class:`QuantState` (grid, scales, float weights).
         search: the search split (images ``x``, targets ``y``; for ``loss="mse"`` targets are the images).
         loss: ``"cross_entropy"``, ``"mse"`` or a callable ``(outputs, targets) -> (n,)``.
@@ -110,7 +111,7 @@ class FullEvaluator:
     incremental = False
 
     def __init__(self, model: nn.Module, state: QuantState, search: Split, loss="cross_entropy", metric="default",
-                 chunk_size: int | None = None, device=None):
+                 chunk_size: int | None = None, device=None, _copy: bool = True):
         if isinstance(loss, str):
             if loss not in LOSSES:
                 raise ValueError(f"Unknown loss {loss!r}; choose one of {sorted(LOSSES)} or pass a callable.")
@@ -120,7 +121,7 @@ class FullEvaluator:
         self.loss_fn = loss
         self.metric_fn = default_metric if metric == "default" else metric
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model = to_fast_layout(model.eval().to(self.device))
+        self.model = to_fast_layout((copy.deepcopy(model) if _copy else model).eval().to(self.device))
         if chunk_size is None:
             chunk_size = 2048 if self.device.type == "cuda" else 256
         self.state = state
@@ -237,6 +238,7 @@ class IncrementalEvaluator(FullEvaluator):
     incremental = True
 
     def __init__(self, model: nn.Module, state: QuantState, search: Split, **kwargs):
+        model = copy.deepcopy(model)  # traced and modified below: never the caller's model
         if not isinstance(model, fx.GraphModule):
             try:
                 model = fx.symbolic_trace(model)
@@ -255,7 +257,7 @@ class IncrementalEvaluator(FullEvaluator):
             self.graph_nodes = list(model.graph.nodes)
             self._users = {n: list(n.users) for n in self.graph_nodes}
             self._interp = fx.Interpreter(model)
-        super().__init__(model, state, search, **kwargs)
+        super().__init__(model, state, search, _copy=False, **kwargs)
 
     def _downstream(self, layers) -> set:
         start = [n for n in self.graph_nodes if n.op == "call_module" and n.target in layers]

@@ -251,3 +251,12 @@ def test_layerwise_run_and_sensitivity(tiny_vgg, digits):
     sens = layer_sensitivity(tiny_vgg, state, digits.search)
     assert set(sens) == set(state.layers)
     assert list(sens.values()) == sorted(sens.values(), reverse=True)
+
+
+def test_evaluators_leave_the_callers_model_alone(tiny_vgg, rtn, digits):
+    before = {n: p.detach().clone() for n, p in tiny_vgg.named_parameters()}
+    for cls in (FullEvaluator, IncrementalEvaluator):
+        ev = cls(tiny_vgg, rtn, digits.search)
+        ev.set_reference(mutate(rtn.codes(), rtn, "features.4.0", "uniform", 0.1, gen()))
+    for n, p in tiny_vgg.named_parameters():
+        assert torch.equal(p, before[n]), n
