@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one entry point. Sets itself up on first use (a venv in .venv, the package and its
 # test tools, and on Debian/Ubuntu the offline Fashion-MNIST package), then runs what you ask:
-#   ./run.sh demo        the main job: a short headless run on the default data (table + figures in results/)
+#   ./run.sh demo        the main job: the fast reproduction of the classification experiments
+#                        (qevo reproduce --profile fast; JSON, Markdown table and figures in results/reproduce-fast)
 #   ./run.sh test        the whole test suite: unit tests + every notebook executed by nbval
 #   ./run.sh notebooks   rebuild notebooks/*.ipynb from notebooks/src/ and execute them (fast profile)
 #   ./run.sh qevo ...    any other qevo command, e.g. ./run.sh qevo bench
@@ -36,7 +37,7 @@ cmd=${1:-demo}; shift || true
 setup
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 case "$cmd" in
-  demo)      qevo demo --out results/demo "$@" ;;
+  demo)      qevo reproduce --profile fast --out results/reproduce-fast "$@" ;;
   test)      python -m pytest -q --nbval-lax tests notebooks/*.ipynb "$@" ;;
   notebooks) python scripts/notebooks.py build "$@" && QEVO_PROFILE=fast python scripts/notebooks.py execute "$@" ;;
   qevo)      qevo "$@" ;;
