@@ -9,6 +9,7 @@ or mismatching file is retrained (with a message) rather than silently trusted.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import tempfile
@@ -32,6 +33,22 @@ RECIPES = {
     ("resnet20", "cifar10"): {"epochs": 30, "lr": 2e-3},
 }
 DEFAULT_RECIPE = {"epochs": 3, "lr": 3e-3}
+
+# Models that are not classifiers live in their own task module, which provides
+#   build_model(arch, entry) -> nn.Module               a fresh model shaped as the manifest entry says
+#   train_model(arch, dataset, seed, epochs, device, progress) -> (model in eval mode on the CPU, fields)
+# where ``fields`` are the manifest fields besides file/arch/dataset/seed/split_seed/command/sha256
+# (e.g. ``epochs``, ``lr``, the data shape and the held-out FP32 metric).
+TASK_MODULES = {
+    "det_vgg_small": "qevo_lite.detection",
+    "det_resnet_small": "qevo_lite.detection",
+    "conv_autoencoder": "qevo_lite.autoencoder",
+}
+
+
+def _task_module(arch: str):
+    """The task module of a non-classifier architecture, or None for the classifiers."""
+    return importlib.import_module(TASK_MODULES[arch]) if arch in TASK_MODULES else None
 
 
 def checkpoint_dir() -> Path:
@@ -75,27 +92,34 @@ def train_checkpoint(arch: str, dataset: str = "fashion_mnist", seed: int = 0, e
                      progress: bool = True, device=None) -> tuple[nn.Module, dict]:
     """Train ``arch`` on ``dataset``'s train split, save it and its manifest entry; return (model, entry).
 
-    Training runs on ``device`` (default: the GPU when there is one); the model is returned on the CPU."""
+    Classifiers use :data:`RECIPES`; detectors and the autoencoder are trained by their task module
+    (:data:`TASK_MODULES`). Training runs on ``device`` (default: the GPU when there is one); the model
+    is returned on the CPU."""
     directory = Path(directory or checkpoint_dir())
-    recipe = dict(RECIPES.get((arch, dataset), DEFAULT_RECIPE))
-    if epochs is not None:
-        recipe["epochs"] = epochs
-    splits = splits or load_splits(dataset, seed=seed)
-    torch.manual_seed(seed)
-    model = build_model(arch, splits.in_channels, splits.num_classes)
-    train_classifier(model, splits.train, epochs=recipe["epochs"], lr=recipe["lr"], seed=seed, progress=progress,
-                     device=device or default_device())
-    model.eval()
+    device = device or default_device()
+    task = _task_module(arch)
+    if task is not None:
+        model, fields = task.train_model(arch, dataset, seed=seed, epochs=epochs, device=device, progress=progress)
+    else:
+        recipe = dict(RECIPES.get((arch, dataset), DEFAULT_RECIPE))
+        if epochs is not None:
+            recipe["epochs"] = epochs
+        splits = splits or load_splits(dataset, seed=seed)
+        torch.manual_seed(seed)
+        model = build_model(arch, splits.in_channels, splits.num_classes)
+        train_classifier(model, splits.train, epochs=recipe["epochs"], lr=recipe["lr"], seed=seed,
+                         progress=progress, device=device)
+        model.eval()
+        fields = {"in_channels": splits.in_channels, "num_classes": splits.num_classes,
+                  "epochs": recipe["epochs"], "lr": recipe["lr"],
+                  "fp32_test_accuracy": round(evaluate(model, splits.test)["accuracy"], 4)}
+    model.cpu()
     key = f"{arch}-{dataset}"
     file = directory / checkpoint_file_name(key)
     _atomic_write(file, lambda tmp: torch.save(model.state_dict(), tmp))
-    entry = {"file": file.name, "arch": arch, "dataset": dataset, "seed": seed,
-             "in_channels": splits.in_channels, "num_classes": splits.num_classes,
-             "split_seed": seed, "epochs": recipe["epochs"], "lr": recipe["lr"],
-             "command": f"qevo train --model {arch} --dataset {dataset} --seed {seed} --epochs {recipe['epochs']}",
-             "fp32_test_accuracy": round(evaluate(model, splits.test)["accuracy"], 4),
-             "sha256": sha256_of(file)}
-    model.cpu()
+    entry = {"file": file.name, "arch": arch, "dataset": dataset, "seed": seed, "split_seed": seed,
+             "command": f"qevo train --model {arch} --dataset {dataset} --seed {seed} --epochs {fields['epochs']}",
+             **fields, "sha256": sha256_of(file)}
     manifest = read_manifest(directory)
     manifest[key] = entry
     _atomic_write(directory / "manifest.json",
@@ -121,7 +145,9 @@ def load_pretrained(arch: str = "vgg_small", dataset: str = "fashion_mnist", dir
     elif sha256_of(file) != entry["sha256"]:
         problem = f"{file.name} does not match the sha256 in its manifest"
     if problem is None:
-        model = build_model(arch, entry["in_channels"], entry["num_classes"])
+        task = _task_module(arch)
+        model = (task.build_model(arch, entry) if task is not None
+                 else build_model(arch, entry["in_channels"], entry["num_classes"]))
         model.load_state_dict(torch.load(file, weights_only=True, map_location="cpu"))
         return model.eval(), entry
     command = f"qevo train --model {arch} --dataset {dataset}"

@@ -12,13 +12,15 @@ def _threads(n: int | None) -> None:
 
 
 def cmd_train(args) -> int:
-    from .checkpoints import train_checkpoint
+    from .checkpoints import TASK_MODULES, train_checkpoint
     from .data import load_splits
-    splits = load_splits(args.dataset, seed=args.seed, download=args.download)
+    splits = None if args.model in TASK_MODULES else load_splits(args.dataset, seed=args.seed, download=args.download)
     _, entry = train_checkpoint(args.model, args.dataset, seed=args.seed, epochs=args.epochs, splits=splits,
                                 directory=args.out)
-    print(f"{args.model} on {args.dataset}: FP32 test accuracy {entry['fp32_test_accuracy']:.4f}, "
-          f"sha256 {entry['sha256'][:12]}..., written to {entry['file']}")
+    metrics = ", ".join(f"{k.removeprefix('fp32_').replace('_', ' ')} {v:.4f}" for k, v in entry.items()
+                        if k.startswith("fp32_"))
+    print(f"{args.model} on {args.dataset}: FP32 {metrics}, sha256 {entry['sha256'][:12]}..., "
+          f"written to {entry['file']}")
     return 0
 
 
@@ -74,7 +76,7 @@ def _int_list(text: str | None):
 
 
 def cmd_reproduce(args) -> int:
-    """The classification experiments headless: results.json, results.md and figures in --out."""
+    """The experiments headless: results.json, results.md and figures in --out."""
     from pathlib import Path
     from .experiments import EXPERIMENTS, get_profile, reproduce
     names = [e.strip() for e in args.experiment.split(",")]
@@ -82,29 +84,36 @@ def cmd_reproduce(args) -> int:
     unknown = [e for e in experiments if e not in EXPERIMENTS]
     if unknown:
         raise ValueError(f"Unknown experiment(s) {unknown}; choose from {sorted(EXPERIMENTS)} or 'all'.")
-    profile = get_profile(args.profile, bits=_int_list(args.bits), seeds=_int_list(args.seeds),
-                          budget=args.budget, dataset=args.dataset, search_size=args.search_size,
-                          test_size=args.test_size, local_evaluations=args.local_budget,
-                          train_epochs=args.epochs,
-                          min_drop=None if args.min_drop is None else args.min_drop / 100)
+    overrides = dict(bits=_int_list(args.bits), seeds=_int_list(args.seeds), budget=args.budget,
+                     search_size=args.search_size, test_size=args.test_size,
+                     local_evaluations=args.local_budget, train_epochs=args.epochs,
+                     min_drop=None if args.min_drop is None else args.min_drop / 100)
+    profile = get_profile(args.profile, dataset=args.dataset, **overrides)
     if "all" in names:
-        experiments = [e for e in experiments if e in profile.models]
+        experiments = [e for e in experiments if EXPERIMENTS[e] != "classification" or e in profile.models]
+    if args.dataset and any(EXPERIMENTS[e] != "classification" for e in experiments):
+        print(f"note: --dataset {args.dataset} applies to the classification experiments only")
     out = Path(args.out or f"results/reproduce-{profile.name}")
-    print(f"qevo reproduce: {', '.join(experiments)}, profile {profile.name!r} (dataset {profile.dataset}, "
-          f"bits {list(profile.bits)}, seeds {list(profile.seeds)}, budget {profile.budget} global + "
-          f"{profile.local_evaluations} local evaluations per layer) -> {out}")
+    print(f"qevo reproduce: {', '.join(experiments)}, profile {profile.name!r} -> {out}")
+    if any(EXPERIMENTS[e] == "classification" for e in experiments):
+        print(f"classification: dataset {profile.dataset}, bits {list(profile.bits)}, seeds {list(profile.seeds)}, "
+              f"budget {profile.budget} global + {profile.local_evaluations} local evaluations per layer")
     try:
         results = reproduce(experiments, profile, out, progress=not args.no_progress, device=args.device,
-                            checkpoint_dir=args.checkpoints, download=args.download)
+                            checkpoint_dir=args.checkpoints, download=args.download, dataset=args.dataset,
+                            **overrides)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished cells are in {out}/results.json and the running cell's ES checkpoints "
-              f"in {out}/checkpoints; run the same command again to resume.", file=sys.stderr)
+        print(f"\ninterrupted: finished cells are in {out}/results.json (and <experiment>/results.json) and the "
+              f"running cell's ES checkpoints in its checkpoints/ folder; run the same command again to resume.",
+              file=sys.stderr)
         return 130
     print()
     print((out / "results.md").read_text())
-    print(f"{results['cells_reused']} cells reused from an earlier run; "
-          f"{results['seconds_this_run']:.0f} s for the cells run now.")
-    print(f"wrote {out}/results.json, {out}/results.md and {len(results['figures'])} figures")
+    if "cells_reused" in results:
+        print(f"classification: {results['cells_reused']} cells reused from an earlier run; "
+              f"{results['seconds_this_run']:.0f} s for the cells run now.")
+    print(f"wrote {out}/results.json, {out}/results.md and {len(results['figures'])} figures"
+          + (" (each other experiment's JSON in its own folder)" if results.get("tasks") else ""))
     return 0
 
 
@@ -139,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search-size", type=int, default=2048)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("reproduce", help="the classification experiments headless: JSON, Markdown table, figures")
+    p = sub.add_parser("reproduce", help="the experiments headless: JSON, Markdown tables, figures")
     p.add_argument("--experiment", default="all",
-                   help="vgg, resnet, a comma-separated list, or all (default)")
+                   help="vgg, resnet, detection, autoencoder, a comma-separated list, or all (default)")
     p.add_argument("--profile", default=None, choices=("fast", "full"),
                    help="fast (default, or $QEVO_PROFILE): Fashion-MNIST, small models, CPU minutes; "
                         "full: CIFAR-10, VGG-11/ResNet-20, GPU recommended")

@@ -54,9 +54,16 @@ from .sensitivity import layer_sensitivity
 
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 
-# experiment name -> kind; each kind has a cell runner in RUNNERS. Detection and the autoencoder
-# will add their own kinds (and a model per profile) here.
-EXPERIMENTS = {"vgg": "classification", "resnet": "classification"}
+# experiment name -> kind. The classification experiments run here (one model per experiment and
+# profile); the other kinds are whole experiments in their own task module (TASK_MODULES), which
+# provides ``reproduce_task(profile, out, progress, device, download, figures, checkpoint_dir,
+# **overrides) -> results dict`` writing results.json, results.md and figures into ``out``.
+EXPERIMENTS = {"vgg": "classification", "resnet": "classification",
+               "detection": "detection", "autoencoder": "autoencoder"}
+TASK_MODULES = {"detection": "qevo_lite.detection", "autoencoder": "qevo_lite.autoencoder"}
+# Profile fields a task module's reproduce_task accepts as overrides (None: the task profile's own).
+TASK_OVERRIDES = ("bits", "seeds", "budget", "search_size", "test_size", "local_evaluations", "min_drop",
+                  "train_epochs")
 
 
 @dataclass(frozen=True)
@@ -330,10 +337,18 @@ def moved_analysis(rtn_state, es_state, sensitivity: dict | None = None, bins: i
             "weight_error_ratio": err_es / err_rtn if err_rtn > 0 else None}
 
 
-def _local_stage(ctx: Context, experiment: str, rtn_state, seed: int, checkpoint: Path | None) -> tuple:
-    """Layer-wise ES, one layer at a time (so it can resume between layers). Returns (codes, log, seconds)."""
-    p = ctx.profile
-    fmodel, _ = ctx.model(experiment)
+def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int, p: float, local_moves: int | None,
+                samples: int, seed: int, checkpoint: Path | None = None, threads: int | None = 1) -> tuple:
+    """Layer-wise (local) ES, one layer at a time in graph order, each on its layer-output MSE against the
+    FP32 layer (:func:`qevo_lite.layerwise.run_layerwise`). Works for any task: it only needs the float
+    model, the RTN state and search inputs ``search.x``.
+
+    ``evaluations`` per layer; a mutation moves ``local_moves`` weights of the layer on average (rate
+    ``local_moves / layer size``; None: rate ``p``), adapted by the 1/5 rule. ``checkpoint``: a file the
+    codes are saved to after each layer, so an interrupted run resumes between layers. ``threads``: CPU
+    threads during the stage (many tiny operations). Returns ``(codes, per-layer log, seconds)``; raises
+    KeyboardInterrupt when a layer was interrupted (after saving the layers before it).
+    """
     codes, log, seconds, done = rtn_state.codes(), [], 0.0, 0
     if checkpoint is not None and checkpoint.exists():
         ck = torch.load(checkpoint, weights_only=False)
@@ -342,18 +357,43 @@ def _local_stage(ctx: Context, experiment: str, rtn_state, seed: int, checkpoint
     for i in range(done, len(names)):
         t0 = time.perf_counter()
         n = rtn_state.layers[names[i]].codes.numel()
-        rate = p.p if p.local_moves is None else min(1.0, p.local_moves / n)
-        cfg = ESConfig(max_evaluations=p.local_evaluations, lam=p.lam, p=rate, seed=seed * 1009 + i)
-        with _threads(ctx.local_threads):
-            codes, layer_log = run_layerwise(fmodel, rtn_state, ctx.search, cfg, samples=p.local_samples,
+        rate = p if local_moves is None else min(1.0, local_moves / n)
+        cfg = ESConfig(max_evaluations=evaluations, lam=lam, p=rate, seed=seed * 1009 + i)
+        with _threads(threads):
+            codes, layer_log = run_layerwise(fmodel, rtn_state, search, cfg, samples=samples,
                                              layers=[names[i]], progress=False, start=codes)
         seconds += time.perf_counter() - t0
-        if layer_log[0]["evaluations"] < p.local_evaluations:  # run_es caught a Ctrl-C: stop here
+        if layer_log[0]["evaluations"] < evaluations:  # run_es caught a Ctrl-C: stop here
             raise KeyboardInterrupt
         log += layer_log
         if checkpoint is not None:
             _atomic_torch_save({"codes": codes, "log": log, "seconds": seconds, "done": i + 1}, checkpoint)
     return codes, log, seconds
+
+
+def global_stage(fmodel, rtn_state, search: Split, start_codes, *, budget: int, lam: int, p: float, seed: int,
+                 loss="cross_entropy", metric="default", report=None, report_every: int = 1,
+                 checkpoint: Path | None = None, progress: bool = False, early_reject: bool = True) -> tuple:
+    """The global (1+lambda) ES on the whole network's per-sample ``loss`` over ``search``, started from
+    ``start_codes`` (e.g. the local stage's result), with the fast :class:`IncrementalEvaluator`.
+
+    ``loss``/``metric``: as for :class:`~qevo_lite.fitness.FullEvaluator` (``"cross_entropy"``, ``"mse"``
+    or callables on ``(outputs, targets)``). ``report``: ``model -> dict`` of held-out numbers, called
+    at the start, every ``report_every`` generations and at the end (never used for selection).
+    ``checkpoint``: ES checkpoint file (resumes when it exists). Returns ``(ESResult, start Evaluation,
+    setup seconds)``; raises KeyboardInterrupt when the run was interrupted (its checkpoint is saved).
+    """
+    t0 = time.perf_counter()
+    evaluator = IncrementalEvaluator(copy.deepcopy(fmodel), rtn_state, search, loss=loss, metric=metric)
+    evaluator.set_reference(start_codes)
+    start_eval = evaluator.reference_eval
+    cfg = ESConfig(mu=1, lam=lam, p=p, max_evaluations=budget, early_reject=early_reject,
+                   report_every=report_every, seed=seed)
+    setup_seconds = time.perf_counter() - t0
+    result = run_es(evaluator, cfg, report=report, checkpoint=checkpoint, checkpoint_every=5, progress=progress)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    return result, start_eval, setup_seconds
 
 
 def run_cell(ctx: Context, experiment: str, bits: int, seed: int, checkpoint_dir: str | Path | None = None,
@@ -394,22 +434,17 @@ def run_cell(ctx: Context, experiment: str, bits: int, seed: int, checkpoint_dir
     ck_global = ck_dir / f"{stem}-global.pt" if ck_dir else None
 
     # stage 1: local (layer-wise) ES on each layer's output MSE
-    local_codes, local_log, local_seconds = _local_stage(ctx, experiment, rtn_state, seed, ck_local)
+    local_codes, local_log, local_seconds = local_stage(
+        fmodel, rtn_state, ctx.search, evaluations=p.local_evaluations, lam=p.lam, p=p.p,
+        local_moves=p.local_moves, samples=p.local_samples, seed=seed, checkpoint=ck_local,
+        threads=ctx.local_threads)
     local_evals = sum(e["evaluations"] for e in local_log)
 
     # stage 2: global (1+lambda) ES on the search-split cross-entropy, from the local result
-    t0 = time.perf_counter()
-    evaluator = IncrementalEvaluator(copy.deepcopy(fmodel), rtn_state, ctx.search)
-    evaluator.set_reference(local_codes)
-    start_eval = evaluator.reference_eval
-    cfg = ESConfig(mu=1, lam=p.lam, p=p.p, max_evaluations=p.budget, early_reject=True,
-                   report_every=p.report_every, seed=seed)
     test = ctx.test
-    setup_seconds = time.perf_counter() - t0
-    result = run_es(evaluator, cfg, report=lambda m: evaluate(m, test), checkpoint=ck_global,
-                    checkpoint_every=5, progress=progress)
-    if result.interrupted:
-        raise KeyboardInterrupt
+    result, start_eval, setup_seconds = global_stage(
+        fmodel, rtn_state, ctx.search, local_codes, budget=p.budget, lam=p.lam, p=p.p, seed=seed,
+        report=lambda m: evaluate(m, test), report_every=p.report_every, checkpoint=ck_global, progress=progress)
 
     es_state = result.state(rtn_state)
     qmodel = es_state.to_model(fmodel)
@@ -693,9 +728,39 @@ def plan(profile: Profile, experiments) -> list[tuple]:
     return [(e, b, s) for e in experiments for b in profile.bits for s in profile.seeds]
 
 
-def load_results(out: str | Path) -> dict:
-    path = Path(out) / RESULTS_JSON
+def load_results(out: str | Path, name: str = RESULTS_JSON) -> dict:
+    """The JSON of an earlier run in folder ``out`` ({} when there is none)."""
+    path = Path(out) / name
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_cells(jobs, out_json: Path | None = None, header: dict | None = None, progress: bool = True,
+              desc: str = "reproduce") -> tuple[dict, int]:
+    """Run a resumable list of cells, any task. ``jobs``: ``[(key, settings, run)]`` where ``run()``
+    returns the cell's JSON-ready dict (which must hold ``"settings": settings``).
+
+    With ``out_json``, the cells already there with equal settings are reused, and the file (``header``
+    plus ``"cells"``, keeping cells of other keys) is rewritten atomically after each new cell, so an
+    interrupted grid resumes at the cell it was in. Returns ``({key: cell} for the jobs, reused count)``.
+    """
+    from tqdm.auto import tqdm
+    previous = load_results(out_json.parent, out_json.name) if out_json is not None else {}
+    cells = dict(previous.get("cells", {}))
+    settings_json = {key: _jsonable(settings) for key, settings, _ in jobs}
+    done = {key for key, _, _ in jobs if key in cells and cells[key].get("settings") == settings_json[key]}
+    bar = tqdm(total=len(jobs), initial=len(done), desc=desc, unit="cell", disable=not progress)
+    try:
+        for key, settings, run in jobs:
+            if key in done:
+                continue
+            bar.set_postfix_str(key)
+            cells[key] = _jsonable(run())
+            if out_json is not None:
+                _atomic_write_text(out_json, json.dumps(_jsonable({**(header or {}), "cells": cells}), indent=1))
+            bar.update(1)
+    finally:
+        bar.close()
+    return {key: cells[key] for key, _, _ in jobs}, len(done)
 
 
 def run_grid(ctx: Context, experiments, out: str | Path | None = None, progress: bool = True,
@@ -703,59 +768,72 @@ def run_grid(ctx: Context, experiments, out: str | Path | None = None, progress:
     """Run every cell of the grid (skipping those already in ``out``'s JSON with the same settings)
     and return ``{"profile", "cells", "summary", "checks", ...}``. With ``out``, the JSON is rewritten
     atomically after each cell and the ES checkpoints go to ``out/checkpoints``."""
-    from tqdm.auto import tqdm
     runner = cell_runner or run_cell
     for e in experiments:
-        if e not in EXPERIMENTS:
-            raise ValueError(f"Unknown experiment {e!r}; choose from {sorted(EXPERIMENTS)} or 'all'.")
+        if EXPERIMENTS.get(e) != "classification":
+            raise ValueError(f"Unknown classification experiment {e!r}; choose from "
+                             f"{sorted(k for k, v in EXPERIMENTS.items() if v == 'classification')}.")
         ctx.arch(e)
     out = Path(out) if out is not None else None
-    previous = load_results(out) if out is not None else {}
-    cells = dict(previous.get("cells", {}))
-    results = {"version": 1, "profile": _jsonable(asdict(ctx.profile)), "cells": cells}
-    todo = plan(ctx.profile, experiments)
-    done = [k for k in todo if cell_key(*k) in cells and cells[cell_key(*k)]["settings"] == ctx.settings(k[0])]
-    bar = tqdm(total=len(todo), initial=len(done), desc="reproduce", unit="cell", disable=not progress)
+    header = {"version": 1, "profile": _jsonable(asdict(ctx.profile))}
+    ck = None if out is None else out / "checkpoints"
+    jobs = [(cell_key(e, b, s), ctx.settings(e),
+             lambda e=e, b=b, s=s: runner(ctx, e, b, s, checkpoint_dir=ck)) for e, b, s in plan(ctx.profile, experiments)]
     t_start = time.perf_counter()
-    try:
-        for exp, bits, seed in todo:
-            key = cell_key(exp, bits, seed)
-            if (exp, bits, seed) in done:
-                continue
-            bar.set_postfix_str(key)
-            cells[key] = runner(ctx, exp, bits, seed, checkpoint_dir=None if out is None else out / "checkpoints")
-            if out is not None:
-                _atomic_write_text(out / RESULTS_JSON, json.dumps(_jsonable(results), indent=1))
-            bar.update(1)
-    finally:
-        bar.close()
-    keys = {cell_key(*k) for k in todo}
-    selected = {k: v for k, v in cells.items() if k in keys}
+    selected, reused = run_cells(jobs, None if out is None else out / RESULTS_JSON, header, progress)
+    results = {**header, "cells": selected}
     results["summary"] = summarize(selected)
     results["checks"] = checks(results["summary"])
     results["test_images"] = len(ctx.test)
     results["seconds_this_run"] = time.perf_counter() - t_start
-    results["cells_reused"] = len(done)
+    results["cells_reused"] = reused
     return _jsonable(results)
 
 
 def reproduce(experiments=("vgg", "resnet"), profile: str | Profile = "fast", out: str | Path = "results/reproduce",
               progress: bool = True, device=None, checkpoint_dir=None, download: bool = False, figures: bool = True,
               **overrides) -> dict:
-    """Run the classification experiments headless and write ``results.json``, ``results.md`` and (with
-    ``figures``) the figures into ``out``; resume from what ``out`` already holds. ``overrides`` are
-    :class:`Profile` fields (``bits``, ``seeds``, ``budget``, ``dataset``, ...). Returns the results dict."""
-    prof = profile if isinstance(profile, Profile) else get_profile(profile)
-    prof = prof.with_overrides(**overrides)
+    """Run experiments headless and write ``results.json``, ``results.md`` and (with ``figures``) the
+    figures into ``out``; resume from what ``out`` already holds. ``overrides`` are :class:`Profile`
+    fields (``bits``, ``seeds``, ``budget``, ``dataset``, ...).
+
+    The classification experiments (``vgg``, ``resnet``) write into ``out`` itself; ``detection`` and
+    ``autoencoder`` into ``out/<experiment>/`` (their task module's own JSON, table and figures), and
+    ``out/results.md`` then holds every table. Returns the classification results dict, with the other
+    experiments' results under ``"tasks"``."""
+    import importlib
+    experiments = list(experiments)
+    unknown = [e for e in experiments if e not in EXPERIMENTS]
+    if unknown:
+        raise ValueError(f"Unknown experiment(s) {unknown}; choose from {sorted(EXPERIMENTS)} or 'all'.")
+    classification = [e for e in experiments if EXPERIMENTS[e] == "classification"]
+    tasks = [e for e in experiments if EXPERIMENTS[e] != "classification"]
+    name = profile.name if isinstance(profile, Profile) else (profile or os.environ.get("QEVO_PROFILE", "fast"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if checkpoint_dir is None and prof.dataset.startswith("folder:"):
-        checkpoint_dir = out / "pretrained"   # never register stand-in models in the package's registry
-    ctx = Context(prof, device=device, checkpoint_dir=checkpoint_dir, download=download)
-    results = run_grid(ctx, list(experiments), out=out, progress=progress)
-    results["figures"] = write_figures(results, out) if figures else []
-    _atomic_write_text(out / RESULTS_JSON, json.dumps(results, indent=1))
-    _atomic_write_text(out / RESULTS_MD, results_markdown(results))
+    results, sections = {"figures": []}, []
+    if classification:
+        prof = profile if isinstance(profile, Profile) else get_profile(profile)
+        prof = prof.with_overrides(**overrides)
+        ck_dir = checkpoint_dir
+        if ck_dir is None and prof.dataset.startswith("folder:"):
+            ck_dir = out / "pretrained"   # never register stand-in models in the package's registry
+        ctx = Context(prof, device=device, checkpoint_dir=ck_dir, download=download)
+        results = run_grid(ctx, classification, out=out, progress=progress)
+        results["figures"] = write_figures(results, out) if figures else []
+        _atomic_write_text(out / RESULTS_JSON, json.dumps(results, indent=1))
+        sections.append(results_markdown(results))
+    task_overrides = {k: v for k, v in overrides.items() if k in TASK_OVERRIDES}
+    if tasks:
+        results["tasks"] = {}
+    for e in tasks:
+        module = importlib.import_module(TASK_MODULES[EXPERIMENTS[e]])
+        res = module.reproduce_task(name, out / e, progress=progress, device=device, download=download,
+                                    figures=figures, checkpoint_dir=checkpoint_dir, **task_overrides)
+        results["tasks"][e] = res
+        results["figures"] += [f"{e}/{f}" for f in res.get("figures", [])]
+        sections.append((out / e / RESULTS_MD).read_text().replace("](", f"]({e}/"))
+    _atomic_write_text(out / RESULTS_MD, "\n\n".join(sections))
     return results
 
 

@@ -205,7 +205,7 @@ def test_full_profile_path_on_an_image_folder_stand_in(tmp_path, capsys):
 
 
 def test_cli_rejects_unknown_experiment(capsys):
-    assert main(["reproduce", "--experiment", "detection", "--out", "unused"]) == 2
+    assert main(["reproduce", "--experiment", "segmentation", "--out", "unused"]) == 2
     assert "Unknown experiment" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Unknown profile fields"):
         ex.get_profile("fast", bugdet=3)
