@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -109,7 +108,8 @@ def build_model(arch: str = ARCH, entry: dict | None = None) -> nn.Module:
     if arch != ARCH:
         raise ValueError(f"qevo_lite.autoencoder builds {ARCH!r}, not {arch!r}.")
     entry = entry or {}
-    return ConvAutoencoder(entry.get("in_channels", 1), entry.get("image_size", 28), entry.get("latent_dim", LATENT_DIM))
+    return ConvAutoencoder(entry.get("in_channels", 1), entry.get("image_size", 28),
+                           entry.get("latent_dim", LATENT_DIM))
 
 
 # ----------------------------------------------------------------------------- data
@@ -745,12 +745,13 @@ def plot_roc(scores: dict, is_anomaly: torch.Tensor, path=None):
     from sklearn.metrics import roc_curve
     fig, axes = _subplots(1, 2, figsize=(11, 3.8))
     a1, a2 = axes[0]
-    y = torch.as_tensor(is_anomaly).int().numpy()
+    anomalous = torch.as_tensor(is_anomaly).bool()
+    y = anomalous.int().numpy()
     for i, (name, s) in enumerate(scores.items()):
         fpr, tpr, _ = roc_curve(y, torch.as_tensor(s).numpy())
         a1.plot(fpr, tpr, color=f"C{i}", label=f"{name} (AUROC {auroc(s, is_anomaly):.3f})")
         logs = torch.as_tensor(s).log10()
-        for mask, ls, kind in ((~torch.as_tensor(is_anomaly), "-", "normal"), (torch.as_tensor(is_anomaly), ":", "anomaly")):
+        for mask, ls, kind in ((~anomalous, "-", "normal"), (anomalous, ":", "anomaly")):
             a2.hist(logs[mask].numpy(), bins=50, histtype="step", density=True, color=f"C{i}", ls=ls,
                     label=f"{name} {kind}")
     a1.plot([0, 1], [0, 1], color="0.7", lw=1)

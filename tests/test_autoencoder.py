@@ -177,6 +177,11 @@ def test_reproduce_task_resumes_and_reruns_on_changed_settings(first, ckpt):
     again = ae.reproduce_task(tiny_profile(), out, progress=False, device="cpu", checkpoint_dir=ckpt, figures=False)
     assert again["cells_reused"] == 4
     assert strip_timing(again["cells"]) == strip_timing(res["cells"])
+    codes = out / "states" / "autoencoder-W2-seed0-codes.pt"
+    codes.unlink()   # the figures need the ES codes: a cell whose codes are gone is rerun, to the same numbers
+    redone = ae.reproduce_task(tiny_profile(), out, progress=False, device="cpu", checkpoint_dir=ckpt, figures=False)
+    assert redone["cells_reused"] == 3 and codes.exists()
+    assert strip_timing(redone["cells"]) == strip_timing(res["cells"])
     changed = ae.reproduce_task(tiny_profile(), out, progress=False, device="cpu", checkpoint_dir=ckpt,
                                 figures=False, bits=(2,), seeds=(0,), budget=4)
     assert changed["cells_reused"] == 0 and changed["cells"]["autoencoder/W2/seed0"]["global_evaluations"] == 4

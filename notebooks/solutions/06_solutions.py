@@ -5,8 +5,6 @@ checks or the solutions fails in CI.
 """
 import math
 
-import torch
-
 from qevo_lite import autoencoder as ae
 
 
