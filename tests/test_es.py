@@ -260,3 +260,47 @@ def test_evaluators_leave_the_callers_model_alone(tiny_vgg, rtn, digits):
         ev.set_reference(mutate(rtn.codes(), rtn, "features.4.0", "uniform", 0.1, gen()))
     for n, p in tiny_vgg.named_parameters():
         assert torch.equal(p, before[n]), n
+
+
+class OddConvs(nn.Module):
+    """Strided, dilated, grouped and padded convs, a residual add and a Linear on a 3-D input."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4)
+        self.c = nn.Conv2d(8, 6, (3, 1), padding=(1, 0), bias=False)
+        self.t = nn.Linear(14, 5)       # digits are 28x28: 14x14 after the stride-2 conv
+        self.head = nn.Linear(6 * 14 * 5, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        h = h + torch.relu(self.b(h))
+        h = self.t(self.c(h))          # Linear over the last (width) dimension
+        return self.head(h.flatten(1))
+
+
+@pytest.mark.parametrize("share", [0.02, 0.2])
+def test_sparse_layer_update_equals_full_evaluation(digits, share):
+    """The sparse update of one layer's output (strided/dilated/grouped/padded convs, a Linear on a
+    3-D input) gives the fitness of a full evaluation; sparse_update=False is bit-identical."""
+    torch.manual_seed(0)
+    model = OddConvs().eval()
+    state = quantize_model(model, bits=3)
+    full = FullEvaluator(model, state, digits.search, chunk_size=64)
+    fast = IncrementalEvaluator(model, state, digits.search, chunk_size=64)
+    exact = IncrementalEvaluator(model, state, digits.search, chunk_size=64, sparse_update=False)
+    assert set(fast._sparse_layers) == set(state.layers) and not exact._sparse_layers
+    parent = state.codes()
+    for i, layer in enumerate(["b", "a", "c", "t", "head", "b"]):
+        child = mutate(parent, state, layer, "uniform", share, gen(i))
+        ef, es, ee = full.evaluate(child), fast.evaluate(child), exact.evaluate(child)
+        assert torch.allclose(ef.losses, es.losses, rtol=1e-5, atol=1e-6), layer
+        assert torch.equal(ef.losses, ee.losses), layer
+        for ev, e in ((full, ef), (fast, es), (exact, ee)):
+            ev.set_reference(child, e)
+        parent = child
+    # evaluating never changed the model's weights: they decode the reference
+    with full.applied(parent) as m_full:
+        for name in state.layers:
+            assert torch.equal(fast.model.get_submodule(name).weight, m_full.get_submodule(name).weight)
