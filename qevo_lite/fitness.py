@@ -272,9 +272,21 @@ class IncrementalEvaluator(FullEvaluator):
         self._sparse_now = None  # (layer name, flat indices, weight changes) during a sparse evaluation
         self._channel_cache: dict = {}  # layer-input node -> per-chunk channel-major copies (sparse update)
         self._collect = None   # during an evaluation: {node: per-chunk values} to record
+        # values every one-layer candidate needs (each layer's frontier, and its output for the sparse
+        # update): recorded whenever the reference itself is run, so no candidate waits for a fill
+        self._warm = self._warm_nodes(state) if self.incremental else []
         self._pending = None   # (candidate, fitness, recorded values): best complete evaluation since the
                                # reference was set; installed as the cache if it becomes the reference
         super().__init__(model, state, search, _copy=False, **kwargs)
+
+    def _warm_nodes(self, state: QuantState) -> list:
+        nodes = []
+        for name in state.layers:
+            frontier, _ = self._plan(frozenset([name]))
+            nodes += [n for n in frontier if n.op != "placeholder"]
+            if name in self._sparse_layers:
+                nodes.append(self._sparse_layers[name][0])
+        return list(dict.fromkeys(nodes))
 
     def _find_sparse_layers(self, model: fx.GraphModule, state: QuantState) -> dict:
         """``{layer name: (its graph node, its input node)}`` for the quantized layers whose output the
@@ -448,6 +460,10 @@ class IncrementalEvaluator(FullEvaluator):
         if self._collect is not None:
             for n, values in self._collect.items():
                 values[k] = env[n]
+        elif not changed and not self._clone_frontier:  # the reference itself: keep what candidates need
+            for n in self._warm:
+                if n in env:
+                    self._cache.setdefault(n, [None] * len(self.chunks))[k] = env[n]
         return out
 
     def _invalidate(self, changed: frozenset) -> None:
