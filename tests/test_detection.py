@@ -135,7 +135,7 @@ def test_reproduce_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
     out, ck = tmp_path / "out", tmp_path / "pretrained"
     kw = dict(out=out, progress=False, device="cpu", checkpoint_dir=ck, dataset="glyph_boxes_digits",
               models=("det_vgg_small",), bits=[2], seeds=[0], budget=4, search_size=16, test_size=16,
-              local_evaluations=2, local_samples=8, min_drop=-1.0, train_epochs=1, compare_budget=4)
+              local_evaluations=2, local_samples=8, min_drop=-1.0, train_epochs=1, compare_budget=4, lam=4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = D.reproduce_task("fast", **kw)
