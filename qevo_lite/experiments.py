@@ -33,6 +33,7 @@ import copy
 import json
 import math
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -373,7 +374,8 @@ def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int,
 
 def global_stage(fmodel, rtn_state, search: Split, start_codes, *, budget: int, lam: int, p: float, seed: int,
                  loss="cross_entropy", metric="default", report=None, report_every: int = 1,
-                 checkpoint: Path | None = None, progress: bool = False, early_reject: bool = True) -> tuple:
+                 checkpoint: Path | None = None, progress: bool = False, early_reject: bool = True,
+                 chunk_size: int | None = None) -> tuple:
     """The global (1+lambda) ES on the whole network's per-sample ``loss`` over ``search``, started from
     ``start_codes`` (e.g. the local stage's result), with the fast :class:`IncrementalEvaluator`.
 
@@ -382,9 +384,12 @@ def global_stage(fmodel, rtn_state, search: Split, start_codes, *, budget: int, 
     at the start, every ``report_every`` generations and at the end (never used for selection).
     ``checkpoint``: ES checkpoint file (resumes when it exists). Returns ``(ESResult, start Evaluation,
     setup seconds)``; raises KeyboardInterrupt when the run was interrupted (its checkpoint is saved).
+    ``chunk_size``: images per forward pass (default: the evaluator's); early rejection decides after
+    whole chunks, so a search split of a few hundred images needs smaller chunks for it to act.
     """
     t0 = time.perf_counter()
-    evaluator = IncrementalEvaluator(copy.deepcopy(fmodel), rtn_state, search, loss=loss, metric=metric)
+    evaluator = IncrementalEvaluator(copy.deepcopy(fmodel), rtn_state, search, loss=loss, metric=metric,
+                                     chunk_size=chunk_size)
     evaluator.set_reference(start_codes)
     start_eval = evaluator.reference_eval
     cfg = ESConfig(mu=1, lam=lam, p=p, max_evaluations=budget, early_reject=early_reject,
@@ -832,7 +837,8 @@ def reproduce(experiments=("vgg", "resnet"), profile: str | Profile = "fast", ou
                                     figures=figures, checkpoint_dir=checkpoint_dir, **task_overrides)
         results["tasks"][e] = res
         results["figures"] += [f"{e}/{f}" for f in res.get("figures", [])]
-        sections.append((out / e / RESULTS_MD).read_text().replace("](", f"]({e}/"))
+        # the task's relative links (its figures) now point into its folder; absolute and web links stay
+        sections.append(re.sub(r"\]\((?!https?://|/)", f"]({e}/", (out / e / RESULTS_MD).read_text()))
     _atomic_write_text(out / RESULTS_MD, "\n\n".join(sections))
     return results
 

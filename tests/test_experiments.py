@@ -209,3 +209,33 @@ def test_cli_rejects_unknown_experiment(capsys):
     assert "Unknown experiment" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Unknown profile fields"):
         ex.get_profile("fast", bugdet=3)
+
+
+def test_reproduce_dispatches_other_experiments_to_their_task_module(tmp_path, monkeypatch):
+    """A non-classification experiment runs through its task module's reproduce_task in out/<name>/, with
+    the task overrides only, and its table joins results.md with its figure links pointing into the folder."""
+    import sys
+    import types
+    calls = []
+
+    def reproduce_task(profile, out, **kw):
+        calls.append((profile, out, kw))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text("## Toy\n\n![curve](toy.png) [paper](https://arxiv.org/abs/2605.05228)\n")
+        return {"figures": ["toy.png"], "summary": [1]}
+
+    module = types.ModuleType("toy_task")
+    module.reproduce_task = reproduce_task
+    monkeypatch.setitem(sys.modules, "toy_task", module)
+    monkeypatch.setitem(ex.EXPERIMENTS, "toy", "toy")
+    monkeypatch.setitem(ex.TASK_MODULES, "toy", "toy_task")
+    res = ex.reproduce(["toy"], "fast", tmp_path, progress=False, device="cpu", bits=(3,), seeds=(1,),
+                       dataset="digits", lam=4)
+    (profile, out, kw), = calls
+    assert profile == "fast" and out == tmp_path / "toy"
+    assert kw["bits"] == (3,) and kw["seeds"] == (1,) and "dataset" not in kw and "lam" not in kw
+    assert res["tasks"]["toy"]["summary"] == [1] and res["figures"] == ["toy/toy.png"]
+    text = (tmp_path / "results.md").read_text()
+    assert "![curve](toy/toy.png)" in text and "(https://arxiv.org/abs/2605.05228)" in text
+    with pytest.raises(ValueError, match="Unknown experiment"):
+        ex.reproduce(["segmentation"], "fast", tmp_path)
