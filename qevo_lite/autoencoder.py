@@ -38,11 +38,10 @@ autoencoder`` calls it.
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -53,7 +52,9 @@ from . import experiments as ex
 from .data import SEARCH_POOL, Split, load_arrays, load_splits
 from .evaluate import default_device, to_fast_layout
 from .fold import fold_batchnorm
-from .quant import SCALE_RULES, QuantConfig, quantize_model
+from .baseline import best_rtn
+from .quant import SCALE_RULES
+from .sensitivity import layer_sensitivity
 
 ARCH = "conv_autoencoder"
 EXPERIMENT = "autoencoder"
@@ -302,38 +303,23 @@ def train_model(arch: str, dataset: str, seed: int = 0, epochs: int | None = Non
 # ----------------------------------------------------------------------------- rounding baseline
 def best_rtn_mse(fmodel: nn.Module, search: Split, bits: int, granularity: str = "per_channel",
                  rules=SCALE_RULES) -> dict:
-    """Nearest rounding with the scale rule of lowest *search MSE* (``qevo_lite.baseline.best_rtn``
-    picks by cross-entropy, which an autoencoder has not). Returns ``{"state", "rule", "search_mse",
-    "scores": {rule: search MSE}}``."""
-    best, scores = None, {}
-    for rule in rules:
-        state = quantize_model(fmodel, QuantConfig(bits, "symmetric", granularity, rule))
-        scores[rule] = search_mse(state.to_model(fmodel), search)
-        if best is None or scores[rule] < scores[best[0]]:
-            best = (rule, state)
-    return {"state": best[1], "rule": best[0], "search_mse": scores[best[0]], "scores": scores}
+    """Nearest rounding with the scale rule of lowest *search MSE* (:func:`qevo_lite.baseline.best_rtn`
+    scored by :func:`search_mse`). Returns ``{"state", "rule", "search_mse", "scores": {rule: search MSE}}``."""
+    res = best_rtn(fmodel, search, bits, granularity, rules=rules, score=search_mse)
+    scores = {rule: v["loss"] for rule, v in res.scores.items()}
+    return {"state": res.state, "rule": res.config.scale_rule, "search_mse": scores[res.config.scale_rule],
+            "scores": scores}
 
 
 def mse_sensitivity(fmodel: nn.Module, state, search: Split) -> dict:
     """``{layer: search MSE with only that layer quantized - FP32 search MSE}`` (normalised), most
-    sensitive first."""
-    base = search_mse(fmodel, search)
-    model = copy.deepcopy(fmodel)
-    out = {}
-    for name, lq in state.layers.items():
-        weight = model.get_submodule(name).weight
-        original = weight.detach().clone()
-        with torch.no_grad():
-            weight.copy_(lq.dequantize().to(weight))
-        out[name] = search_mse(model, search) - base
-        with torch.no_grad():
-            weight.copy_(original)
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+    sensitive first (:func:`qevo_lite.sensitivity.layer_sensitivity` scored by :func:`search_mse`)."""
+    return layer_sensitivity(fmodel, state, search, score=search_mse)
 
 
 # ----------------------------------------------------------------------------- profiles
 @dataclass(frozen=True)
-class AEProfile:
+class AEProfile(ex.Overridable):
     """Sizes and budgets of the autoencoder experiment (see :data:`AE_PROFILES`).
 
     Fields as in :class:`qevo_lite.experiments.Profile`; here ``search_size`` counts normal-class
@@ -341,6 +327,8 @@ class AEProfile:
     is *relative*: the ES runs where RTN's search MSE is at least ``(1 + min_drop)`` times FP32's.
     ``normal_classes`` must match the checkpoint's.
     """
+
+    what = "autoencoder profile"
 
     name: str = "fast"
     dataset: str = "fashion_mnist"
@@ -363,14 +351,6 @@ class AEProfile:
     train_epochs: int | None = None
     es_bits: tuple | None = None   # bit widths where the ES may run (None: every one where RTN hurts)
 
-    def with_overrides(self, **kwargs) -> "AEProfile":
-        """A copy with the non-None keyword fields replaced (unknown names raise ValueError)."""
-        known = {f.name for f in fields(self)}
-        bad = set(kwargs) - known
-        if bad:
-            raise ValueError(f"Unknown autoencoder profile fields {sorted(bad)}; known: {sorted(known)}.")
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items() if v is not None}
-        return replace(self, **kwargs)
 
 
 AE_PROFILES = {

@@ -25,13 +25,18 @@ class RTNResult:
 
 
 def best_rtn(model: nn.Module, search: Split, bits: int, granularity: str = "per_channel",
-             scheme: str = "symmetric", rules=SCALE_RULES) -> RTNResult:
-    """Quantize the (BN-folded) ``model`` with each scale rule and keep the lowest search-split loss."""
+             scheme: str = "symmetric", rules=SCALE_RULES, score=None) -> RTNResult:
+    """Quantize the (BN-folded) ``model`` with each scale rule and keep the lowest search-split loss.
+
+    ``score``: ``(model, split) -> float`` loss for models that are not classifiers (e.g. a
+    reconstruction MSE or a detection loss); default: the classification cross-entropy and accuracy
+    of :func:`qevo_lite.evaluate.evaluate`. ``scores`` holds ``{rule: {"loss": ..., ...}}``."""
     best, scores = None, {}
     for rule in rules:
         cfg = QuantConfig(bits, scheme, granularity, rule)
         state = quantize_model(model, cfg)
-        scores[rule] = evaluate(state.to_model(model), search)
+        qmodel = state.to_model(model)
+        scores[rule] = evaluate(qmodel, search) if score is None else {"loss": float(score(qmodel, search))}
         if best is None or scores[rule]["loss"] < scores[best[1].scale_rule]["loss"]:
             best = (state, cfg)
     return RTNResult(best[0], best[1], scores)

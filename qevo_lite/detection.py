@@ -38,17 +38,17 @@ detectors it lowered held-out mAP (VGG W3, seed 2, 128 evaluations per layer: mA
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .experiments import Overridable
 from .models import BasicBlock, conv_bn_relu
 
 STRIDE = 4
@@ -364,7 +364,7 @@ def train_model(arch: str, dataset: str = "glyph_boxes", seed: int = 0, epochs: 
 
 # ----------------------------------------------------------------------------- the experiment
 @dataclass(frozen=True)
-class DetectionProfile:
+class DetectionProfile(Overridable):
     """Sizes and budgets of the detection experiment (see :data:`PROFILES`).
 
     Attributes:
@@ -389,6 +389,8 @@ class DetectionProfile:
         compare_seeds: seeds of the fitness comparison.
     """
 
+    what = "detection profile"
+
     name: str
     dataset: str = "glyph_boxes"
     models: tuple = ("det_vgg_small", "det_resnet_small")
@@ -410,14 +412,6 @@ class DetectionProfile:
     compare_model: str = "det_vgg_small"
     compare_seeds: tuple = (0,)
 
-    def with_overrides(self, **kwargs) -> "DetectionProfile":
-        """A copy with the non-None keyword fields replaced (unknown names raise ValueError)."""
-        known = {f.name for f in fields(self)}
-        bad = set(kwargs) - known
-        if bad:
-            raise ValueError(f"Unknown detection profile fields {sorted(bad)}; known: {sorted(known)}.")
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items() if v is not None}
-        return replace(self, **kwargs)
 
 
 PROFILES = {
@@ -436,17 +430,14 @@ def get_profile(name: str | None = None, **overrides) -> DetectionProfile:
 
 
 def rtn_for_detection(fmodel: nn.Module, search, bits: int, granularity: str = "per_channel") -> dict:
-    """Nearest rounding with the scale rule of lowest *search-split detection loss* (never test mAP).
+    """Nearest rounding with the scale rule of lowest *search-split detection loss* (never test mAP):
+    :func:`qevo_lite.baseline.best_rtn` scored by :func:`detection_loss_on`.
 
     Returns ``{"state", "rule", "losses": {rule: mean per-image search loss}}``."""
-    from .quant import SCALE_RULES, QuantConfig, quantize_model
-    best, losses = None, {}
-    for rule in SCALE_RULES:
-        state = quantize_model(fmodel, QuantConfig(bits, "symmetric", granularity, rule))
-        losses[rule] = detection_loss_on(state.to_model(fmodel), search)
-        if best is None or losses[rule] < losses[best[0]]:
-            best = (rule, state)
-    return {"state": best[1], "rule": best[0], "losses": losses}
+    from .baseline import best_rtn
+    res = best_rtn(fmodel, search, bits, granularity, score=detection_loss_on)
+    return {"state": res.state, "rule": res.config.scale_rule,
+            "losses": {rule: v["loss"] for rule, v in res.scores.items()}}
 
 
 class DetectionContext:

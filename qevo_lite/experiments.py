@@ -67,8 +67,26 @@ TASK_OVERRIDES = ("bits", "seeds", "budget", "search_size", "test_size", "local_
                   "train_epochs")
 
 
+class Overridable:
+    """Mixin for the frozen profile dataclasses: copies with some fields replaced.
+
+    ``what`` names the profile kind in error messages."""
+
+    what = "profile"
+
+    def with_overrides(self, **kwargs):
+        """A copy with the non-None keyword fields replaced (lists become tuples; unknown names raise
+        ValueError)."""
+        known = {f.name for f in fields(self)}
+        bad = set(kwargs) - known
+        if bad:
+            raise ValueError(f"Unknown {self.what} fields {sorted(bad)}; known: {sorted(known)}.")
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items() if v is not None}
+        return replace(self, **kwargs)
+
+
 @dataclass(frozen=True)
-class Profile:
+class Profile(Overridable):
     """Sizes and budgets of one reproduction (see :data:`PROFILES`).
 
     Attributes:
@@ -111,15 +129,6 @@ class Profile:
     granularity: str = "per_channel"
     split_seed: int = 0
     train_epochs: int | None = None
-
-    def with_overrides(self, **kwargs) -> "Profile":
-        """A copy with the non-None keyword fields replaced (unknown names raise ValueError)."""
-        known = {f.name for f in fields(self)}
-        bad = set(kwargs) - known
-        if bad:
-            raise ValueError(f"Unknown profile fields {sorted(bad)}; known: {sorted(known)}.")
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items() if v is not None}
-        return replace(self, **kwargs)
 
 
 PROFILES = {

@@ -11,9 +11,14 @@ from .evaluate import evaluate
 from .quant import QuantState
 
 
-def layer_sensitivity(fmodel: nn.Module, state: QuantState, search: Split) -> dict:
-    """``{layer: search loss with only that layer quantized - FP32 search loss}`` (nats), most sensitive first."""
-    base = evaluate(fmodel, search)["loss"]
+def layer_sensitivity(fmodel: nn.Module, state: QuantState, search: Split, score=None) -> dict:
+    """``{layer: search loss with only that layer quantized - FP32 search loss}``, most sensitive first.
+
+    ``score``: ``(model, split) -> float`` loss (default: the classification cross-entropy in nats of
+    :func:`qevo_lite.evaluate.evaluate`; e.g. a reconstruction MSE for an autoencoder)."""
+    if score is None:
+        score = lambda m, split: evaluate(m, split)["loss"]  # noqa: E731
+    base = score(fmodel, search)
     model = copy.deepcopy(fmodel)
     out = {}
     for name, lq in state.layers.items():
@@ -21,7 +26,7 @@ def layer_sensitivity(fmodel: nn.Module, state: QuantState, search: Split) -> di
         original = weight.detach().clone()
         with torch.no_grad():
             weight.copy_(lq.dequantize().to(weight))
-        out[name] = evaluate(model, search)["loss"] - base
+        out[name] = score(model, search) - base
         with torch.no_grad():
             weight.copy_(original)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
