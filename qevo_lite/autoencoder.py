@@ -55,6 +55,7 @@ from .fold import fold_batchnorm
 from .baseline import best_rtn
 from .quant import SCALE_RULES
 from .sensitivity import layer_sensitivity
+from .train import train_loop
 
 ARCH = "conv_autoencoder"
 EXPERIMENT = "autoencoder"
@@ -243,34 +244,12 @@ def anomaly_scores(model: nn.Module, split: Split) -> torch.Tensor:
 # ----------------------------------------------------------------------------- training
 def train_autoencoder(model: nn.Module, train: Split, epochs: int = 4, batch_size: int = 128, lr: float = 3e-3,
                       seed: int = 0, device="cpu", progress: bool = True) -> list[dict]:
-    """Train ``model`` in place to reconstruct ``train.x`` (MSE, AdamW, one-cycle schedule).
+    """Train ``model`` in place to reconstruct ``train.x`` (MSE, :func:`qevo_lite.train.train_loop`,
+    weight decay 1e-4).
 
     Returns one dict per epoch: ``loss`` (mean training MSE, normalised scale) and ``seconds``."""
-    from tqdm.auto import tqdm
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model.to(device).train()
-    steps = epochs * ((len(train) + batch_size - 1) // batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    history, bar = [], tqdm(total=steps, desc="training ConvAutoencoder", disable=not progress)
-    for epoch in range(epochs):
-        t0, total, count = time.perf_counter(), 0.0, 0
-        for idx in torch.randperm(len(train), generator=g).split(batch_size):
-            x = train.x[idx].to(device)
-            loss = F.mse_loss(model(x), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, count = total + loss.item() * len(idx), count + len(idx)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, mse=f"{total / count:.4f}")
-        history.append({"epoch": epoch + 1, "loss": total / count, "seconds": time.perf_counter() - t0})
-    bar.close()
-    return history
+    return train_loop(model, train, lambda out, x, y: F.mse_loss(out, x), epochs, batch_size, lr,
+                      weight_decay=1e-4, seed=seed, device=device, progress=progress)
 
 
 def train_model(arch: str, dataset: str, seed: int = 0, epochs: int | None = None, device=None,

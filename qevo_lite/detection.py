@@ -278,34 +278,13 @@ def map_fitness(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- training
 def train_detector(model: nn.Module, train, epochs: int = 6, batch_size: int = 64, lr: float = 3e-3,
                    seed: int = 0, device="cpu", progress: bool = True) -> list[dict]:
-    """Train ``model`` in place on :func:`detection_loss` (AdamW, one-cycle).
+    """Train ``model`` in place on :func:`detection_loss` (:func:`qevo_lite.train.train_loop`, AdamW,
+    one-cycle, weight decay 5e-4, channels_last batches: faster convs on the CPU).
 
     Returns one ``{"epoch", "loss", "seconds"}`` per epoch."""
-    from tqdm.auto import tqdm
-    from .evaluate import to_fast_layout
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    to_fast_layout(model.to(device)).train()  # channels_last: faster convs on the CPU
-    steps = epochs * ((len(train) + batch_size - 1) // batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    history, bar = [], tqdm(total=steps, desc=f"training {type(model).__name__}", disable=not progress)
-    for epoch in range(epochs):
-        t0, total, count = time.perf_counter(), 0.0, 0
-        for idx in torch.randperm(len(train), generator=g).split(batch_size):
-            x, y = to_fast_layout(train.x[idx].to(device)), train.y[idx].to(device)
-            loss = detection_loss(model(x), y).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, count = total + loss.item() * len(idx), count + len(idx)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.3f}")
-        history.append({"epoch": epoch + 1, "loss": total / count, "seconds": time.perf_counter() - t0})
-    bar.close()
+    from .train import train_loop
+    history = train_loop(model, train, lambda out, x, y: detection_loss(out, y).mean(), epochs, batch_size, lr,
+                         seed=seed, device=device, progress=progress, fast_layout=True)
     model.eval()
     return history
 
