@@ -361,7 +361,7 @@ class IncrementalEvaluator(FullEvaluator):
             return super().evaluate(candidate, early_reject, z)
         # the cached activations this candidate would invalidate if it became the reference: record
         # its own values of them, so that accepting it costs no re-computation
-        keep = [] if self._clone_frontier else [n for n in self._downstream(frozenset(changes)) if n in self._cache]
+        keep = [] if self._clone_frontier else [n for n in self._plan(frozenset(changes))[1] if n in self._cache]
         self._collect = {n: [None] * len(self.chunks) for n in keep} if keep else None
         try:
             name = next(iter(changes)) if len(changes) == 1 else None
