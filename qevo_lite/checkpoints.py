@@ -75,7 +75,9 @@ def read_manifest(directory: Path | None = None) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Write ``path`` atomically: ``write(tmp)`` fills a temporary file in the same folder, which then
+    replaces ``path`` (an interrupted write never leaves a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     os.close(fd)
@@ -116,13 +118,13 @@ def train_checkpoint(arch: str, dataset: str = "fashion_mnist", seed: int = 0, e
     model.cpu()
     key = f"{arch}-{dataset}"
     file = directory / checkpoint_file_name(key)
-    _atomic_write(file, lambda tmp: torch.save(model.state_dict(), tmp))
+    atomic_write(file, lambda tmp: torch.save(model.state_dict(), tmp))
     entry = {"file": file.name, "arch": arch, "dataset": dataset, "seed": seed, "split_seed": seed,
              "command": f"qevo train --model {arch} --dataset {dataset} --seed {seed} --epochs {fields['epochs']}",
              **fields, "sha256": sha256_of(file)}
     manifest = read_manifest(directory)
     manifest[key] = entry
-    _atomic_write(directory / "manifest.json",
+    atomic_write(directory / "manifest.json",
                   lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n"))
     return model, entry
 

@@ -20,8 +20,6 @@ where an uninterrupted one with the same seed ends (for evaluation or generation
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoints import atomic_write
 from .fitness import Evaluation, FullEvaluator
 from .operators import LAYER_CHOICES, MUTATIONS, crossover_uniform, layer_weights, mutate, pick_layer
 from .quant import QuantState
@@ -106,15 +105,7 @@ class ESResult:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None, sensitivity_order=None,

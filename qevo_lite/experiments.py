@@ -35,7 +35,6 @@ import math
 import os
 import re
 import statistics
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
@@ -44,7 +43,7 @@ from pathlib import Path
 import torch
 
 from .baseline import best_rtn
-from .checkpoints import load_pretrained, train_checkpoint
+from .checkpoints import atomic_write, load_pretrained, train_checkpoint
 from .data import Split, load_splits
 from .es import ESConfig, run_es
 from .evaluate import default_device, evaluate
@@ -162,27 +161,11 @@ def _threads(n: int | None):
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 # ----------------------------------------------------------------------------- shared state
