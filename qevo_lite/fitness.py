@@ -270,7 +270,7 @@ class IncrementalEvaluator(FullEvaluator):
         self.sparse_update = sparse_update and self.incremental
         self._sparse_layers = self._find_sparse_layers(model, state) if self.sparse_update else {}
         self._sparse_now = None  # (layer name, flat indices, weight changes) during a sparse evaluation
-        self._channel_cache: dict = {}  # layer-input node -> per-chunk channel-major copies (sparse update)
+        self._channel_cache: dict = {}  # (layer-input node, padding) -> per-chunk channel-major copies (sparse update)
         self._collect = None   # during an evaluation: {node: per-chunk values} to record
         # values every one-layer candidate needs (each layer's frontier, and its output for the sparse
         # update): recorded whenever the reference itself is run, so no candidate waits for a fill
@@ -397,12 +397,13 @@ class IncrementalEvaluator(FullEvaluator):
         (C_in, N, H_pad, W_pad) or (in_features, rows) so one input channel is one contiguous block;
         cached like the activations (and invalidated with them)."""
         node, inp = self._sparse_layers[name]
-        slot = self._channel_cache.setdefault(inp, [None] * len(self.chunks))
+        m = self.model.get_submodule(name)
+        pad = None if isinstance(m, nn.Linear) else tuple(m.padding)  # layers sharing an input may pad it differently
+        slot = self._channel_cache.setdefault((inp, pad), [None] * len(self.chunks))
         if slot[k] is None:
             self._fill(k, [inp])
             x = self.chunks[k][0] if inp.op == "placeholder" else self._cache[inp][k]
-            m = self.model.get_submodule(name)
-            if isinstance(m, nn.Linear):
+            if pad is None:
                 slot[k] = x.reshape(-1, x.shape[-1]).t().contiguous()
             else:
                 ph, pw = m.padding
@@ -468,6 +469,8 @@ class IncrementalEvaluator(FullEvaluator):
 
     def _invalidate(self, changed: frozenset) -> None:
         if self.incremental and changed:
-            for n in self._downstream(changed):
+            down = self._downstream(changed)
+            for n in down:
                 self._cache.pop(n, None)
-                self._channel_cache.pop(n, None)
+            for key in [key for key in self._channel_cache if key[0] in down]:
+                del self._channel_cache[key]

@@ -263,19 +263,21 @@ def test_evaluators_leave_the_callers_model_alone(tiny_vgg, rtn, digits):
 
 
 class OddConvs(nn.Module):
-    """Strided, dilated, grouped and padded convs, a residual add and a Linear on a 3-D input."""
+    """Strided, dilated, grouped and padded convs, a 1x1 shortcut sharing their input, a residual add and a
+    Linear on a 3-D input."""
 
     def __init__(self):
         super().__init__()
         self.a = nn.Conv2d(1, 8, 3, stride=2, padding=1)
         self.b = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=4)
+        self.s = nn.Conv2d(8, 8, 1)
         self.c = nn.Conv2d(8, 6, (3, 1), padding=(1, 0), bias=False)
         self.t = nn.Linear(14, 5)       # digits are 28x28: 14x14 after the stride-2 conv
         self.head = nn.Linear(6 * 14 * 5, 10)
 
     def forward(self, x):
         h = torch.relu(self.a(x))
-        h = h + torch.relu(self.b(h))
+        h = self.s(h) + torch.relu(self.b(h))  # two convs with different padding read the same input
         h = self.t(self.c(h))          # Linear over the last (width) dimension
         return self.head(h.flatten(1))
 
@@ -292,7 +294,7 @@ def test_sparse_layer_update_equals_full_evaluation(digits, share):
     exact = IncrementalEvaluator(model, state, digits.search, chunk_size=64, sparse_update=False)
     assert set(fast._sparse_layers) == set(state.layers) and not exact._sparse_layers
     parent = state.codes()
-    for i, layer in enumerate(["b", "a", "c", "t", "head", "b"]):
+    for i, layer in enumerate(["b", "s", "a", "c", "t", "s", "head", "b"]):
         child = mutate(parent, state, layer, "uniform", share, gen(i))
         ef, es, ee = full.evaluate(child), fast.evaluate(child), exact.evaluate(child)
         assert torch.allclose(ef.losses, es.losses, rtol=1e-5, atol=1e-6), layer
