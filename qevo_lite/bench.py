@@ -16,12 +16,13 @@ from functools import partial
 
 import torch
 
-from .baseline import best_rtn
-from .checkpoints import load_pretrained
-from .data import load_splits
-from .es import ESConfig, run_es
-from .fitness import FullEvaluator, IncrementalEvaluator
-from .fold import fold_batchnorm
+from .quant.rtn import best_rtn
+from .tasks import load_pretrained
+from .core.data import load_splits
+from .es.engine import ESConfig, run_es
+from .evaluators.full import FullEvaluator
+from .evaluators.incremental import IncrementalEvaluator
+from .quant.fold import fold_batchnorm
 
 VARIANTS = (("naive (full network)", FullEvaluator, False),
             ("incremental, downstream re-run only", partial(IncrementalEvaluator, sparse_update=False), False),

@@ -12,9 +12,10 @@ def _threads(n: int | None) -> None:
 
 
 def cmd_train(args) -> int:
-    from .checkpoints import TASK_MODULES, train_checkpoint
-    from .data import load_splits
-    splits = None if args.model in TASK_MODULES else load_splits(args.dataset, seed=args.seed, download=args.download)
+    from .core.data import load_splits
+    from .tasks import task_of, train_checkpoint
+    classifier = task_of(args.model).name == "classification"   # an unknown model raises, listing every task's
+    splits = load_splits(args.dataset, seed=args.seed, download=args.download) if classifier else None
     _, entry = train_checkpoint(args.model, args.dataset, seed=args.seed, epochs=args.epochs, splits=splits,
                                 directory=args.out)
     metrics = ", ".join(f"{k.removeprefix('fp32_').replace('_', ' ')} {v:.4f}" for k, v in entry.items()
@@ -28,12 +29,12 @@ def cmd_demo(args) -> int:
     """Nearest rounding of the pretrained models at several bit widths: a table and a figure."""
     import json
     from pathlib import Path
-    from .baseline import rtn_table
-    from .checkpoints import load_pretrained
-    from .data import load_splits
-    from .evaluate import evaluate
-    from .fold import fold_batchnorm
-    from .plots import plot_accuracy_vs_bits
+    from .quant.rtn import rtn_table
+    from .tasks import load_pretrained
+    from .core.data import load_splits
+    from .core.evaluate import evaluate
+    from .quant.fold import fold_batchnorm
+    from .viz.quant_plots import plot_accuracy_vs_bits
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     splits = load_splits(args.dataset, search_size=args.search_size)
@@ -71,49 +72,45 @@ def cmd_bench(args) -> int:
     return 0 if ok else 1
 
 
-def _int_list(text: str | None):
-    return None if text is None else tuple(int(v) for v in text.split(",") if v.strip())
+def int_list(text: str) -> tuple:
+    """argparse type: ``"2,3,4"`` -> ``(2, 3, 4)``, with a clear message for anything else."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 0,1,2; got {text!r}")
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one whole number, e.g. 0,1,2")
+    return values
 
 
 def cmd_reproduce(args) -> int:
-    """The experiments headless: results.json, results.md and figures in --out."""
+    """The experiments headless: results.json, results.md and figures per task in --out."""
     from pathlib import Path
-    from .experiments import EXPERIMENTS, get_profile, reproduce
-    names = [e.strip() for e in args.experiment.split(",")]
-    experiments = list(EXPERIMENTS) if "all" in names else names
-    unknown = [e for e in experiments if e not in EXPERIMENTS]
-    if unknown:
-        raise ValueError(f"Unknown experiment(s) {unknown}; choose from {sorted(EXPERIMENTS)} or 'all'.")
-    overrides = dict(bits=_int_list(args.bits), seeds=_int_list(args.seeds), budget=args.budget,
-                     search_size=args.search_size, test_size=args.test_size,
-                     local_evaluations=args.local_budget, train_epochs=args.epochs,
-                     min_drop=None if args.min_drop is None else args.min_drop / 100)
-    profile = get_profile(args.profile, dataset=args.dataset, **overrides)
-    if "all" in names:
-        experiments = [e for e in experiments if EXPERIMENTS[e] != "classification" or e in profile.models]
-    if args.dataset and any(EXPERIMENTS[e] != "classification" for e in experiments):
+    from .reproduce import plan, reproduce
+    experiments = [e.strip() for e in args.experiment.split(",")]
+    chosen = plan(experiments)
+    overrides = dict(bits=args.bits, seeds=args.seeds, budget=args.budget, search_size=args.search_size,
+                     test_size=args.test_size, local_evaluations=args.local_budget, train_epochs=args.epochs,
+                     min_drop_points=args.min_drop, min_rise_percent=args.min_rise)
+    if args.dataset and set(chosen) - {"classification"}:
         print(f"note: --dataset {args.dataset} applies to the classification experiments only")
-    out = Path(args.out or f"results/reproduce-{profile.name}")
-    print(f"qevo reproduce: {', '.join(experiments)}, profile {profile.name!r} -> {out}")
-    if any(EXPERIMENTS[e] == "classification" for e in experiments):
-        print(f"classification: dataset {profile.dataset}, bits {list(profile.bits)}, seeds {list(profile.seeds)}, "
-              f"budget {profile.budget} global + {profile.local_evaluations} local evaluations per layer")
+    name = args.profile or __import__("os").environ.get("QEVO_PROFILE", "fast")
+    out = Path(args.out or f"results/reproduce-{name}")
+    print(f"qevo reproduce: {', '.join(chosen)}, profile {name!r} -> {out}")
     try:
-        results = reproduce(experiments, profile, out, progress=not args.no_progress, device=args.device,
-                            checkpoint_dir=args.checkpoints, download=args.download, dataset=args.dataset,
-                            **overrides)
+        results = reproduce(experiments, name, out,
+                            progress=not args.no_progress, device=args.device, checkpoint_dir=args.checkpoints,
+                            download=args.download, dataset=args.dataset, **overrides)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished cells are in {out}/results.json (and <experiment>/results.json) and the "
-              f"running cell's ES checkpoints in its checkpoints/ folder; run the same command again to resume.",
-              file=sys.stderr)
+        print(f"\ninterrupted: finished cells are in {out}/<task>/results.json and the running cell's ES "
+              f"checkpoints in its checkpoints/ folder; run the same command again to resume.", file=sys.stderr)
         return 130
     print()
     print((out / "results.md").read_text())
-    if "cells_reused" in results:
-        print(f"classification: {results['cells_reused']} cells reused from an earlier run; "
-              f"{results['seconds_this_run']:.0f} s for the cells run now.")
-    print(f"wrote {out}/results.json, {out}/results.md and {len(results['figures'])} figures"
-          + (" (each other experiment's JSON in its own folder)" if results.get("tasks") else ""))
+    for task, r in results.items():
+        print(f"{task}: {r['cells_reused']} cells reused from an earlier run; {r['seconds_this_run']:.0f} s for the "
+              f"cells run now; {len(r['figures'])} figures")
+    print(f"wrote {out}/results.md and, per task, {out}/<task>/results.json, results.md and the figures")
     return 0
 
 
@@ -123,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model and write its checkpoint + manifest entry")
-    p.add_argument("--model", default="vgg_small")
+    p.add_argument("--model", default="vgg_small",
+                   help="any task's model: vgg_small, resnet_small, vgg11, resnet20 (classification), det_vgg_small, "
+                        "det_resnet_small (detection), conv_autoencoder (autoencoder)")
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
@@ -150,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("reproduce", help="the experiments headless: JSON, Markdown tables, figures")
     p.add_argument("--experiment", default="all",
-                   help="vgg, resnet, detection, autoencoder, a comma-separated list, or all (default)")
+                   help="classification (or only vgg / resnet), detection, autoencoder, a comma-separated list, "
+                        "or all (default)")
     p.add_argument("--profile", default=None, choices=("fast", "full"),
                    help="fast (default, or $QEVO_PROFILE): Fashion-MNIST, small models, CPU minutes; "
                         "full: CIFAR-10, VGG-11/ResNet-20, GPU recommended")
-    p.add_argument("--bits", default=None, help="comma-separated bit widths (default: the profile's)")
-    p.add_argument("--seeds", default=None, help="comma-separated ES seeds (default: the profile's)")
+    p.add_argument("--bits", type=int_list, default=None, help="comma-separated bit widths (default: the profile's)")
+    p.add_argument("--seeds", type=int_list, default=None, help="comma-separated ES seeds (default: the profile's)")
     p.add_argument("--budget", type=int, default=None, help="global-stage ES evaluations per cell")
     p.add_argument("--local-budget", type=int, default=None, help="local-stage ES evaluations per layer")
     p.add_argument("--dataset", default=None,
@@ -163,9 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search-size", type=int, default=None, help="search-split images")
     p.add_argument("--test-size", type=int, default=None, help="cap on held-out test images")
     p.add_argument("--epochs", type=int, default=None, help="epochs when a missing checkpoint is trained")
-    p.add_argument("--min-drop", type=float, default=None,
-                   help="run the ES only where RTN's search accuracy is at least this many points below FP32 "
-                        "(default: the profile's, 0.5; a negative value runs it at every bit width)")
+    p.add_argument("--min-drop", type=float, default=None, metavar="POINTS",
+                   help="classification and detection: run the ES only where RTN's search accuracy / mAP is at "
+                        "least this many points below FP32 (default: the profile's; negative: at every bit width)")
+    p.add_argument("--min-rise", type=float, default=None, metavar="PERCENT",
+                   help="autoencoder: run the ES only where RTN raises the search MSE by at least this many "
+                        "percent (default: the profile's, 2)")
     p.add_argument("--checkpoints", default=None,
                    help="pretrained-checkpoint directory (default data/checkpoints; <out>/pretrained for folder:)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:  # clear one-line errors for known problems
-        from .data import DatasetUnavailable
+        from .core.data import DatasetUnavailable
         if isinstance(exc, (DatasetUnavailable, ValueError, FileNotFoundError)):
             print(f"qevo: error: {exc}", file=sys.stderr)
             return 2

@@ -9,10 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-import qevo_lite.autoencoder as ae
-from qevo_lite import checkpoints
-from qevo_lite.fitness import FullEvaluator, IncrementalEvaluator, reconstruction_mse
-from qevo_lite.quant import quantize_model
+import qevo_lite.tasks.autoencoder as ae
+from qevo_lite.core.registry import read_manifest
+from qevo_lite.experiment.context import Context
+from qevo_lite.experiment.grid import codes_file, run_task
+from qevo_lite.experiment.profile import Profile
+from qevo_lite.tasks import load_pretrained, train_checkpoint
+from qevo_lite.evaluators.full import FullEvaluator
+from qevo_lite.evaluators.incremental import IncrementalEvaluator
+from qevo_lite.evaluators.base import reconstruction_mse
+from qevo_lite.quant.grid import quantize_model
 
 TIMING = ("wall_seconds", "local_seconds", "global_seconds", "seconds_this_run", "cells_reused")
 
@@ -27,10 +33,17 @@ def one_thread():
 
 
 def tiny_profile(**kw):
-    base = dict(name="fast", dataset="digits", bits=(2, 8), seeds=(0, 1), search_size=64, test_size=120,
-                local_samples=32, local_evaluations=8, local_moves=2, budget=8, lam=4, report_every=1, es_bits=None)
+    base = dict(name="fast", task="autoencoder", dataset="digits", models={"ae": ae.ARCH}, bits=(2, 8), seeds=(0, 1),
+                search_size=64, test_size=120, local_samples=32, local_evaluations=8, local_moves=2, budget=8, lam=4,
+                report_every=1, es_bits=None, min_rise_percent=2.0, extra_granularities=("per_tensor",),
+                options={"normal_classes": (0, 1, 2, 3, 4)})
     base.update(kw)
-    return ae.AEProfile(**base)
+    return Profile(**base)
+
+
+def run(out, ckpt, figures=False, **kw):
+    ctx = Context(ae.TASK, tiny_profile(**kw), device="cpu", checkpoint_dir=ckpt)
+    return run_task(ctx, out, progress=False, figures=figures)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +57,7 @@ def ckpt(tmp_path_factory):
     directory = tmp_path_factory.mktemp("pretrained")
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(ae.RECIPES, "digits", {"epochs": 5, "lr": 5e-3})
-        checkpoints.train_checkpoint(ae.ARCH, "digits", directory=directory, progress=False, device="cpu")
+        train_checkpoint(ae.ARCH, "digits", directory=directory, progress=False, device="cpu")
     return directory
 
 
@@ -85,7 +98,7 @@ def test_splits_have_no_class_or_image_leakage(splits):
 def test_mse_fitness_matches_a_hand_computation(splits):
     torch.manual_seed(0)
     fmodel = ae.build_model(ae.ARCH, {}).eval()
-    from qevo_lite.fold import fold_batchnorm
+    from qevo_lite.quant.fold import fold_batchnorm
     fmodel = fold_batchnorm(fmodel)
     state = quantize_model(fmodel, bits=4)
     search = splits.search.subset(40)
@@ -122,10 +135,10 @@ def test_psnr_is_on_the_pixel_scale():
 
 
 def test_trained_checkpoint_detects_anomalies(ckpt):
-    entry = checkpoints.read_manifest(ckpt)[f"{ae.ARCH}-digits"]
+    entry = read_manifest(ckpt)[f"{ae.ARCH}-digits"]
     assert entry["normal_classes"] == [0, 1, 2, 3, 4] and entry["in_channels"] == 1
     assert entry["fp32_auroc"] > 0.6 and entry["fp32_test_mse"] > 0 and entry["fp32_test_psnr"] > 0
-    model, _ = checkpoints.load_pretrained(ae.ARCH, "digits", directory=ckpt, train_if_missing=False)
+    model, _ = load_pretrained(ae.ARCH, "digits", directory=ckpt, train_if_missing=False)
     assert isinstance(model, ae.ConvAutoencoder)
 
 
@@ -140,50 +153,50 @@ def strip_timing(obj):
 @pytest.fixture(scope="module")
 def first(tmp_path_factory, ckpt):
     out = tmp_path_factory.mktemp("ae_repro")
-    res = ae.reproduce_task(tiny_profile(), out, progress=False, device="cpu", checkpoint_dir=ckpt, figures=True)
-    return out, res
+    return out, run(out, ckpt, figures=True)
 
 
-def test_reproduce_task_writes_json_markdown_and_figures(first):
+KEY = "autoencoder/conv_autoencoder/W{}/seed{}"
+
+
+def test_run_task_writes_json_markdown_and_figures(first):
     out, res = first
     saved = json.loads((out / "results.json").read_text())
     assert strip_timing(saved) == strip_timing(res)
-    assert set(saved["cells"]) == {"autoencoder/W2/seed0", "autoencoder/W2/seed1", "autoencoder/W8/seed0",
-                                   "autoencoder/W8/seed1"}
-    w2 = saved["cells"]["autoencoder/W2/seed0"]
+    assert set(saved["cells"]) == {KEY.format(b, s) for b in (2, 8) for s in (0, 1)}
+    w2 = saved["cells"][KEY.format(2, 0)]
     assert w2["es_run"], "2-bit rounding of the autoencoder should raise the search MSE and trigger the ES"
     assert w2["rtn_search_mse"] > w2["fp32_search_mse"]
     layers = len(w2["moved"]["per_layer"])
     assert w2["local_evaluations"] == 8 * layers and w2["global_evaluations"] == 8
     assert [r["evaluations"] for r in w2["reports"]] == [0, 4, 8]
-    assert w2["es_test_mse"] == w2["reports"][-1]["mse"] and w2["es_auroc"] == w2["reports"][-1]["auroc"]
+    assert w2["es_test_mse"] == w2["reports"][-1]["mse"] and w2["es_test_auroc"] == w2["reports"][-1]["auroc"]
     assert w2["es_search_mse"] <= w2["rtn_search_mse"] + 1e-6   # plus selection never gets worse on search
-    assert w2["mse_reduction"] == pytest.approx(w2["rtn_test_mse"] - w2["es_test_mse"])
-    assert 0 <= w2["es_auroc"] <= 1 and w2["search_images"] == 64 and w2["test_images"] == 120
-    w8 = saved["cells"]["autoencoder/W8/seed0"]
-    assert not w8["es_run"] and "search MSE" in w8["es_skipped_reason"]
+    assert w2["gain_mse"] == pytest.approx(w2["rtn_test_mse"] - w2["es_test_mse"])
+    assert w2["gain_auroc"] == pytest.approx(w2["es_test_auroc"] - w2["rtn_test_auroc"])
+    assert 0 <= w2["es_test_auroc"] <= 1 and w2["search_images"] == 64 and w2["test_images"] == 120
+    w8 = saved["cells"][KEY.format(8, 0)]
+    assert not w8["es_run"] and "search mse" in w8["es_skipped_reason"]
     rows = {r["bits"]: r for r in saved["summary"]}
     assert rows[2]["es_run"] and rows[2]["es_test_mse_std"] >= 0 and not rows[8]["es_run"]
     md = (out / "results.md").read_text()
-    assert md.startswith("## Autoencoder") and "| W2 | ES (local + global) |" in md
+    assert md.startswith("## Autoencoder") and "| conv_autoencoder | W2 | ES (local + global) |" in md
     assert res["figures"] and all((out / f).stat().st_size > 1000 for f in res["figures"])
     assert all(f"]({f})" in md for f in res["figures"])
-    assert (out / "states" / "autoencoder-W2-seed0-codes.pt").exists()
+    assert "conv_autoencoder_W2_reconstructions.png" in res["figures"]
+    assert codes_file(out, "autoencoder", ae.ARCH, 2, 0).exists()
     assert not list((out / "checkpoints").glob("*.pt"))   # ES progress files are removed when a cell is done
 
 
-def test_reproduce_task_resumes_and_reruns_on_changed_settings(first, ckpt):
+def test_run_task_resumes_and_reruns_on_changed_settings(first, ckpt):
     out, res = first
-    again = ae.reproduce_task(tiny_profile(), out, progress=False, device="cpu", checkpoint_dir=ckpt, figures=False)
+    again = run(out, ckpt)
     assert again["cells_reused"] == 4
     assert strip_timing(again["cells"]) == strip_timing(res["cells"])
-    codes = out / "states" / "autoencoder-W2-seed0-codes.pt"
+    codes = codes_file(out, "autoencoder", ae.ARCH, 2, 0)
     codes.unlink()   # the figures need the ES codes: a cell whose codes are gone is rerun, to the same numbers
-    redone = ae.reproduce_task(tiny_profile(), out, progress=False, device="cpu", checkpoint_dir=ckpt, figures=False)
+    redone = run(out, ckpt)
     assert redone["cells_reused"] == 3 and codes.exists()
     assert strip_timing(redone["cells"]) == strip_timing(res["cells"])
-    changed = ae.reproduce_task(tiny_profile(), out, progress=False, device="cpu", checkpoint_dir=ckpt,
-                                figures=False, bits=(2,), seeds=(0,), budget=4)
-    assert changed["cells_reused"] == 0 and changed["cells"]["autoencoder/W2/seed0"]["global_evaluations"] == 4
-    with pytest.raises(ValueError, match="Unknown autoencoder profile fields"):
-        ae.reproduce_task(tiny_profile(), out, progress=False, checkpoint_dir=ckpt, flavour=1)
+    changed = run(out, ckpt, bits=(2,), seeds=(0,), budget=4)
+    assert changed["cells_reused"] == 0 and changed["cells"][KEY.format(2, 0)]["global_evaluations"] == 4

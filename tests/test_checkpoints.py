@@ -4,14 +4,16 @@ import shutil
 import pytest
 import torch
 
-import qevo_lite.checkpoints as ckpt
-from qevo_lite.checkpoints import load_pretrained, sha256_of, train_checkpoint
+from qevo_lite.cli import main
+from qevo_lite.tasks import classification
+from qevo_lite.core.registry import sha256_of
+from qevo_lite.tasks import load_pretrained, train_checkpoint
 
 
 @pytest.fixture()
 def fast_recipe(monkeypatch):
     """Retraining inside load_pretrained uses the registry's recipe: make it one epoch."""
-    monkeypatch.setitem(ckpt.RECIPES, ("vgg_small", "digits"), {"epochs": 1, "lr": 3e-3})
+    monkeypatch.setitem(classification.RECIPES, ("vgg_small", "digits"), {"epochs": 1, "lr": 3e-3})
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +97,20 @@ def test_missing_checkpoint_without_retraining_raises(tmp_path):
 def test_committed_checkpoints_match_their_manifest(arch):
     model, entry = load_pretrained(arch, "fashion_mnist", train_if_missing=False)
     assert entry["arch"] == arch and not model.training
+
+
+def test_corrupt_manifest_says_which_file_and_how_to_recover(saved):
+    directory, _, _ = saved
+    (directory / "manifest.json").write_text('{"vgg_small-digits": {"file": ')
+    with pytest.raises(ValueError) as err:
+        load_pretrained("vgg_small", "digits", directory=directory, train_if_missing=False)
+    text = str(err.value)
+    assert str(directory / "manifest.json") in text and "not valid JSON" in text and "git checkout" in text
+
+
+def test_train_rejects_an_unknown_model_listing_every_task(capsys):
+    assert main(["train", "--model", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown model 'nope'" in err
+    for arch in ("vgg_small", "det_vgg_small", "conv_autoencoder"):
+        assert arch in err

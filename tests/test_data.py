@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import qevo_lite
-import qevo_lite.data as qdata
+import qevo_lite.core.data as qdata
 from qevo_lite import DatasetUnavailable, load_splits
-from qevo_lite.data import load_arrays, prepare_fashion_mnist
+from qevo_lite.core.data import load_arrays, prepare_fashion_mnist
 
 
 def test_splits_are_disjoint_and_search_comes_from_training_split(digits):

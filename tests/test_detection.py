@@ -9,12 +9,19 @@ import warnings
 import pytest
 import torch
 
-import qevo_lite.detection as D
-import qevo_lite.detection_data as dd
-from qevo_lite.data import DatasetUnavailable
-from qevo_lite.fitness import FullEvaluator, IncrementalEvaluator
-from qevo_lite.fold import fold_batchnorm, quantizable_layers
-from qevo_lite.quant import QuantConfig, quantize_model
+import qevo_lite.experiment.grid as grid
+import qevo_lite.tasks.detection as D
+import qevo_lite.tasks.detection.data as dd
+import qevo_lite.tasks.detection.data as det_data
+import qevo_lite.tasks.detection.task as det_task
+from qevo_lite.core.data import DatasetUnavailable
+from qevo_lite.evaluators.full import FullEvaluator
+from qevo_lite.evaluators.incremental import IncrementalEvaluator
+from qevo_lite.quant.fold import fold_batchnorm, quantizable_layers
+from qevo_lite.quant.grid import QuantConfig, quantize_model
+from qevo_lite.experiment.context import Context
+from qevo_lite.experiment.grid import run_task
+from qevo_lite.tasks import get_profile
 
 
 def block_glyphs():
@@ -124,28 +131,34 @@ def test_detector_traces_folds_and_evaluates_incrementally(arch, small):
 
 
 def test_unknown_override_raises():
-    with pytest.raises(ValueError, match="Unknown detection profile fields"):
-        D.get_profile("fast", no_such_field=1)
+    with pytest.raises(ValueError, match="Unknown profile fields"):
+        get_profile("detection", "fast", no_such_field=1)
 
 
-def test_reproduce_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "TRAIN_CANVASES", 128)
-    monkeypatch.setattr(D, "TEST_CANVASES", 24)
-    monkeypatch.setattr(D, "_SPLITS_CACHE", {})
+def test_run_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(det_task, "TRAIN_CANVASES", 128)
+    monkeypatch.setattr(det_task, "TEST_CANVASES", 24)
+    monkeypatch.setattr(det_data, "_SPLITS_CACHE", {})
     out, ck = tmp_path / "out", tmp_path / "pretrained"
-    kw = dict(out=out, progress=False, device="cpu", checkpoint_dir=ck, dataset="glyph_boxes_digits",
-              models=("det_vgg_small",), bits=[2], seeds=[0], budget=4, search_size=16, test_size=16,
-              local_evaluations=2, local_samples=8, min_drop=-1.0, train_epochs=1, compare_budget=4, lam=4)
+    prof = get_profile("detection", "fast", dataset="glyph_boxes_digits", models={"vgg": "det_vgg_small"}, bits=[2],
+                       seeds=[0], budget=4, search_size=16, test_size=16, local_evaluations=2, local_samples=8,
+                       min_drop_points=-100.0, train_epochs=1, lam=4,
+                       options={**D.PROFILES["fast"].options, "compare_budget": 4})
+    ctx = Context(D.TASK, prof, device="cpu", checkpoint_dir=ck)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = D.reproduce_task("fast", **kw)
+        res = run_task(ctx, out, progress=False)
     data = json.loads((out / "results.json").read_text())
     assert "detection/det_vgg_small/W2/seed0" in data["cells"] and "fitness/det_vgg_small/W2/seed0" in data["cells"]
     cell = data["cells"]["detection/det_vgg_small/W2/seed0"]
     assert cell["es_run"] and 0 <= cell["es_test_map50"] <= 1 and cell["global_evaluations"] == 4
     assert cell["local_evaluations"] > 0 and len(cell["local_log"]) == 7  # the local stage visited every layer
+    assert cell["gain_map"] == pytest.approx(cell["es_test_map"] - cell["rtn_test_map"])
+    assert res["comparison"]["loss"]["test_map50"] == data["comparisons"][0]["loss"]["test_map50"]
     md = (out / "results.md").read_text()
-    assert md.startswith("## Detection") and "| det_vgg_small | W2 |" in md
+    assert md.startswith("## Detection") and "| det_vgg_small | W2 | ES (local + global) |" in md
+    assert "Fitness comparison" in md
+    assert "detection_W2_boxes.png" in res["figures"] and "det_vgg_small_map_vs_bits.png" in res["figures"]
     for f in res["figures"]:
         assert (out / f).stat().st_size > 0 and f"]({f})" in md
     assert (ck / "manifest.json").exists()
@@ -153,8 +166,7 @@ def test_reproduce_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("a finished cell was run again")
 
-    monkeypatch.setattr(D, "run_detection_cell", fail)
-    monkeypatch.setattr(D, "run_fitness_comparison", fail)
-    again = D.reproduce_task("fast", figures=False, **kw)
+    monkeypatch.setattr(grid, "run_cell", fail)
+    monkeypatch.setattr(det_task, "run_fitness_comparison", fail)
+    again = run_task(Context(D.TASK, prof, device="cpu", checkpoint_dir=ck), out, progress=False, figures=False)
     assert again["cells_reused"] == 2
-    assert again["summary"] == res["summary"]

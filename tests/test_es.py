@@ -3,11 +3,14 @@ import torch
 from torch import nn
 
 from qevo_lite import quantize_model, fold_batchnorm, evaluate
-from qevo_lite.es import ESConfig, run_es
-from qevo_lite.fitness import FullEvaluator, IncrementalEvaluator, changed_weights
-from qevo_lite.layerwise import LayerwiseEvaluator, capture_layer_io, run_layerwise
-from qevo_lite.operators import crossover_uniform, mutate, mutate_residual, mutate_uniform, pick_layer, layer_weights
-from qevo_lite.sensitivity import layer_sensitivity
+from qevo_lite.es.engine import ESConfig, run_es
+from qevo_lite.evaluators.full import FullEvaluator
+from qevo_lite.evaluators.incremental import IncrementalEvaluator
+from qevo_lite.evaluators.base import changed_weights
+from qevo_lite.evaluators.layerwise import LayerwiseEvaluator, capture_layer_io
+from qevo_lite.es.stages import run_layerwise
+from qevo_lite.es.operators import crossover_uniform, mutate, mutate_residual, mutate_uniform, pick_layer, layer_weights
+from qevo_lite.quant.sensitivity import layer_sensitivity
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +124,7 @@ class Untraceable(nn.Module):
 
 
 def test_untraceable_model_falls_back_to_full_evaluation(digits):
-    from qevo_lite.data import Split
+    from qevo_lite.core.data import Split
     small = Split(torch.nn.functional.avg_pool2d(digits.search.x, 3, 3, 1)[:, :, :8, :8], digits.search.y)
     model = Untraceable().eval()
     state = quantize_model(model, bits=4)
@@ -212,7 +215,7 @@ def test_resume_equals_uninterrupted(tiny_vgg, rtn, digits, tmp_path):
     # resuming needs the same settings: a budget change is a different run
     with pytest.raises(ValueError, match="other settings"):
         run_es(make(), small_config(max_generations=16), checkpoint=ck, progress=False)
-    import qevo_lite.es as es_mod
+    import qevo_lite.es.engine as es_mod
     saved = torch.load(ck, weights_only=False)
     saved["config"] = es_mod.asdict(small_config(max_generations=16))
     torch.save(saved, ck)

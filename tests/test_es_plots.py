@@ -12,13 +12,15 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from qevo_lite import evaluate, quantize_model  # noqa: E402
-from qevo_lite import es_plots  # noqa: E402
-from qevo_lite.es import ESConfig, run_es  # noqa: E402
-from qevo_lite.es_tools import (RecordingEvaluator, compare_variants, final_metric, format_mean_std,  # noqa: E402
+from qevo_lite.viz import es_plots  # noqa: E402
+from qevo_lite.es.engine import ESConfig, run_es  # noqa: E402
+from qevo_lite.es.study import (RecordingEvaluator, compare_variants, final_metric, format_mean_std,  # noqa: E402
                                 mean_std, offspring_best, population_best, summarize, time_evaluators)
-from qevo_lite.widgets import es_explorer  # noqa: E402
-from qevo_lite.fitness import Evaluation, FullEvaluator, IncrementalEvaluator  # noqa: E402
-from qevo_lite.operators import layer_weights, mutate_residual, mutate_uniform  # noqa: E402
+from qevo_lite.viz.widgets import es_explorer  # noqa: E402
+from qevo_lite.evaluators.base import Evaluation  # noqa: E402
+from qevo_lite.evaluators.full import FullEvaluator
+from qevo_lite.evaluators.incremental import IncrementalEvaluator
+from qevo_lite.es.operators import layer_weights, mutate_residual, mutate_uniform  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +37,7 @@ def rtn2(tiny_vgg):
 def make(tiny_vgg, rtn2, digits, cls=IncrementalEvaluator):
     """A fresh evaluator on 64 search images (the model is copied: evaluators overwrite its weights)."""
     import copy
-    from qevo_lite.data import Split
+    from qevo_lite.core.data import Split
     return cls(copy.deepcopy(tiny_vgg), rtn2, Split(digits.search.x[:64], digits.search.y[:64]))
 
 

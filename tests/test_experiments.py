@@ -1,4 +1,5 @@
-"""`qevo reproduce` and the experiment runner: outputs, resume, interruption, the full-profile path.
+"""The one experiment pipeline and `qevo reproduce`: outputs, resume, interruption, the full-profile
+path, and a new task plugged in through the registry.
 
 Everything runs on scikit-learn's digits (or a tiny ImageFolder made from them) with tiny budgets.
 """
@@ -8,19 +9,28 @@ import numpy as np
 import pytest
 import torch
 
-import qevo_lite.experiments as ex
-from qevo_lite import checkpoints, load_splits
+import qevo_lite.es.stages as stages
+import qevo_lite.experiment.grid as grid
+from qevo_lite import load_splits
 from qevo_lite.cli import main
+from qevo_lite.evaluators.incremental import IncrementalEvaluator
+from qevo_lite.experiment.cell import run_cell
+from qevo_lite.experiment.context import Context
+from qevo_lite.experiment.profile import Profile
+from qevo_lite.reproduce import reproduce
+from qevo_lite.tasks import EXPERIMENTS, TASKS, classification, get_profile, train_checkpoint
 
 TIMING = ("wall_seconds", "local_seconds", "global_seconds", "seconds_this_run", "cells_reused")
+TASK = classification.TASK
+KEY = "classification/vgg_small/W{}/seed{}"
 
 
 def tiny_profile(**kw):
-    base = dict(name="fast", dataset="digits", models={"vgg": "vgg_small"}, bits=(2, 8), seeds=(0, 1),
-                search_size=96, test_size=150, local_samples=32, local_evaluations=8, local_moves=2, budget=8,
-                lam=4, report_every=1)
+    base = dict(name="fast", task="classification", dataset="digits", models={"vgg": "vgg_small"}, bits=(2, 8),
+                seeds=(0, 1), search_size=96, test_size=150, local_samples=32, local_evaluations=8, local_moves=2,
+                budget=8, lam=4, report_every=1)
     base.update(kw)
-    return ex.Profile(**base)
+    return Profile(**base)
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +38,15 @@ def ckpt(tmp_path_factory):
     """A checkpoint folder shared by the tests, with a digits VGG trained in seconds (about 97% accurate)."""
     directory = tmp_path_factory.mktemp("pretrained")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(checkpoints.RECIPES, ("vgg_small", "digits"), {"epochs": 5, "lr": 1e-2})
-        checkpoints.train_checkpoint("vgg_small", "digits", splits=load_splits("digits", search_size=96),
-                                     directory=directory, progress=False)
+        mp.setitem(classification.RECIPES, ("vgg_small", "digits"), {"epochs": 5, "lr": 1e-2})
+        train_checkpoint("vgg_small", "digits", splits=load_splits("digits", search_size=96), directory=directory,
+                         progress=False)
     return directory
 
 
 def run(out, ckpt, figures=False, **kw):
-    return ex.reproduce(["vgg"], tiny_profile(**kw), out, progress=False, device="cpu", checkpoint_dir=ckpt,
-                        figures=figures)
+    ctx = Context(TASK, tiny_profile(**kw), device="cpu", checkpoint_dir=ckpt)
+    return grid.run_task(ctx, out, progress=False, figures=figures)
 
 
 def strip_timing(obj):
@@ -53,76 +63,93 @@ def first(tmp_path_factory, ckpt):
     return out, run(out, ckpt, figures=True)
 
 
-def test_reproduce_writes_json_markdown_and_figures(first):
+def test_run_task_writes_json_markdown_codes_and_figures(first):
     out, res = first
     saved = json.loads((out / "results.json").read_text())
     assert strip_timing(saved) == strip_timing(res)
-    assert set(saved["cells"]) == {"vgg/W2/seed0", "vgg/W2/seed1", "vgg/W8/seed0", "vgg/W8/seed1"}
-    w2 = saved["cells"]["vgg/W2/seed0"]
+    assert set(saved["cells"]) == {KEY.format(b, s) for b in (2, 8) for s in (0, 1)}
+    w2 = saved["cells"][KEY.format(2, 0)]
     assert w2["es_run"], "2-bit rounding of the digits VGG should lose accuracy and trigger the ES"
     for key in ("fp32_test_accuracy", "rtn_rule", "rtn_search_accuracy", "rtn_test_accuracy",
-                "rtn_per_tensor_test_accuracy", "es_search_accuracy", "es_test_accuracy", "gain", "gap_recovered",
-                "evaluations", "local_evaluations", "global_evaluations", "wall_seconds", "history", "reports",
-                "moved", "settings"):
+                "rtn_per_tensor_test_accuracy", "es_search_accuracy", "es_test_accuracy", "gain_accuracy",
+                "gap_recovered", "evaluations", "local_evaluations", "global_evaluations", "wall_seconds", "history",
+                "reports", "moved", "settings"):
         assert key in w2, key
     layers = len(w2["moved"]["per_layer"])
     assert w2["local_evaluations"] == 8 * layers and w2["global_evaluations"] == 8
     assert w2["evaluations"] == 8 * layers + 8
     assert [r["evaluations"] for r in w2["reports"]] == [0, 4, 8]         # report_every=1 generation of 4
     assert w2["es_test_accuracy"] == w2["reports"][-1]["accuracy"]
-    assert w2["gain"] == pytest.approx(w2["es_test_accuracy"] - w2["rtn_test_accuracy"])
+    assert w2["local_test_accuracy"] == w2["reports"][0]["accuracy"]
+    assert w2["gain_accuracy"] == pytest.approx(w2["es_test_accuracy"] - w2["rtn_test_accuracy"])
     assert 0 < w2["moved"]["share"] < 1
     assert sum(v["moved"] for v in w2["moved"]["per_layer"].values()) == w2["moved"]["moved"]
     assert sum(w2["moved"]["residual_moved"]) == w2["moved"]["moved"]
     assert w2["search_images"] == 96 and w2["test_images"] == 150
-    w8 = saved["cells"]["vgg/W8/seed0"]
+    w8 = saved["cells"][KEY.format(8, 0)]
     assert not w8["es_run"] and "within" in w8["es_skipped_reason"]
     rows = {r["bits"]: r for r in saved["summary"]}
     assert rows[2]["seeds"] == [0, 1] and rows[2]["es_run"] and not rows[8]["es_run"]
-    a, b = (saved["cells"][f"vgg/W2/seed{s}"]["es_test_accuracy"] for s in (0, 1))
+    a, b = (saved["cells"][KEY.format(2, s)]["es_test_accuracy"] for s in (0, 1))
     assert rows[2]["es_test_accuracy"] == pytest.approx((a + b) / 2)
     assert rows[2]["noise"] == pytest.approx(abs(a - b) / 2 ** 0.5)          # sample std of two seeds
-    assert set(saved["checks"]["vgg"]) >= {"target_bits", "gap_recovered", "target_met",
-                                           "es_within_noise_of_rtn_or_above"}
+    assert set(saved["checks"]["vgg_small"]) >= {"target_bits", "gap_recovered", "target_met",
+                                                 "es_within_noise_of_rtn_or_above"}
     md = (out / "results.md").read_text()
-    assert "| vgg_small | W2 |" in md and "| vgg_small | W8 |" in md and "gap recovered" in md
-    for f in ("vgg_accuracy_vs_bits.png", "vgg_W2_curves.png", "vgg_W2_moved.png"):
+    assert "| vgg_small | W2 | ES (local + global) |" in md and "| vgg_small | W8 | RTN (" in md
+    assert "gap recovered" in md
+    for f in ("vgg_small_accuracy_vs_bits.png", "vgg_small_W2_curves.png", "vgg_small_W2_moved.png"):
         assert (out / f).stat().st_size > 1000 and f in saved["figures"]
+    codes = grid.load_codes(out, "classification", "vgg_small", 2, 0)
+    assert set(codes) == set(w2["moved"]["per_layer"])
     assert not list((out / "checkpoints").glob("*.pt"))                     # removed once cells finish
 
 
 def test_second_invocation_reuses_finished_cells(first, ckpt, monkeypatch):
     out, res = first
     calls = []
-    real = ex.run_cell
-    monkeypatch.setattr(ex, "run_cell", lambda *a, **k: calls.append(a[1:4]) or real(*a, **k))
+    monkeypatch.setattr(grid, "run_cell", lambda *a, **k: calls.append(a[1:4]) or run_cell(*a, **k))
     again = run(out, ckpt)
     assert calls == [] and again["cells_reused"] == 4
     assert strip_timing(again["cells"]) == strip_timing(res["cells"])
     more = run(out, ckpt, seeds=(0, 1, 2))                     # only the new seed's cells run
-    assert sorted(calls) == [("vgg", 2, 2), ("vgg", 8, 2)] and more["cells_reused"] == 4
+    assert sorted(calls) == [("vgg_small", 2, 2), ("vgg_small", 8, 2)] and more["cells_reused"] == 4
     assert next(r for r in more["summary"] if r["bits"] == 2)["seeds"] == [0, 1, 2]
     calls.clear()
     run(out, ckpt, budget=12, bits=(2,))                        # other settings: recomputed, not reused
-    assert sorted(calls) == [("vgg", 2, 0), ("vgg", 2, 1)]
+    assert sorted(calls) == [("vgg_small", 2, 0), ("vgg_small", 2, 1)]
+
+
+def test_a_reused_cell_whose_codes_are_gone_is_rerun_to_the_same_numbers(first, ckpt, tmp_path, monkeypatch):
+    import shutil
+    out, res = tmp_path / "copy", first[1]
+    shutil.copytree(first[0], out)
+    json_file = out / "results.json"
+    json_file.write_text(json.dumps({**json.loads(json_file.read_text()), "cells": res["cells"]}))
+    grid.codes_file(out, "classification", "vgg_small", 2, 1).unlink()
+    calls = []
+    monkeypatch.setattr(grid, "run_cell", lambda *a, **k: calls.append(a[1:4]) or run_cell(*a, **k))
+    again = run(out, ckpt)
+    assert calls == [("vgg_small", 2, 1)]
+    assert strip_timing(again["cells"][KEY.format(2, 1)])["es_test_accuracy"] == \
+        res["cells"][KEY.format(2, 1)]["es_test_accuracy"]
 
 
 def test_interrupted_run_resumes_to_the_same_results(first, ckpt, tmp_path, monkeypatch):
     _, res = first
-    real = ex.run_cell
     calls = []
 
     def stop_after_one(*a, **k):
         if calls:
             raise KeyboardInterrupt
         calls.append(1)
-        return real(*a, **k)
+        return run_cell(*a, **k)
 
-    monkeypatch.setattr(ex, "run_cell", stop_after_one)
+    monkeypatch.setattr(grid, "run_cell", stop_after_one)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, ckpt)
-    assert list(json.loads((tmp_path / "results.json").read_text())["cells"]) == ["vgg/W2/seed0"]
-    monkeypatch.setattr(ex, "run_cell", real)
+    assert list(json.loads((tmp_path / "results.json").read_text())["cells"]) == [KEY.format(2, 0)]
+    monkeypatch.setattr(grid, "run_cell", run_cell)
     resumed = run(tmp_path, ckpt)
     assert resumed["cells_reused"] == 1
     assert strip_timing(resumed["cells"]) == strip_timing(res["cells"])
@@ -133,8 +160,8 @@ def test_cell_interrupted_inside_the_es_resumes_from_its_checkpoints(first, ckpt
     """Ctrl-C in the local stage (after two layers) and then in the global stage: the cell resumes from
     its ES checkpoints and ends where an uninterrupted cell ends."""
     _, res = first
-    ctx = ex.Context(tiny_profile(), device="cpu", checkpoint_dir=ckpt)
-    real_layerwise, real_eval = ex.run_layerwise, ex.IncrementalEvaluator.evaluate
+    ctx = Context(TASK, tiny_profile(), device="cpu", checkpoint_dir=ckpt)
+    real_layerwise, real_eval = stages.run_layerwise, IncrementalEvaluator.evaluate
     layers = []
 
     def layerwise_stops_at_third(*a, **k):
@@ -143,11 +170,12 @@ def test_cell_interrupted_inside_the_es_resumes_from_its_checkpoints(first, ckpt
             raise KeyboardInterrupt
         return real_layerwise(*a, **k)
 
-    monkeypatch.setattr(ex, "run_layerwise", layerwise_stops_at_third)
+    monkeypatch.setattr(stages, "run_layerwise", layerwise_stops_at_third)
     with pytest.raises(KeyboardInterrupt):
-        ex.run_cell(ctx, "vgg", 2, 0, checkpoint_dir=tmp_path)
-    assert torch.load(tmp_path / "vgg-W2-seed0-local.pt", weights_only=False)["done"] == 2
-    monkeypatch.setattr(ex, "run_layerwise", real_layerwise)
+        run_cell(ctx, "vgg_small", 2, 0, checkpoint_dir=tmp_path)
+    stem = "classification-vgg_small-W2-seed0"
+    assert torch.load(tmp_path / f"{stem}-local.pt", weights_only=False)["done"] == 2
+    monkeypatch.setattr(stages, "run_layerwise", real_layerwise)
     evals = []
 
     def evaluate_stops_at_sixth(self, *a, **k):
@@ -156,15 +184,16 @@ def test_cell_interrupted_inside_the_es_resumes_from_its_checkpoints(first, ckpt
             raise KeyboardInterrupt
         return real_eval(self, *a, **k)
 
-    monkeypatch.setattr(ex.IncrementalEvaluator, "evaluate", evaluate_stops_at_sixth)
+    monkeypatch.setattr(IncrementalEvaluator, "evaluate", evaluate_stops_at_sixth)
     with pytest.raises(KeyboardInterrupt):
-        ex.run_cell(ctx, "vgg", 2, 0, checkpoint_dir=tmp_path)
-    assert (tmp_path / "vgg-W2-seed0-global.pt").exists()
-    monkeypatch.setattr(ex.IncrementalEvaluator, "evaluate", real_eval)
-    cell = ex.run_cell(ctx, "vgg", 2, 0, checkpoint_dir=tmp_path)
-    expected = res["cells"]["vgg/W2/seed0"]
-    for key in ("es_test_accuracy", "es_search_accuracy", "local_test_accuracy", "evaluations", "moved"):
+        run_cell(ctx, "vgg_small", 2, 0, checkpoint_dir=tmp_path)
+    assert (tmp_path / f"{stem}-global.pt").exists()
+    monkeypatch.setattr(IncrementalEvaluator, "evaluate", real_eval)
+    cell, codes = run_cell(ctx, "vgg_small", 2, 0, checkpoint_dir=tmp_path)
+    expected = res["cells"][KEY.format(2, 0)]
+    for key in ("es_test_accuracy", "es_search_accuracy", "local_test_accuracy", "evaluations"):
         assert cell[key] == expected[key], key
+    assert json.loads(json.dumps(cell["moved"])) == expected["moved"]
     assert not list(tmp_path.glob("*.pt"))
 
 
@@ -194,48 +223,55 @@ def test_full_profile_path_on_an_image_folder_stand_in(tmp_path, capsys):
                "--local-budget", "4", "--search-size", "24", "--epochs", "1", "--min-drop", "-100",
                "--no-progress", "--out", str(out)])
     assert rc == 0
-    saved = json.loads((out / "results.json").read_text())
+    saved = json.loads((out / "classification" / "results.json").read_text())
     assert saved["profile"]["name"] == "full" and saved["profile"]["dataset"] == f"folder:{data}"
-    cell = saved["cells"]["resnet/W2/seed0"]
+    cell = saved["cells"]["classification/resnet20/W2/seed0"]
     assert cell["arch"] == "resnet20" and cell["es_run"] and cell["global_evaluations"] == 8
     assert cell["test_images"] == 40 and cell["search_images"] == 24
     assert list((out / "pretrained").glob("resnet20-folder*.pt"))          # trained there, not in data/
     text = capsys.readouterr().out
-    assert "| resnet20 | W2 |" in text and "results.json" in text
+    assert "| resnet20 | W2 | ES (local + global) |" in text and "results.json" in text
 
 
-def test_cli_rejects_unknown_experiment(capsys):
+def test_cli_rejects_unknown_experiment_and_bad_numbers(capsys):
     assert main(["reproduce", "--experiment", "segmentation", "--out", "unused"]) == 2
     assert "Unknown experiment" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--seeds", "x", "--out", "unused"])
+    err = capsys.readouterr().err
+    assert "--seeds" in err and "comma-separated whole numbers" in err and "'x'" in err
     with pytest.raises(ValueError, match="Unknown profile fields"):
-        ex.get_profile("fast", bugdet=3)
+        get_profile("classification", "fast", bugdet=3)
 
 
-def test_reproduce_dispatches_other_experiments_to_their_task_module(tmp_path, monkeypatch):
-    """A non-classification experiment runs through its task module's reproduce_task in out/<name>/, with
-    the task overrides only, and its table joins results.md with its figure links pointing into the folder."""
-    import sys
-    import types
-    calls = []
+class ToyTask(type(TASK)):
+    """A fourth task for the test: classification under another name, with its own profile."""
 
-    def reproduce_task(profile, out, **kw):
-        calls.append((profile, out, kw))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.md").write_text("## Toy\n\n![curve](toy.png) [paper](https://arxiv.org/abs/2605.05228)\n")
-        return {"figures": ["toy.png"], "summary": [1]}
+    name, title = "toy", "Toy"
+    profiles = {"fast": tiny_profile(task="toy", bits=(8,), seeds=(0,))}
 
-    module = types.ModuleType("toy_task")
-    module.reproduce_task = reproduce_task
-    monkeypatch.setitem(sys.modules, "toy_task", module)
-    monkeypatch.setitem(ex.EXPERIMENTS, "toy", "toy")
-    monkeypatch.setitem(ex.TASK_MODULES, "toy", "toy_task")
-    res = ex.reproduce(["toy"], "fast", tmp_path, progress=False, device="cpu", bits=(3,), seeds=(1,),
-                       dataset="digits", lam=4)
-    (profile, out, kw), = calls
-    assert profile == "fast" and out == tmp_path / "toy"
-    assert kw["bits"] == (3,) and kw["seeds"] == (1,) and "dataset" not in kw and "lam" not in kw
-    assert res["tasks"]["toy"]["summary"] == [1] and res["figures"] == ["toy/toy.png"]
+
+def test_a_new_task_plugs_in_with_one_registry_line(ckpt, tmp_path, monkeypatch):
+    """A task registered in TASKS (and so in EXPERIMENTS) runs through `reproduce` into out/<name>/, gets the
+    overrides, and its section joins results.md with its figure links pointing into its folder."""
+    monkeypatch.setitem(TASKS, "toy", ToyTask())
+    monkeypatch.setitem(EXPERIMENTS, "toy", ("toy", None))
+    res = reproduce(["toy"], "fast", tmp_path, progress=False, device="cpu", checkpoint_dir=ckpt, test_size=100)
+    saved = json.loads((tmp_path / "toy" / "results.json").read_text())
+    assert saved["task"] == "toy" and set(saved["cells"]) == {"toy/vgg_small/W8/seed0"}
+    assert saved["cells"]["toy/vgg_small/W8/seed0"]["test_images"] == 100
+    assert res["toy"]["figures"] == ["vgg_small_accuracy_vs_bits.png"]
     text = (tmp_path / "results.md").read_text()
-    assert "![curve](toy/toy.png)" in text and "(https://arxiv.org/abs/2605.05228)" in text
+    assert text.startswith("## Toy (profile `fast`)") and "](toy/vgg_small_accuracy_vs_bits.png)" in text
     with pytest.raises(ValueError, match="Unknown experiment"):
-        ex.reproduce(["segmentation"], "fast", tmp_path)
+        reproduce(["segmentation"], "fast", tmp_path)
+
+
+def test_corrupt_results_json_is_named_and_left_untouched(tmp_path, capsys):
+    (tmp_path / "classification").mkdir()
+    bad = tmp_path / "classification" / "results.json"
+    bad.write_text('{"cells": {oops')
+    rc = main(["reproduce", "--experiment", "vgg", "--no-progress", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(bad) in err and "not valid JSON" in err and "line 1" in err
+    assert bad.read_text() == '{"cells": {oops'

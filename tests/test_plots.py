@@ -8,10 +8,10 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from qevo_lite import QuantConfig, evaluate, quantize_model  # noqa: E402
-from qevo_lite.flips import apply_flips, boundary_candidates, random_boundary_flips  # noqa: E402
-from qevo_lite.plots import (grid_levels, plot_accuracy_vs_bits, plot_flip_experiment,  # noqa: E402
+from qevo_lite.quant.flips import apply_flips, boundary_candidates, random_boundary_flips  # noqa: E402
+from qevo_lite.viz.quant_plots import (grid_levels, plot_accuracy_vs_bits, plot_flip_experiment,  # noqa: E402
                              plot_residuals, plot_weight_histogram)
-from qevo_lite.widgets import bit_width_explorer  # noqa: E402
+from qevo_lite.viz.widgets import bit_width_explorer  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

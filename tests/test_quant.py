@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from qevo_lite import QuantConfig, quantize_model, quantize_tensor, fold_batchnorm, build_model, SCALE_RULES
-from qevo_lite.export import save_state, load_state, pack_codes, unpack_codes, float_size_bytes
+from qevo_lite.quant.export import save_state, load_state, pack_codes, unpack_codes, float_size_bytes
 
 CONFIGS = [QuantConfig(b, s, g, r) for b in (2, 3, 4, 8) for s in ("symmetric", "asymmetric")
            for g in ("per_channel", "per_tensor") for r in SCALE_RULES]

@@ -1,0 +1,127 @@
+"""The two stages of the ES as the experiments run it, on any model and any per-sample loss.
+
+* *local*: layer by layer, in graph order, each layer on its output MSE against the FP32 layer
+  (:func:`run_layerwise`, :class:`~qevo_lite.evaluators.layerwise.LayerwiseEvaluator`);
+* *global*: a (1+lambda) ES on the whole network's per-sample loss over the search split
+  (:class:`~qevo_lite.evaluators.incremental.IncrementalEvaluator`).
+
+Both save their progress to a checkpoint file when given one, so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..core.data import Split
+from ..core.io import save_torch
+from ..evaluators.base import Codes
+from ..evaluators.incremental import IncrementalEvaluator
+from ..evaluators.layerwise import LayerwiseEvaluator, capture_layer_io
+from ..quant.grid import QuantState
+from .engine import ESConfig, run_es
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """Temporarily use ``n`` torch CPU threads (None: unchanged)."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def run_layerwise(fmodel: nn.Module, state: QuantState, search: Split, config, samples: int = 512,
+                  layers=None, progress: bool = True, start: Codes | None = None):
+    """Run the ES layer by layer, in graph order, on the local fitness.
+
+    Each layer's inputs are captured from the quantized model *with the layers before it already
+    evolved*, so later layers can compensate earlier errors. ``config`` is an
+    :class:`~qevo_lite.es.ESConfig` whose budget applies to each layer.
+    Returns ``(codes, per-layer list of {layer, before, after, evaluations, seconds})``.
+    """
+    codes = dict(start) if start is not None else state.codes()
+    qmodel = copy.deepcopy(fmodel).eval()
+    fmodel = fmodel.eval()
+    x = search.x[:samples]
+    log = []
+    for name in (layers or list(state.layers)):
+        state.with_codes(codes).apply(qmodel)
+        xin, y = capture_layer_io(qmodel, fmodel, name, x)
+        ev = LayerwiseEvaluator(qmodel.get_submodule(name), name, state, xin, y, reference=codes)
+        before = ev.reference_eval.fitness
+        res = run_es(ev, config, layers=[name], progress=progress)
+        log.append({"layer": name, "before": before, "after": res.best_eval.fitness,
+                    "evaluations": res.evaluations, "seconds": res.seconds})
+        codes = res.best
+    return codes, log
+
+
+def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int, p: float, local_moves: int | None,
+                samples: int, seed: int, checkpoint: Path | None = None, threads: int | None = 1) -> tuple:
+    """Layer-wise (local) ES, one layer at a time in graph order, each on its layer-output MSE against the
+    FP32 layer (:func:`run_layerwise`). Works for any task: it only needs the float
+    model, the RTN state and search inputs ``search.x``.
+
+    ``evaluations`` per layer; a mutation moves ``local_moves`` weights of the layer on average (rate
+    ``local_moves / layer size``; None: rate ``p``), adapted by the 1/5 rule. ``checkpoint``: a file the
+    codes are saved to after each layer, so an interrupted run resumes between layers. ``threads``: CPU
+    threads during the stage (many tiny operations). Returns ``(codes, per-layer log, seconds)``; raises
+    KeyboardInterrupt when a layer was interrupted (after saving the layers before it).
+    """
+    codes, log, seconds, done = rtn_state.codes(), [], 0.0, 0
+    if checkpoint is not None and checkpoint.exists():
+        ck = torch.load(checkpoint, weights_only=False)
+        codes, log, seconds, done = ck["codes"], ck["log"], ck["seconds"], ck["done"]
+    names = list(rtn_state.layers)
+    for i in range(done, len(names)):
+        t0 = time.perf_counter()
+        n = rtn_state.layers[names[i]].codes.numel()
+        rate = p if local_moves is None else min(1.0, local_moves / n)
+        cfg = ESConfig(max_evaluations=evaluations, lam=lam, p=rate, seed=seed * 1009 + i)
+        with torch_threads(threads):
+            codes, layer_log = run_layerwise(fmodel, rtn_state, search, cfg, samples=samples,
+                                             layers=[names[i]], progress=False, start=codes)
+        seconds += time.perf_counter() - t0
+        if layer_log[0]["evaluations"] < evaluations:  # run_es caught a Ctrl-C: stop here
+            raise KeyboardInterrupt
+        log += layer_log
+        if checkpoint is not None:
+            save_torch({"codes": codes, "log": log, "seconds": seconds, "done": i + 1}, checkpoint)
+    return codes, log, seconds
+
+
+def global_stage(fmodel, rtn_state, search: Split, start_codes, *, budget: int, lam: int, p: float, seed: int,
+                 loss="cross_entropy", metric="default", report=None, report_every: int = 1,
+                 checkpoint: Path | None = None, progress: bool = False, early_reject: bool = True,
+                 chunk_size: int | None = None) -> tuple:
+    """The global (1+lambda) ES on the whole network's per-sample ``loss`` over ``search``, started from
+    ``start_codes`` (e.g. the local stage's result), with the fast :class:`IncrementalEvaluator`.
+
+    ``loss``/``metric``: as for :class:`~qevo_lite.evaluators.full.FullEvaluator` (``"cross_entropy"``, ``"mse"``
+    or callables on ``(outputs, targets)``). ``report``: ``model -> dict`` of held-out numbers, called
+    at the start, every ``report_every`` generations and at the end (never used for selection).
+    ``checkpoint``: ES checkpoint file (resumes when it exists). Returns ``(ESResult, start Evaluation,
+    setup seconds)``; raises KeyboardInterrupt when the run was interrupted (its checkpoint is saved).
+    ``chunk_size``: images per forward pass (default: the evaluator's); early rejection decides after
+    whole chunks, so a search split of a few hundred images needs smaller chunks for it to act.
+    """
+    t0 = time.perf_counter()
+    evaluator = IncrementalEvaluator(copy.deepcopy(fmodel), rtn_state, search, loss=loss, metric=metric,
+                                     chunk_size=chunk_size)
+    evaluator.set_reference(start_codes)
+    start_eval = evaluator.reference_eval
+    cfg = ESConfig(mu=1, lam=lam, p=p, max_evaluations=budget, early_reject=early_reject,
+                   report_every=report_every, seed=seed)
+    setup_seconds = time.perf_counter() - t0
+    result = run_es(evaluator, cfg, report=report, checkpoint=checkpoint, checkpoint_every=5, progress=progress)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    return result, start_eval, setup_seconds

@@ -1,0 +1,125 @@
+"""One cell of an experiment grid: (architecture, bit width, seed), any task.
+
+:func:`run_cell` walks the whole path for it and returns a JSON-ready dict of every number:
+
+1. the pretrained model (BN folded) and its FP32 numbers on the search and test splits;
+2. nearest rounding (RTN) on the profile's grid with the scale rule of lowest search loss (the
+   baseline), and on the profile's extra grids (e.g. per tensor);
+3. unless the task says RTN is close enough to FP32 (:meth:`Task.es_skip_reason`), the ES in two
+   stages: *local* (layer by layer on the layer-output MSE, :func:`~qevo_lite.es.stages.local_stage`;
+   skipped when the profile's ``local_evaluations`` is 0), then *global* (a (1+lambda) ES on the task's
+   per-sample loss over the search split, :func:`~qevo_lite.es.stages.global_stage`), with held-out
+   numbers at reporting points only (never used for selection);
+4. the final search and held-out numbers, the improvement over RTN per metric (``gain_<metric>``,
+   positive = better), the share of the RTN->FP32 gap recovered (headline metric), evaluations, wall
+   time and where the weights moved.
+
+Cell keys: ``<stage>_<split>_<metric>`` with stage ``fp32``, ``rtn``, ``rtn_<grid>``, ``local``, ``es``
+and split ``search`` or ``test`` (e.g. ``es_test_accuracy``); ``loss`` is always the ES's loss.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..es.stages import global_stage, local_stage
+from .moved import moved_analysis
+
+
+def cell_stem(task: str, arch: str, bits: int, seed: int) -> str:
+    """The file stem of one cell's ES files (checkpoints, codes)."""
+    return f"{task}-{arch}-W{bits}-seed{seed}"
+
+
+def _numbers(prefix: str, d: dict, split: str) -> dict:
+    return {f"{prefix}_{split}_{k}": v for k, v in d.items()}
+
+
+def baseline_numbers(ctx, arch: str, bits: int, seed: int) -> dict:
+    """The part of a cell that needs no ES: FP32 and RTN numbers on both splits and RTN's scale rules."""
+    p = ctx.profile
+    fp32, rtn = ctx.fp32(arch), ctx.rtn(arch, bits)
+    out = {"task": ctx.task.name, "arch": arch, "dataset": p.dataset, "bits": bits, "seed": seed,
+           "settings": ctx.settings(arch), "search_images": len(ctx.search), "test_images": len(ctx.test),
+           "num_weights": rtn["state"].num_weights, "rtn_rule": rtn["rule"]}
+    for split in ("search", "test"):
+        out.update(_numbers("fp32", fp32[split], split))
+        out.update(_numbers("rtn", rtn[split], split))
+    for g in p.extra_granularities:
+        r = ctx.rtn(arch, bits, g)
+        prefix = f"rtn_{g}"
+        out[f"{prefix}_rule"] = r["rule"]
+        for split in ("search", "test"):
+            out.update(_numbers(prefix, r[split], split))
+    return out
+
+
+def _improvements(task, out: dict) -> dict:
+    """``gain_<metric>`` / ``search_gain_<metric>`` (positive = better than RTN) and the gap recovered."""
+    res = {}
+    for m in task.metrics:
+        for split, prefix in (("test", "gain"), ("search", "search_gain")):
+            es, rtn = out.get(f"es_{split}_{m.key}"), out.get(f"rtn_{split}_{m.key}")
+            if es is not None and rtn is not None:
+                res[f"{prefix}_{m.key}"] = m.improvement(es, rtn)
+    head = task.metrics[0]
+    gap = head.improvement(out[f"fp32_test_{head.key}"], out[f"rtn_test_{head.key}"])
+    res["gap_recovered"] = res[f"gain_{head.key}"] / gap if gap > 0 else None
+    return res
+
+
+def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | None = None,
+             progress: bool = False) -> tuple[dict, dict | None]:
+    """Run one (arch, bits, seed) cell of ``ctx``'s task (see the module docstring).
+
+    ``checkpoint_dir``: where the ES stages save their progress; an interrupted cell resumes from there
+    (the files are removed when the cell completes). Returns ``(cell dict, evolved codes or None)``.
+    """
+    p, task = ctx.profile, ctx.task
+    out = baseline_numbers(ctx, arch, bits, seed)
+    reason = task.es_skip_reason(p, bits, ctx.fp32(arch)["search"], ctx.rtn(arch, bits)["search"])
+    if reason is not None:
+        out.update(es_run=False, es_skipped_reason=reason)
+        return out, None
+    fmodel, _ = ctx.model(arch)
+    rtn_state = ctx.rtn(arch, bits)["state"]
+    ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    stem = cell_stem(task.name, arch, bits, seed)
+    files = [ck / f"{stem}-{stage}.pt" if ck else None for stage in ("local", "global")]
+
+    if p.local_evaluations > 0:
+        local_codes, local_log, local_seconds = local_stage(
+            fmodel, rtn_state, ctx.search, evaluations=p.local_evaluations, lam=p.lam, p=p.p,
+            local_moves=p.local_moves, samples=p.local_samples, seed=seed, checkpoint=files[0],
+            threads=ctx.local_threads)
+    else:  # no local stage: the global ES starts from the rounding baseline
+        local_codes, local_log, local_seconds = rtn_state.codes(), [], 0.0
+    report = (lambda m: ctx.evaluate(m, "test")) if p.report_every else None
+    result, start_eval, setup_seconds = global_stage(
+        fmodel, rtn_state, ctx.search, local_codes, budget=p.budget, lam=p.lam, p=p.p, seed=seed,
+        loss=task.es_loss, metric=task.es_metric, report=report, report_every=p.report_every or 1,
+        checkpoint=files[1], progress=progress)
+
+    es_state = result.state(rtn_state)
+    es_model = es_state.to_model(fmodel)
+    es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")
+    local_evals = sum(e["evaluations"] for e in local_log)
+    out.update(es_run=True, local_search_loss=start_eval.fitness, local_evaluations=local_evals,
+               local_seconds=local_seconds,
+               local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log])
+    if result.reports:
+        out.update({f"local_test_{k}": v for k, v in result.reports[0].items() if k not in ("generation", "evaluations")})
+    out.update(_numbers("es", ctx.evaluate(es_model, "search"), "search"))
+    out.update(_numbers("es", {k: v for k, v in es_test.items() if k not in ("generation", "evaluations")}, "test"))
+    out.update(_improvements(task, out))
+    out.update(
+        global_evaluations=result.evaluations, evaluations=local_evals + result.evaluations,
+        global_seconds=result.seconds + setup_seconds, wall_seconds=local_seconds + result.seconds + setup_seconds,
+        final_p=result.p,
+        history=[{k: h[k] for k in ("evaluations", "best", "mean", "best_metric", "complete", "accepted")}
+                 for h in result.history],
+        reports=list(result.reports),
+        moved=moved_analysis(rtn_state, es_state, ctx.sensitivity(arch, bits)))
+    for f in files:
+        if f is not None and f.exists():
+            f.unlink()
+    return out, es_state.codes()

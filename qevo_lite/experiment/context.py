@@ -1,0 +1,130 @@
+"""What the cells of one task and profile share, computed once and cached: the data, the BN-folded
+pretrained models, their FP32 numbers, the RTN baselines and the layer sensitivities."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..core.evaluate import default_device
+from ..quant.fold import fold_batchnorm
+from ..quant.rtn import best_rtn
+from ..quant.sensitivity import layer_sensitivity
+from .pretrained import load_pretrained
+
+# profile fields a cell's numbers do not depend on (the grid's coordinates and training settings)
+NOT_SETTINGS = ("name", "models", "bits", "seeds", "train_epochs", "es_bits")
+
+
+class Context:
+    """The shared state of one task's grid.
+
+    Args:
+        task: the :class:`~qevo_lite.experiment.task.Task`.
+        profile: its :class:`~qevo_lite.experiment.profile.Profile`.
+        device: where models run (default: CUDA if available, else the CPU).
+        checkpoint_dir: where pretrained checkpoints live (default: the package's registry,
+            ``data/checkpoints``); missing ones are trained there.
+        download: allow torchvision to download the dataset.
+        local_threads: CPU threads of the local stage (many tiny operations: one thread is as fast as
+            two on an idle machine and far faster when the cores are shared).
+    """
+
+    def __init__(self, task, profile, device=None, checkpoint_dir=None, download: bool = False,
+                 local_threads: int | None = 1):
+        if profile.task != task.name:
+            raise ValueError(f"Profile {profile.name!r} is a {profile.task} profile, not a {task.name} one.")
+        self.task, self.profile = task, profile
+        self.device = torch.device(device) if device is not None else default_device()
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.download = download
+        self.local_threads = local_threads if self.device.type == "cpu" else None
+        self._splits = None
+        self._models, self._fp32, self._rtn, self._sensitivity = {}, {}, {}, {}
+        self.es_codes: dict = {}   # (arch, bits, seed) -> evolved codes of the cells run in this session
+
+    # -- data and models --------------------------------------------------------------------------
+    @property
+    def splits(self):
+        """The task's data (:meth:`Task.load_splits`)."""
+        if self._splits is None:
+            self._splits = self.task.load_splits(self.profile, download=self.download)
+        return self._splits
+
+    @property
+    def search(self):
+        return self.splits.search
+
+    @property
+    def test(self):
+        """The held-out split, cut to the profile's ``test_size`` (its first images)."""
+        t, n = self.splits.test, self.profile.test_size
+        return t if n is None or len(t) <= n else t.subset(n)
+
+    def model(self, arch: str):
+        """``(BN-folded float model on the device, manifest entry)``; trains a missing checkpoint."""
+        if arch not in self._models:
+            p = self.profile
+            model, entry = load_pretrained(self.task, arch, p.dataset, directory=self.checkpoint_dir,
+                                           epochs=p.train_epochs, seed=p.split_seed, splits=self.splits,
+                                           progress=False)
+            if entry.get("split_seed", p.split_seed) != p.split_seed:
+                raise ValueError(f"{arch} was trained against split seed {entry['split_seed']}, the profile uses "
+                                 f"{p.split_seed}: its search split could contain training images.")
+            self.task.check_entry(p, arch, entry)
+            self._models[arch] = (fold_batchnorm(model).to(self.device).eval(), entry)
+        return self._models[arch]
+
+    def evaluate(self, model, split: str) -> dict:
+        """The task's numbers of ``model`` on ``split`` (``"search"`` or ``"test"``)."""
+        return self.task.evaluate(self, model, split)
+
+    # -- baselines --------------------------------------------------------------------------------
+    def fp32(self, arch: str) -> dict:
+        """FP32 ``{"search": {...}, "test": {...}}``."""
+        if arch not in self._fp32:
+            fmodel, _ = self.model(arch)
+            self._fp32[arch] = {"search": self.evaluate(fmodel, "search"), "test": self.evaluate(fmodel, "test")}
+        return self._fp32[arch]
+
+    def rtn(self, arch: str, bits: int, granularity: str | None = None) -> dict:
+        """The RTN baseline ``{"state", "rule", "scores": {rule: search loss}, "search", "test"}``: the
+        scale rule with the lowest search loss (:meth:`Task.rtn_score`); test numbers are only reported."""
+        granularity = granularity or self.profile.granularity
+        key = (arch, bits, granularity)
+        if key not in self._rtn:
+            fmodel, _ = self.model(arch)
+            res = best_rtn(fmodel, self.search, bits, granularity, score=self.task.rtn_score)
+            qmodel = res.state.to_model(fmodel)
+            self._rtn[key] = {"state": res.state, "rule": res.config.scale_rule,
+                              "scores": {rule: v["loss"] for rule, v in res.scores.items()},
+                              "search": self.evaluate(qmodel, "search"), "test": self.evaluate(qmodel, "test")}
+        return self._rtn[key]
+
+    def sensitivity(self, arch: str, bits: int) -> dict:
+        """``{layer: search-loss increase with only that layer quantized}`` on the RTN grid, most
+        sensitive first."""
+        key = (arch, bits)
+        if key not in self._sensitivity:
+            fmodel, _ = self.model(arch)
+            self._sensitivity[key] = layer_sensitivity(fmodel, self.rtn(arch, bits)["state"], self.search,
+                                                       score=self.task.rtn_score)
+        return self._sensitivity[key]
+
+    def settings(self, arch: str) -> dict:
+        """What a cell's numbers depend on (a finished cell is reused only when these match)."""
+        p = asdict(self.profile)
+        for k in NOT_SETTINGS:
+            p.pop(k)
+        return {"arch": arch, **p}
+
+    def es_model(self, arch: str, bits: int, seed: int, codes=None):
+        """The float model decoding the ES codes of cell (arch, bits, seed) (``codes``, else this
+        session's ``es_codes``)."""
+        codes = codes if codes is not None else self.es_codes.get((arch, bits, seed))
+        if codes is None:
+            raise ValueError(f"No ES codes of {arch} W{bits} seed {seed} in this session; load them with "
+                             "qevo_lite.experiment.grid.load_codes(out, arch, bits, seed).")
+        fmodel, _ = self.model(arch)
+        return self.rtn(arch, bits)["state"].with_codes(codes).to_model(fmodel)

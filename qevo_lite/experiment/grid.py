@@ -1,0 +1,129 @@
+"""The grid of one task: every (architecture, bit width, seed) cell, resumable, with one output folder.
+
+:func:`run_task` runs a task's grid headless and writes into its folder ``out``:
+
+* ``results.json``: every number; rewritten atomically after each cell, so a second call reuses the
+  cells already there with the same settings, and an interrupted cell resumes from its ES checkpoints
+  in ``out/checkpoints``;
+* ``codes/<task>-<arch>-W<bits>-seed<seed>.pt``: the evolved codes of every cell (a reused cell whose
+  codes are gone is run again, since the figures need them);
+* ``results.md`` (the task's section: how the numbers were made, the table, the checks) and the figures.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..core.io import jsonable, read_json, save_torch, write_json, write_text
+from .cell import cell_stem, run_cell
+from .context import Context
+from .figures import write_figures
+from .summary import checks, results_markdown, summarize
+
+RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
+
+
+def load_results(out: str | Path) -> dict:
+    """The ``results.json`` of an earlier run in folder ``out`` ({} when there is none; a corrupt file
+    raises ValueError naming it)."""
+    path = Path(out) / RESULTS_JSON
+    return read_json(path, "results of an earlier run",
+                     "Move it away (or pass another --out) to start afresh, or repair it to resume.")
+
+
+def codes_file(out: str | Path, task: str, arch: str, bits: int, seed: int) -> Path:
+    """Where :func:`run_task` keeps the evolved codes of a cell."""
+    return Path(out) / "codes" / f"{cell_stem(task, arch, bits, seed)}.pt"
+
+
+def load_codes(out: str | Path, task: str, arch: str, bits: int, seed: int) -> dict:
+    """The evolved codes ``{layer: int16 tensor}`` of a cell of an earlier run in ``out``."""
+    return torch.load(codes_file(out, task, arch, bits, seed), weights_only=True)
+
+
+def run_cells(jobs, out_json: Path | None = None, header: dict | None = None, progress: bool = True,
+              desc: str = "cells") -> tuple[dict, int]:
+    """Run a resumable list of cells. ``jobs``: ``[(key, settings, run)]`` where ``run()`` returns the
+    cell's dict (which holds ``"settings": settings``).
+
+    With ``out_json``, the cells already there with equal settings are reused, and the file (``header``
+    plus ``"cells"``, keeping cells of other keys) is rewritten atomically after each new cell, so an
+    interrupted grid resumes at the cell it was in. Returns ``({key: cell} for the jobs, reused count)``.
+    """
+    from tqdm.auto import tqdm
+    previous = load_results(out_json.parent) if out_json is not None else {}
+    cells = dict(previous.get("cells", {}))
+    settings_json = {key: jsonable(settings) for key, settings, _ in jobs}
+    done = {key for key, _, _ in jobs if key in cells and cells[key].get("settings") == settings_json[key]}
+    bar = tqdm(total=len(jobs), initial=len(done), desc=desc, unit="cell", disable=not progress)
+    try:
+        for key, settings, run in jobs:
+            if key in done:
+                continue
+            bar.set_postfix_str(key)
+            cells[key] = jsonable(run())
+            if out_json is not None:
+                write_json(out_json, {**(header or {}), "cells": cells})
+            bar.update(1)
+    finally:
+        bar.close()
+    return {key: cells[key] for key, _, _ in jobs}, len(done)
+
+
+def _cell_job(ctx: Context, arch: str, bits: int, seed: int, out: Path | None):
+    """A job for :func:`run_cells`: run the cell, keep its codes in ``ctx.es_codes`` and ``out/codes``."""
+    def run():
+        cell, codes = run_cell(ctx, arch, bits, seed, checkpoint_dir=None if out is None else out / "checkpoints")
+        if codes is not None:
+            ctx.es_codes[(arch, bits, seed)] = codes
+            if out is not None:
+                save_torch(codes, codes_file(out, ctx.task.name, arch, bits, seed))
+        return cell
+    return run
+
+
+def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: bool = True) -> dict:
+    """Every (arch, bits, seed) cell of ``ctx``'s profile (``archs``: a subset of its architectures),
+    plus the task's extra studies. Returns ``{"profile", "cells", "summary", "checks", ...}``; with
+    ``out``, resumable through ``out/results.json`` (see the module docstring)."""
+    p, task = ctx.profile, ctx.task
+    archs = list(archs) if archs is not None else p.archs()
+    out = Path(out) if out is not None else None
+    header = {"version": 2, "task": task.name, "profile": jsonable(asdict(p))}
+    previous = load_results(out).get("cells", {}) if out is not None else {}
+    jobs = []
+    for arch in archs:
+        for b in p.bits:
+            for s in p.seeds:
+                key, settings = f"{task.name}/{arch}/W{b}/seed{s}", ctx.settings(arch)
+                if out is not None and previous.get(key, {}).get("es_run") and \
+                        not codes_file(out, task.name, arch, b, s).exists():
+                    settings = {**settings, "rerun": "its ES codes are missing"}  # the figures need them
+                jobs.append((key, settings, _cell_job(ctx, arch, b, s, out)))
+    t0 = time.perf_counter()
+    cells, reused = run_cells(jobs, None if out is None else out / RESULTS_JSON, header, progress, desc=task.name)
+    for (arch, b, s) in [(a, b, s) for a in archs for b in p.bits for s in p.seeds]:
+        if (arch, b, s) not in ctx.es_codes and out is not None and codes_file(out, task.name, arch, b, s).exists():
+            ctx.es_codes[(arch, b, s)] = load_codes(out, task.name, arch, b, s)
+    results = {**header, "cells": cells, "summary": summarize(cells, task), "search_images": len(ctx.search),
+               "test_images": len(ctx.test), "cells_reused": reused}
+    results["checks"] = checks(results["summary"], task)
+    results.update(task.extra(ctx, results, out, progress))
+    results["seconds_this_run"] = time.perf_counter() - t0
+    return jsonable(results)
+
+
+def run_task(ctx: Context, out: str | Path, archs=None, progress: bool = True, figures: bool = True) -> dict:
+    """:func:`run_grid` into folder ``out``, then the figures, ``results.md`` and the final
+    ``results.json`` (which keeps every finished cell, also those of other settings)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = run_grid(ctx, out, archs, progress)
+    results["figures"] = write_figures(ctx, results, out) if figures else []
+    every = {**load_results(out).get("cells", {}), **results["cells"]}
+    write_json(out / RESULTS_JSON, {**results, "cells": every})
+    write_text(out / RESULTS_MD, results_markdown(results, ctx.task))
+    return results

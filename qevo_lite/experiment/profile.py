@@ -1,0 +1,98 @@
+"""Profiles: the sizes and budgets of one reproduction, as data.
+
+One :class:`Profile` dataclass serves every task; each task module defines its ``fast`` profile (the
+offline CPU setting of the notebooks) and its ``full`` one (paper-sized, GPU recommended). The code
+path is the same for both, only sizes change. Budgets are counted in evaluations, never seconds, so a
+run is deterministic for a given seed and thread count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+
+class Overridable:
+    """Mixin for frozen dataclasses: copies with some fields replaced."""
+
+    def with_overrides(self, **kwargs):
+        """A copy with the non-None keyword fields replaced (lists become tuples). An unknown name
+        raises ValueError listing the known ones."""
+        known = {f.name for f in fields(self)}
+        bad = set(kwargs) - known
+        if bad:
+            raise ValueError(f"Unknown profile fields {sorted(bad)}; known: {sorted(known)}.")
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items() if v is not None}
+        return replace(self, **kwargs)
+
+
+@dataclass(frozen=True)
+class Profile(Overridable):
+    """Sizes and budgets of one task's reproduction.
+
+    Attributes:
+        name: ``fast`` or ``full``.
+        task: the task's name (``classification``, ``detection``, ``autoencoder``).
+        dataset: the dataset name the task's data loader understands.
+        models: ``{label: architecture}``; the label names an experiment (``qevo reproduce
+            --experiment vgg`` runs the classification task's ``vgg`` model only).
+        bits: bit widths of the grid (RTN at all of them; the ES where RTN hurts on the search split).
+        seeds: ES seeds (the data split is fixed by ``split_seed``).
+        search_size: images of the search split (the ES fitness set, held back from pretraining).
+        test_size: held-out test images (None: the whole official test split).
+        local_samples: search images whose layer inputs/outputs the local stage matches.
+        local_evaluations: local-stage evaluations per layer (0: no local stage).
+        local_moves: weights a local-stage mutation moves on average (rate ``local_moves / layer
+            size``, then adapted by the 1/5 rule); None: the rate ``p`` for every layer.
+        budget: global-stage evaluations per cell.
+        lam: offspring per generation (both stages); p: initial share of a layer's weights moved.
+        report_every: generations between held-out reports in the global stage (never used for
+            selection); None: held-out numbers only at the end (for costly metrics such as mAP).
+        min_drop_points: for tasks whose headline metric is higher-is-better (accuracy, mAP): run
+            the ES where RTN's search-split metric is at least this many points (percent of 100)
+            below FP32's. Negative: always.
+        min_rise_percent: for tasks whose headline metric is lower-is-better (reconstruction MSE):
+            run the ES where RTN raises the search-split metric by at least this many percent.
+        es_bits: bit widths where the ES may run at all (None: every one where RTN hurts).
+        granularity: the grid of RTN and the ES (``per_channel``: the strongest rounding baseline).
+        extra_granularities: further RTN grids reported beside it (e.g. ``per_tensor``).
+        split_seed: the data split the checkpoints were trained against.
+        train_epochs: epochs when a missing checkpoint has to be trained (None: the recipe's).
+        options: task-specific settings (e.g. the autoencoder's ``normal_classes``).
+    """
+
+    name: str
+    task: str
+    dataset: str
+    models: dict
+    bits: tuple = (2, 3, 4, 8)
+    seeds: tuple = (0, 1, 2)
+    search_size: int = 1024
+    test_size: int | None = None
+    local_samples: int = 128
+    local_evaluations: int = 200
+    local_moves: int | None = 4
+    budget: int = 64
+    lam: int = 8
+    p: float = 0.002
+    report_every: int | None = 4
+    min_drop_points: float = 0.5
+    min_rise_percent: float = 2.0
+    es_bits: tuple | None = None
+    granularity: str = "per_channel"
+    extra_granularities: tuple = ("per_tensor",)
+    split_seed: int = 0
+    train_epochs: int | None = None
+    options: dict = field(default_factory=dict)
+
+    def option(self, key: str, default=None):
+        """A task-specific setting from :attr:`options`."""
+        return self.options.get(key, default)
+
+    def archs(self, labels=None) -> list[str]:
+        """The architectures of ``labels`` (default: every model of the profile), in profile order."""
+        if labels is None:
+            return list(self.models.values())
+        unknown = [l for l in labels if l not in self.models]
+        if unknown:
+            raise ValueError(f"The {self.name!r} {self.task} profile has no model {unknown}; "
+                             f"it has {sorted(self.models)}.")
+        return [self.models[l] for l in labels]

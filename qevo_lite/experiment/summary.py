@@ -1,0 +1,157 @@
+"""Seed summaries, the checks of the claims, and the Markdown tables of any task.
+
+A *row* summarises one (arch, bits) over the seeds: the FP32 and RTN numbers (the same for every
+seed) and the seed mean and sample std (``<key>_std``) of every ES number. ``noise`` is the
+seed-to-seed std of the ES's held-out headline metric (the data split and RTN are fixed, so it
+measures the ES's own randomness).
+"""
+from __future__ import annotations
+
+from ..core.stats import mean_std
+
+# cell keys that are the same for every seed of an (arch, bits) row
+_FIXED_PREFIXES = ("fp32_", "rtn_")
+# cell keys averaged over the seeds
+_ES_PREFIXES = ("es_", "local_", "gain_", "search_gain_")
+_ES_KEYS = ("evaluations", "global_evaluations", "wall_seconds", "global_seconds")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def summarize(cells: dict, task) -> list[dict]:
+    """One row per (arch, bits), in the order the cells come (arch first), bits ascending."""
+    groups: dict = {}
+    for c in cells.values():
+        if c.get("task") == task.name:
+            groups.setdefault((c["arch"], c["bits"]), []).append(c)
+    archs = list(dict.fromkeys(a for a, _ in groups))
+    head = task.metrics[0].key
+    rows = []
+    for (arch, bits), cs in sorted(groups.items(), key=lambda kv: (archs.index(kv[0][0]), kv[0][1])):
+        cs = sorted(cs, key=lambda c: c["seed"])
+        c0 = cs[0]
+        row = {k: v for k, v in c0.items() if k.startswith(_FIXED_PREFIXES) and (_number(v) or k.endswith("_rule"))}
+        row.update(task=task.name, arch=arch, dataset=c0["dataset"], bits=bits, seeds=[c["seed"] for c in cs],
+                   es_run=all(c["es_run"] for c in cs))
+        if not row["es_run"]:
+            row["es_skipped_reason"] = c0.get("es_skipped_reason")
+            rows.append(row)
+            continue
+        keys = [k for k, v in c0.items() if _number(v) and (k.startswith(_ES_PREFIXES) or k in _ES_KEYS)]
+        for k in keys:
+            row[k], row[k + "_std"] = mean_std(c[k] for c in cs)
+        row["moved_share"], row["moved_share_std"] = mean_std(c["moved"]["share"] for c in cs)
+        gaps = [c["gap_recovered"] for c in cs if c["gap_recovered"] is not None]
+        row["gap_recovered"], row["gap_recovered_std"] = mean_std(gaps) if gaps else (None, None)
+        row["noise"] = row[f"es_test_{head}_std"]
+        row["within_noise"] = row[f"gain_{head}"] >= -row["noise"]
+        row["es_better_every_seed"] = all(c[f"gain_{head}"] > 0 for c in cs)
+        rows.append(row)
+    return rows
+
+
+def rtn_cost(row: dict, task) -> float:
+    """What RTN costs on the held-out headline metric (points, or percent for lower-is-better)."""
+    m = task.metrics[0]
+    return m.cost(row[f"rtn_test_{m.key}"], row[f"fp32_test_{m.key}"])
+
+
+def checks(rows: list[dict], task, target: float = 0.5) -> dict:
+    """The claims per architecture: at the lowest bit width where RTN costs at least ``task.hurt`` on the
+    held-out headline metric and the ES ran, how much of the RTN->FP32 gap does the ES recover (seed
+    mean; target ``target``)? At every bit width with an ES run, is the ES's held-out headline metric
+    within noise of RTN's or better, and better in every seed?"""
+    out = {}
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        rs = [r for r in rows if r["arch"] == arch]
+        lossy = [r for r in rs if r["es_run"] and rtn_cost(r, task) >= task.hurt]
+        low = min(lossy, key=lambda r: r["bits"]) if lossy else None
+        ran = [r for r in rs if r["es_run"]]
+        out[arch] = {"target_bits": low["bits"] if low else None,
+                     "rtn_cost": rtn_cost(low, task) if low else None,
+                     "gap_recovered": low["gap_recovered"] if low else None,
+                     "target": target,
+                     "target_met": bool(low and low["gap_recovered"] is not None and low["gap_recovered"] >= target),
+                     "es_within_noise_of_rtn_or_above": all(r["within_noise"] for r in ran),
+                     "es_better_every_seed": all(r["es_better_every_seed"] for r in ran)}
+    return out
+
+
+def _row(cells: list) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_table(rows: list[dict], task, timing: bool = True) -> str:
+    """The held-out table: one line per (model, bits, method): FP32, RTN on each grid, the ES (local +
+    global, mean ± std over seeds). ``timing=False`` leaves out the wall time (for outputs that must be
+    deterministic)."""
+    ms, head = task.metrics, task.metrics[0]
+    cols = (["model", "bits", "method"] + [f"test {m.label}" for m in ms] + [f"search {head.label}",
+            f"gain vs RTN ({head.cost_unit})", "gap recovered", "evaluations (local + global)"]
+            + (["wall time (s)"] if timing else []) + ["weights moved", "seeds"])
+    lines = [_row(cols), "|" + "---|" * len(cols)]
+    blank = ["-"] * (3 + (1 if timing else 0))
+
+    def fixed(r, prefix, label, bits):
+        return [r["arch"], bits, label] + [m.fmt(r.get(f"{prefix}_test_{m.key}")) for m in ms] + \
+               [head.fmt(r.get(f"{prefix}_search_{head.key}"))] + blank + ["-", "-"]
+
+    for i, r in enumerate(rows):
+        if i == 0 or rows[i - 1]["arch"] != r["arch"]:
+            lines.append(_row(fixed(r, "fp32", "FP32", "32")))
+        grids = [k.removesuffix("_rule").removeprefix("rtn_") for k in r if k.startswith("rtn_") and k.endswith("_rule")
+                 and k != "rtn_rule"]
+        for g in grids:
+            lines.append(_row(fixed(r, f"rtn_{g}", f"RTN {g.replace('_', '-')} ({r[f'rtn_{g}_rule']})", f"W{r['bits']}")))
+        lines.append(_row(fixed(r, "rtn", f"RTN ({r['rtn_rule']})", f"W{r['bits']}")))
+        if not r["es_run"]:
+            continue
+        gain = r[f"gain_{head.key}"]
+        gain_txt = (f"{head.scale * gain:+.{head.digits}f} ± {head.scale * r[f'gain_{head.key}_std']:.{head.digits}f}"
+                    if head.higher_is_better else
+                    f"{100 * gain / r[f'rtn_test_{head.key}']:+.1f}%")
+        cells = [r["arch"], f"W{r['bits']}", "ES (local + global)" if r.get("local_evaluations") else "ES (global)"]
+        cells += [m.fmt(r.get(f"es_test_{m.key}"), r.get(f"es_test_{m.key}_std")) for m in ms]
+        cells += [head.fmt(r.get(f"es_search_{head.key}"), r.get(f"es_search_{head.key}_std")), gain_txt,
+                  "-" if r["gap_recovered"] is None else f"{100 * r['gap_recovered']:.0f}%",
+                  f"{r['local_evaluations']:.0f} + {r['global_evaluations']:.0f}"]
+        cells += [f"{r['wall_seconds']:.0f}"] if timing else []
+        cells += [f"{100 * r['moved_share']:.2f}%", ",".join(str(s) for s in r["seeds"])]
+        lines.append(_row(cells))
+    return "\n".join(lines)
+
+
+def checks_markdown(results: dict, task) -> list[str]:
+    """The checks as Markdown bullet lines."""
+    head, lines = task.metrics[0], []
+    for arch, c in results["checks"].items():
+        if c["target_bits"] is None:
+            lines.append(f"- {arch}: RTN never costs {task.hurt:g} {head.cost_unit} of held-out {head.label} "
+                         "at the bit widths where the ES ran.")
+            continue
+        lines.append(f"- {arch}: lowest bit width where RTN costs >= {task.hurt:g} {head.cost_unit} of held-out "
+                     f"{head.label}: W{c['target_bits']} ({c['rtn_cost']:.1f} {head.cost_unit}); the ES recovers "
+                     f"{100 * c['gap_recovered']:.0f}% of the RTN->FP32 gap (target {100 * c['target']:.0f}%: "
+                     f"{'met' if c['target_met'] else 'not met'}); ES within seed noise of RTN or better at every "
+                     f"ES bit width: {'yes' if c['es_within_noise_of_rtn_or_above'] else 'no'}; better in every "
+                     f"seed: {'yes' if c['es_better_every_seed'] else 'no'}.")
+    return lines
+
+
+def results_markdown(results: dict, task, timing: bool = True) -> str:
+    """The task's ``results.md`` section: heading, how the numbers were made, table, checks, the
+    task's extra studies and the figures (links relative to the task's folder)."""
+    p = results["profile"]
+    lines = [f"## {task.title} (profile `{p['name']}`)", "", task.describe(results), "",
+             markdown_table(results["summary"], task, timing), ""]
+    lines += checks_markdown(results, task)
+    lines += ["", "Noise: the seed-to-seed sample std of the ES's held-out result at that bit width (the data "
+              "split and RTN are fixed, so it measures the ES's randomness).", ""]
+    extra = task.extra_markdown(results)
+    if extra:
+        lines += [extra, ""]
+    for f in results.get("figures", []):
+        lines.append(f"![{f.removesuffix('.png').replace('_', ' ')}]({f})")
+    return "\n".join(lines) + "\n"

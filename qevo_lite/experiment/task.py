@@ -1,0 +1,146 @@
+"""The task interface: what a task (classification, detection, the autoencoder, yours) supplies to the
+one experiment pipeline.
+
+The pipeline (:mod:`~qevo_lite.experiment.context`, :mod:`~qevo_lite.experiment.cell`,
+:mod:`~qevo_lite.experiment.grid`, :mod:`~qevo_lite.experiment.summary`) walks the same path for every
+task: pretrained model -> FP32 numbers -> RTN baselines -> (where RTN hurts) local + global ES ->
+held-out numbers -> tables and figures. A task fills in the hooks below; everything else is shared.
+To add a task: subclass :class:`Task` in a new ``qevo_lite/tasks/<name>/`` package and add one line to
+the registry in :mod:`qevo_lite.tasks`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One held-out number of a task.
+
+    ``key``: its name in the task's evaluation dicts (cell keys are ``<stage>_<split>_<key>``, e.g.
+    ``rtn_test_accuracy``); ``label``: how tables and axes name it (with its unit);
+    ``higher_is_better``; ``scale`` and ``digits``: shown as ``value * scale`` with ``digits`` decimals
+    (accuracy 0.913 -> ``91.3`` with scale 100)."""
+
+    key: str
+    label: str
+    higher_is_better: bool = True
+    scale: float = 100.0
+    digits: int = 1
+
+    def fmt(self, value, std=None) -> str:
+        """``value`` (± ``std``) as the tables show it; ``-`` for None."""
+        if value is None:
+            return "-"
+        s = f"{self.scale * value:.{self.digits}f}"
+        return s if std is None else s + f" ± {self.scale * std:.{self.digits}f}"
+
+    def improvement(self, new: float, old: float) -> float:
+        """How much better ``new`` is than ``old`` (positive = better), in the metric's own unit."""
+        return new - old if self.higher_is_better else old - new
+
+    def cost(self, quantized: float, fp32: float) -> float:
+        """What quantization cost: points (``scale`` units) below FP32 for a higher-is-better metric,
+        percent above FP32 for a lower-is-better one."""
+        if self.higher_is_better:
+            return self.scale * (fp32 - quantized)
+        return 100.0 * (quantized / fp32 - 1.0) if fp32 else float("inf")
+
+    @property
+    def cost_unit(self) -> str:
+        return "points" if self.higher_is_better else "%"
+
+
+class Task:
+    """The hooks of one task. Subclasses set the class attributes and override the methods that raise.
+
+    Attributes:
+        name: the registry name (``classification``, ...); also the output folder of ``qevo reproduce``.
+        title: heading of the task's ``results.md`` section.
+        metrics: held-out :class:`Metric` s, the headline first (it decides where RTN hurts, the gap
+            recovered and the noise).
+        search_metrics: metric keys also measured on the search split (besides ``loss``).
+        es_loss, es_metric: the global stage's per-sample loss and metric (a name of
+            :data:`qevo_lite.evaluators.base.LOSSES` or a callable ``(outputs, targets) -> (n,)``).
+        hurt: RTN "hurts" at a bit width where the held-out headline metric costs at least this much
+            (:meth:`Metric.cost`: points, or percent for a lower-is-better metric); the checks look at
+            the lowest such width.
+        architectures: the architectures the task builds and trains (the registry's dispatch).
+        plotted_metrics: how many of :attr:`metrics` get a "metric vs bits" figure.
+        profiles: ``{"fast": Profile, "full": Profile}``.
+    """
+
+    name = "task"
+    title = "Task"
+    metrics: tuple = ()
+    search_metrics: tuple = ()
+    es_loss = "cross_entropy"
+    es_metric = None
+    hurt = 2.0
+    plotted_metrics = 1
+    architectures: tuple = ()
+    profiles: dict = {}
+
+    # -- data and models --------------------------------------------------------------------------
+    def load_splits(self, profile, download: bool = False):
+        """The task's data for ``profile``: an object with ``search`` and ``test`` splits (``x``,
+        ``y``, ``subset``), ``test`` already cut to ``profile.test_size``."""
+        raise NotImplementedError
+
+    def build_model(self, arch: str, entry: dict):
+        """A fresh, untrained ``arch`` shaped as the manifest ``entry`` says."""
+        raise NotImplementedError
+
+    def train_model(self, arch: str, dataset: str, seed: int = 0, epochs: int | None = None, device=None,
+                    progress: bool = True, splits=None):
+        """Train ``arch`` on ``dataset`` (split ``seed``; ``epochs`` None: the recipe's). Returns
+        ``(model in eval mode on the CPU, manifest fields)``; the fields hold ``epochs`` and the FP32
+        held-out numbers as ``fp32_<...>``."""
+        raise NotImplementedError
+
+    def check_entry(self, profile, arch: str, entry: dict) -> None:
+        """Raise ValueError if the checkpoint ``entry`` does not fit ``profile`` (beyond the split seed)."""
+
+    # -- numbers ----------------------------------------------------------------------------------
+    def evaluate(self, ctx, model, split: str) -> dict:
+        """``{"loss": mean ES loss, <metric key>: value, ...}`` of ``model`` on ``ctx``'s ``split``
+        (``"search"``: ``loss`` and :attr:`search_metrics`; ``"test"``: ``loss`` and every metric)."""
+        raise NotImplementedError
+
+    def rtn_score(self, model, split) -> float:
+        """The search-split loss that picks RTN's scale rule and scores layer sensitivity."""
+        raise NotImplementedError
+
+    def es_skip_reason(self, profile, bits: int, fp32_search: dict, rtn_search: dict) -> str | None:
+        """Why the ES is not run at ``bits`` (None: run it): RTN is close to FP32 on the search split
+        (``min_drop_points`` / ``min_rise_percent`` of the profile, by the headline metric's direction),
+        or ``bits`` is not in the profile's ``es_bits``."""
+        m = self.metrics[0]
+        key = m.key if m.key in fp32_search else "loss"
+        cost = m.cost(rtn_search[key], fp32_search[key])
+        if m.higher_is_better and cost < profile.min_drop_points:
+            return (f"RTN is within {profile.min_drop_points:.1f} points of FP32 on the search split "
+                    f"({cost:+.2f})")
+        if not m.higher_is_better and cost < profile.min_rise_percent:
+            return f"RTN raises the search {key} by only {cost:.1f}% (< {profile.min_rise_percent:.0f}%)"
+        if profile.es_bits is not None and bits not in profile.es_bits:
+            return f"the profile runs the ES only at {list(profile.es_bits)} bits"
+        return None
+
+    # -- reporting --------------------------------------------------------------------------------
+    def describe(self, results: dict) -> str:
+        """The paragraph of ``results.md`` that says how the numbers were made."""
+        raise NotImplementedError
+
+    def figures(self, ctx, results: dict) -> list:
+        """The task's own figures (beyond the shared ones): ``[(Figure, file name)]``."""
+        return []
+
+    def extra(self, ctx, results: dict, out, progress: bool) -> dict:
+        """Further studies after the grid (e.g. detection's fitness comparison), resumable through
+        :func:`~qevo_lite.experiment.grid.run_cells`; their keys are added to the results."""
+        return {}
+
+    def extra_markdown(self, results: dict) -> str:
+        """Text for the studies of :meth:`extra` in ``results.md``."""
+        return ""

@@ -1,0 +1,126 @@
+"""The motivating experiment: flip a few weights near the rounding boundary and see what happens.
+
+Nearest rounding (RTN) sends every weight to its closest grid point. A weight whose
+rounding residual is close to +/-0.5 steps sits almost halfway between two grid
+points, so moving it to the *other* neighbour costs almost nothing in weight error.
+If RTN were the best assignment, such moves would never raise accuracy.
+:func:`random_boundary_flips` tests that: many trials, each flipping a handful of
+randomly chosen near-boundary weights of the RTN state, each measured on (a subset
+of) the search split and undone before the next.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..core.data import Split
+from ..core.evaluate import evaluate
+from .grid import QuantState
+
+
+def boundary_candidates(state: QuantState, near: float = 0.1) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Weights within ``near`` of the rounding boundary whose other neighbouring code is on the grid.
+
+    A weight qualifies when ``| |residual| - 0.5 | <= near`` (residual in steps, see
+    :meth:`LayerQuant.residual`) and ``code + sign(residual)`` lies in ``qmin..qmax``
+    (a move that the grid would clamp back is no move at all).
+
+    Returns:
+        One ``(layer name, flat indices, new codes)`` triple per layer, in the state's layer order;
+        ``new codes`` (int16) are the other neighbours of the weights at ``flat indices``.
+    """
+    if not 0 < near <= 0.5:
+        raise ValueError(f"near must be in (0, 0.5], got {near!r}.")
+    out = []
+    for name, lq in state.layers.items():
+        r = lq.residual().reshape(-1)
+        codes = lq.codes.reshape(-1)
+        target = codes.to(torch.int32) + torch.sign(r).to(torch.int32)
+        ok = ((r.abs() - 0.5).abs() <= near) & (r != 0) & (target >= lq.qmin) & (target <= lq.qmax)
+        idx = torch.nonzero(ok).reshape(-1)
+        out.append((name, idx, target[idx].to(torch.int16)))
+    return out
+
+
+@torch.no_grad()
+def random_boundary_flips(model: nn.Module, state: QuantState, search_split: Split, n_trials: int = 100,
+                          n_flips: int = 8, seed: int = 0, near: float = 0.1, subset: int | None = 512,
+                          return_flips: bool = False):
+    """Accuracy changes, versus the RTN state, of ``n_trials`` random sets of ``n_flips`` near-boundary flips.
+
+    Each trial draws ``n_flips`` distinct weights from :func:`boundary_candidates` with a
+    ``torch.Generator`` seeded by ``seed``, moves each to its other neighbouring code,
+    evaluates the accuracy on the first ``subset`` images of ``search_split`` (all of them
+    if ``subset`` is None) and undoes the move. Only the changed weights are written, so a
+    trial costs one evaluation.
+
+    Args:
+        model: the (BN-folded) float model the state was made from. Its quantized layers are
+            temporarily overwritten with the state's decoded weights and restored exactly on return.
+        state: the RTN state to start from (not modified).
+        search_split: the split the accuracy is measured on (the search split, never test).
+        n_trials, n_flips: number of trials and weights flipped per trial.
+        seed: seeds the choice of weights.
+        near: how close to the boundary a weight must be (in steps, see :func:`boundary_candidates`).
+        subset: evaluate on this many images of ``search_split``.
+        return_flips: also return, per trial, the flipped weights as ``(layer name, flat index)`` pairs.
+
+    Returns:
+        float tensor ``(n_trials,)``: trial accuracy minus RTN accuracy (fractions, not percent);
+        with ``return_flips``, ``(deltas, flips)``.
+    """
+    if n_trials < 1 or n_flips < 1:
+        raise ValueError(f"n_trials and n_flips must be >= 1, got {n_trials} and {n_flips}.")
+    candidates = boundary_candidates(state, near)
+    sizes = torch.tensor([len(idx) for _, idx, _ in candidates])
+    total = int(sizes.sum())
+    if total < n_flips:
+        raise ValueError(f"Only {total} weights lie within {near} of the rounding boundary; "
+                         f"ask for fewer than n_flips={n_flips} or widen `near`.")
+    offsets = torch.cumsum(sizes, 0) - sizes  # start of each layer's candidates in the global list
+    split = search_split.subset(subset) if subset is not None else search_split
+    weights = {name: model.get_submodule(name).weight for name in state.layers}
+    original = {name: w.detach().clone() for name, w in weights.items()}
+    g = torch.Generator().manual_seed(seed)
+    deltas, flips = torch.empty(n_trials), []
+    try:
+        state.apply(model)
+        base = evaluate(model, split)["accuracy"]
+        for t in range(n_trials):
+            chosen = torch.randperm(total, generator=g)[:n_flips].sort().values
+            layer_of = torch.searchsorted(offsets, chosen, right=True) - 1
+            undo, trial = [], []
+            for k in layer_of.unique().tolist():
+                name, idx, target = candidates[k]
+                local = chosen[layer_of == k] - offsets[k]
+                flat, new_codes = idx[local], target[local]
+                lq, w = state.layers[name], weights[name]
+                where = torch.unravel_index(flat, tuple(w.shape))  # works for any memory layout
+                row = where[0] if lq.scale.numel() > 1 else torch.zeros_like(flat)
+                value = lq.scale[row] * (new_codes.float() - lq.zero_point[row].float())
+                undo.append((w, where, w[where].clone()))
+                w.index_put_(where, value.to(w.dtype).to(w.device))
+                trial += [(name, int(i)) for i in flat]
+            deltas[t] = evaluate(model, split)["accuracy"] - base
+            for w, where, old in undo:
+                w.index_put_(where, old)
+            flips.append(trial)
+    finally:
+        for name, w in weights.items():
+            w.copy_(original[name])
+    return (deltas, flips) if return_flips else deltas
+
+
+def apply_flips(state: QuantState, flips: list[tuple[str, int]]) -> QuantState:
+    """A copy of ``state`` with each listed weight moved to its other neighbouring code.
+
+    ``flips`` is one trial of :func:`random_boundary_flips` (``return_flips=True``):
+    ``(layer name, flat index)`` pairs. The move is ``code + sign(residual)``, clamped to the grid.
+    """
+    out = state.clone()
+    for name, i in flips:
+        lq = out.layers[name]
+        codes = lq.codes.view(-1)
+        step = int(torch.sign(lq.residual().reshape(-1)[i]))
+        codes[i] = min(max(int(codes[i]) + step, lq.qmin), lq.qmax)
+    return out

@@ -1,0 +1,4 @@
+"""Image classification: VGG and ResNet on Fashion-MNIST (fast) or CIFAR-10 (full), notebooks 03 and 04."""
+from .task import DEFAULT_RECIPE, PROFILES, RECIPES, TASK, ClassificationTask
+
+__all__ = ["DEFAULT_RECIPE", "PROFILES", "RECIPES", "TASK", "ClassificationTask"]

@@ -1,0 +1,168 @@
+"""Object detection (the paper's detection experiment) as a task of the experiment pipeline.
+
+Why not torchvision's detectors? FCOS, RetinaNet, SSD and Faster R-CNN take a *list* of images and a
+*list* of target dicts, resize and batch them internally, match anchors or points to boxes inside
+``forward`` (data-dependent Python control flow) and return the *batch mean* of their losses. The ES
+needs the opposite on every one of its thousands of evaluations: the incremental evaluator traces
+``model(x)`` with ``torch.fx`` (tensor in, tensor out), caches the activations upstream of the changed
+layers, and compares a candidate with its parent image by image (a paired test for early rejection),
+so it needs a loss per image. So the detectors here (:mod:`.models`) are compact CenterNet-style
+single-shot detectors whose forward is one tensor in, one tensor out; targets, loss and decoding are in
+:mod:`.targets`, mAP (torchmetrics, COCO-style) in :mod:`.metrics`, the generated canvases in :mod:`.data`.
+
+The experiment: RTN per channel with the scale rule of lowest search-split detection loss, then the
+global (1+lambda) ES on the per-image detection loss of the search canvases, held-out mAP on the test
+canvases at the end. The local (layer-output MSE) stage is available (``local_evaluations > 0``) but
+off in the profiles: on these detectors it lowered held-out mAP (VGG W3, seed 2, 128 evaluations per
+layer: mAP@[.5:.95] 0.382 -> 0.285), because the MSE of the head's outputs is dominated by background
+heatmap logits, not boxes. After the grid, :mod:`.comparison` compares the loss with mAP as fitness.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ...core.evaluate import default_device
+from ...core.train import train_loop
+from ...experiment.grid import run_cells
+from ...experiment.profile import Profile
+from ...experiment.task import Metric, Task
+from .comparison import comparison_markdown, run_fitness_comparison, summarize_comparison
+from .data import TEST_CANVASES, TRAIN_CANVASES, load_dataset
+from .metrics import detection_loss_on, evaluate_detector, predict
+from .models import ARCHITECTURES, RECIPES, build_model
+from .plots import plot_before_after, plot_fitness_comparison, plot_samples
+from .targets import STRIDE, detection_loss
+
+_MODELS = {"vgg": "det_vgg_small", "resnet": "det_resnet_small"}
+PROFILES = {
+    "fast": Profile("fast", "detection", "glyph_boxes", _MODELS, bits=(2, 3, 4), search_size=192, test_size=400,
+                    local_samples=64, local_evaluations=0, budget=24, report_every=None, min_drop_points=1.0,
+                    extra_granularities=(),
+                    options={"compare_budget": 12, "compare_model": "det_vgg_small", "compare_seeds": (0,)}),
+    "full": Profile("full", "detection", "voc", _MODELS, bits=(2, 3, 4, 8), search_size=2048, test_size=5000,
+                    local_samples=512, local_evaluations=0, budget=2000, report_every=None, min_drop_points=1.0,
+                    extra_granularities=(),
+                    options={"compare_budget": 200, "compare_model": "det_vgg_small", "compare_seeds": (0,)}),
+}
+
+
+def train_detector(model, train, epochs: int = 6, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+                   device="cpu", progress: bool = True) -> list[dict]:
+    """Train ``model`` in place on :func:`~.targets.detection_loss` (:func:`qevo_lite.core.train.train_loop`,
+    AdamW, one-cycle, weight decay 5e-4, channels_last batches: faster convs on the CPU).
+
+    Returns one ``{"epoch", "loss", "seconds"}`` per epoch."""
+    history = train_loop(model, train, lambda out, x, y: detection_loss(out, y).mean(), epochs, batch_size, lr,
+                         seed=seed, device=device, progress=progress, fast_layout=True)
+    model.eval()
+    return history
+
+
+class DetectionTask(Task):
+    """Detectors: held-out mAP (COCO-style, torchmetrics), the per-image detection loss as the ES loss."""
+
+    name = "detection"
+    title = "Detection"
+    metrics = (Metric("map", "mAP@[.5:.95] (%)"), Metric("map50", "mAP@0.5 (%)"))
+    search_metrics = ("map", "map50")
+    es_loss, es_metric = staticmethod(detection_loss), None
+    hurt = 2.0
+    plotted_metrics = 2
+    architectures = tuple(ARCHITECTURES)
+    profiles = PROFILES
+
+    def load_splits(self, profile, download: bool = False):
+        return load_dataset(profile.dataset, seed=profile.split_seed, train_size=0, search_size=profile.search_size,
+                            test_size=profile.test_size, download=download)
+
+    def build_model(self, arch, entry):
+        return build_model(arch, entry)
+
+    def train_model(self, arch, dataset="glyph_boxes", seed=0, epochs=None, device=None, progress=True, splits=None):
+        recipe = dict(RECIPES.get(arch, {"epochs": 6, "lr": 3e-3}))
+        if epochs is not None:
+            recipe["epochs"] = epochs
+        splits = load_dataset(dataset, seed=seed, train_size=TRAIN_CANVASES, test_size=TEST_CANVASES)
+        torch.manual_seed(seed)
+        model = build_model(arch, {"in_channels": splits.train.x.shape[1], "num_classes": splits.num_classes})
+        t0 = time.perf_counter()
+        history = train_detector(model, splits.train, epochs=recipe["epochs"], lr=recipe["lr"], seed=seed,
+                                 device=device or default_device(), progress=progress)
+        seconds = time.perf_counter() - t0
+        model = model.cpu().eval().to(memory_format=torch.contiguous_format)
+        test = evaluate_detector(model, splits.test)
+        return model, {"in_channels": splits.train.x.shape[1], "num_classes": splits.num_classes,
+                       "canvas": splits.canvas, "stride": STRIDE, "train_canvases": len(splits.train),
+                       "glyph_source": splits.glyph_source, "epochs": recipe["epochs"], "lr": recipe["lr"],
+                       "train_seconds": round(seconds, 1), "final_train_loss": round(history[-1]["loss"], 4),
+                       "fp32_test_map50": round(test["map50"], 4), "fp32_test_map": round(test["map"], 4)}
+
+    def evaluate(self, ctx, model, split: str) -> dict:
+        return evaluate_detector(model, ctx.search if split == "search" else ctx.test)
+
+    def rtn_score(self, model, split) -> float:
+        return detection_loss_on(model, split)
+
+    def describe(self, results: dict) -> str:
+        p = results["profile"]
+        local = (f"local layer-wise ES ({p['local_evaluations']} evaluations per layer on the layer-output MSE of "
+                 f"{p['local_samples']} canvases), then global " if p["local_evaluations"] else "global ")
+        return (f"Generated `{p['dataset']}` canvases ({results.get('canvas', 64)}x{results.get('canvas', 64)}, 1-3 "
+                f"{results.get('glyph_source', 'glyph')} glyphs each, boxes tight around the glyph pixels); search "
+                f"split {p['search_size']} canvases of training glyphs never trained on (the ES fitness set); held-out "
+                f"test {p['test_size']} canvases of the official test glyphs (reported only). mAP by torchmetrics "
+                "(COCO-style, in %), the ES as mean ± sample std over the seeds. RTN = nearest rounding per channel "
+                "with the scale rule of lowest search-split detection loss. ES = " + local +
+                f"(1+{p['lam']}) ES from RTN ({p['budget']} evaluations on the per-image detection loss of the search "
+                f"split), run where RTN is at least {p['min_drop_points']:g} points of mAP@[.5:.95] below FP32 on the "
+                "search split. Weights moved = share of codes that differ from RTN.")
+
+    def extra(self, ctx, results: dict, out, progress: bool) -> dict:
+        """The fitness comparison (loss vs mAP) at the lowest bit width where the profile's compare model
+        ran the ES (resumable through ``out/results.json``)."""
+        p = ctx.profile
+        model, budget = p.option("compare_model"), p.option("compare_budget", 0)
+        es_bits = sorted({r["bits"] for r in results["summary"] if r["es_run"] and r["arch"] == model})
+        extra = {"canvas": ctx.splits.canvas, "glyph_source": ctx.splits.glyph_source, "comparisons": [],
+                 "comparison": None}
+        if not budget or not es_bits:
+            return extra
+        b = es_bits[0]
+        settings = {**ctx.settings(model), "compare_budget": budget}
+        jobs = [(f"fitness/{model}/W{b}/seed{s}", settings,
+                 lambda s=s: {"settings": settings, **run_fitness_comparison(ctx, model, b, s, budget)})
+                for s in p.option("compare_seeds", (0,))]
+        header = {k: results[k] for k in ("version", "task", "profile")}
+        json_path = None if out is None else out / "results.json"
+        comparisons, reused = run_cells(jobs, json_path, header, progress, desc="fitness comparison")
+        extra["comparisons"] = list(comparisons.values())
+        extra["comparison"] = summarize_comparison(extra["comparisons"])
+        extra["cells_reused"] = results["cells_reused"] + reused
+        return extra
+
+    def extra_markdown(self, results: dict) -> str:
+        return comparison_markdown(results["comparison"]) if results.get("comparison") else ""
+
+    def figures(self, ctx, results: dict) -> list:
+        """Sample canvases; FP32 / RTN / ES boxes at the lowest ES bit width (first seed); the comparison."""
+        figs = [(plot_samples(ctx.test, ctx.splits.classes, n=8), "detection_samples.png")]
+        rows = results["summary"]
+        es_bits = sorted({r["bits"] for r in rows if r["es_run"]})
+        if es_bits:
+            b, seed, idx = es_bits[0], results["profile"]["seeds"][0], list(range(4))
+            preds, x = {}, ctx.test.x[:len(idx)]
+            for arch in [r["arch"] for r in rows if r["es_run"] and r["bits"] == b]:
+                fmodel, _ = ctx.model(arch)
+                short = arch.removeprefix("det_").removesuffix("_small")
+                preds[f"{short} FP32"] = predict(fmodel, x)
+                preds[f"{short} RTN W{b}"] = predict(ctx.rtn(arch, b)["state"].to_model(fmodel), x)
+                preds[f"{short} ES W{b}"] = predict(ctx.es_model(arch, b, seed), x)
+            figs.append((plot_before_after(ctx.test, preds, idx, ctx.splits.classes), f"detection_W{b}_boxes.png"))
+        if results.get("comparisons"):
+            figs.append((plot_fitness_comparison(results["comparisons"]), "detection_fitness_comparison.png"))
+        return figs
+
+
+TASK = DetectionTask()
