@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
 def _threads(n: int | None) -> None:
-    import os
     import torch
     torch.set_num_threads(n or os.cpu_count() or 1)
 
@@ -34,7 +34,7 @@ def cmd_demo(args) -> int:
     from .core.data import load_splits
     from .core.evaluate import evaluate
     from .quant.fold import fold_batchnorm
-    from .viz.quant_plots import plot_accuracy_vs_bits
+    from .viz.quant_plots import plot_rtn_vs_bits
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     splits = load_splits(args.dataset, search_size=args.search_size)
@@ -55,7 +55,7 @@ def cmd_demo(args) -> int:
                 cells = [r for r in rows if r["bits"] == b and r["granularity"] == g]
                 print(f"{b:>4} {g:<12} " + " ".join(f"{r['test_accuracy']:>13.3f}{'*' if r['chosen'] else ' '}"
                                                   for r in cells))
-        plot_accuracy_vs_bits(rows, fp32_accuracy=fp32, title=f"{arch}: nearest rounding, held-out accuracy",
+        plot_rtn_vs_bits(rows, fp32_accuracy=fp32, title=f"{arch}: nearest rounding, held-out accuracy",
                               path=out / f"rtn_{arch}.png")
     (out / "rtn.json").write_text(json.dumps(everything, indent=2))
     print(f"\nwrote {out}/rtn.json and the figures rtn_<model>.png")
@@ -94,7 +94,7 @@ def cmd_reproduce(args) -> int:
                      min_drop_points=args.min_drop, min_rise_percent=args.min_rise)
     if args.dataset and set(chosen) - {"classification"}:
         print(f"note: --dataset {args.dataset} applies to the classification experiments only")
-    name = args.profile or __import__("os").environ.get("QEVO_PROFILE", "fast")
+    name = args.profile or os.environ.get("QEVO_PROFILE", "fast")
     out = Path(args.out or f"results/reproduce-{name}")
     print(f"qevo reproduce: {', '.join(chosen)}, profile {name!r} -> {out}")
     try:
@@ -114,7 +114,8 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``qevo`` argument parser: one sub-command per job."""
     parser = argparse.ArgumentParser(prog="qevo", description=__doc__)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output folder (default results/reproduce-<profile>)")
     p.set_defaults(func=cmd_reproduce)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     _threads(args.threads)
     try:
         return args.func(args)

@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import qevo_lite.data as data  # noqa: E402
+import qevo_lite.core.data as data  # noqa: E402
 from qevo_lite import fold_batchnorm, load_pretrained, load_splits, quantize_model, build_model, evaluate  # noqa: E402
-from qevo_lite.baseline import best_rtn  # noqa: E402
-from qevo_lite.data import Split  # noqa: E402
-from qevo_lite.es import ESConfig, run_es  # noqa: E402
-from qevo_lite.fitness import FullEvaluator, IncrementalEvaluator  # noqa: E402
-from qevo_lite.layerwise import run_layerwise  # noqa: E402
+from qevo_lite.quant.rtn import best_rtn  # noqa: E402
+from qevo_lite.core.data import Split  # noqa: E402
+from qevo_lite.es.engine import ESConfig, run_es  # noqa: E402
+from qevo_lite.evaluators.full import FullEvaluator  # noqa: E402
+from qevo_lite.evaluators.incremental import IncrementalEvaluator  # noqa: E402
+from qevo_lite.es.stages import run_layerwise  # noqa: E402
 
 assert torch.cuda.is_available(), "no CUDA device"
 dev = torch.device("cuda")

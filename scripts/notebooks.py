@@ -1,6 +1,7 @@
 """Build and execute the tutorial notebooks.
 
-Sources are percent-format Python files in ``notebooks/src/`` (easy to diff and review):
+Sources are percent-format Python files in ``notebooks/src/`` (easy to diff and review), read with
+jupytext (https://jupytext.readthedocs.io, format ``py:percent``):
 
     # %% [markdown]
     # # Title ...
@@ -9,51 +10,40 @@ Sources are percent-format Python files in ``notebooks/src/`` (easy to diff and 
     # %%
     code ...
 
-``python scripts/notebooks.py build``   writes ``notebooks/<name>.ipynb`` from each source;
+``python scripts/notebooks.py build``   writes ``notebooks/<name>.ipynb`` from each source (no outputs);
 ``python scripts/notebooks.py execute`` runs them top to bottom in a fresh kernel (fast profile)
 and saves the outputs, as committed. Pass notebook names to restrict either step.
 """
 from __future__ import annotations
 
-import ast
-import re
 import sys
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC, OUT = ROOT / "notebooks" / "src", ROOT / "notebooks"
-MARKER = re.compile(r"^# %%(?P<md> \[markdown\])?(?P<rest>.*)$")
+FMT = "py:percent"
 
 
-def parse(text: str) -> nbformat.NotebookNode:
-    """A percent-format source -> a notebook (markdown cells lose their leading '# ')."""
-    cells, kind, meta, lines = [], None, {}, []
+def read_source(path: Path) -> nbformat.NotebookNode:
+    """A percent-format source -> a notebook without outputs, as committed.
 
-    def flush():
-        body = "\n".join(lines).strip("\n")
-        if kind is None or not body:
-            return
-        if kind == "markdown":
-            body = "\n".join(l[2:] if l.startswith("# ") else l.lstrip("#") for l in body.splitlines())
-            cells.append(nbformat.v4.new_markdown_cell(body, metadata=meta))
-        else:
-            cells.append(nbformat.v4.new_code_cell(body, metadata=meta))
-
-    for line in text.splitlines():
-        m = MARKER.match(line)
-        if m:
-            flush()
-            kind, lines = ("markdown" if m["md"] else "code"), []
-            meta = {}
-            tags = re.search(r"tags=(\[.*?\])", m["rest"])
-            if tags:
-                meta["tags"] = ast.literal_eval(tags.group(1))
-        else:
-            lines.append(line)
-    flush()
+    jupytext does the parsing; on top of it, cells left empty by a bare marker are dropped, cells
+    keep only their ``tags`` metadata (not jupytext's layout hints such as ``lines_to_next_cell``),
+    and the notebook gets a plain Python 3 kernelspec instead of jupytext's own metadata.
+    """
+    parsed = jupytext.read(path, fmt=FMT)
+    cells = []
+    for cell in parsed.cells:
+        if not cell.source.strip():
+            continue
+        meta = {"tags": list(cell.metadata["tags"])} if cell.metadata.get("tags") else {}
+        new = {"markdown": nbformat.v4.new_markdown_cell, "raw": nbformat.v4.new_raw_cell}.get(
+            cell.cell_type, nbformat.v4.new_code_cell)
+        cells.append(new(cell.source, metadata=meta))
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -67,7 +57,7 @@ def selected(names: list[str]) -> list[Path]:
 
 def build(names: list[str]) -> None:
     for src in selected(names):
-        nbformat.write(parse(src.read_text()), OUT / f"{src.stem}.ipynb")
+        nbformat.write(read_source(src), OUT / f"{src.stem}.ipynb")
         print(f"built {src.stem}.ipynb")
 
 

@@ -6,7 +6,6 @@ from qevo_lite import quantize_model, fold_batchnorm, evaluate
 from qevo_lite.es.engine import ESConfig, run_es
 from qevo_lite.evaluators.full import FullEvaluator
 from qevo_lite.evaluators.incremental import IncrementalEvaluator
-from qevo_lite.evaluators.base import changed_weights
 from qevo_lite.evaluators.layerwise import LayerwiseEvaluator, capture_layer_io
 from qevo_lite.es.stages import run_layerwise
 from qevo_lite.es.operators import crossover_uniform, mutate, mutate_residual, mutate_uniform, pick_layer, layer_weights

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from qevo_lite import QuantConfig, evaluate, quantize_model  # noqa: E402
 from qevo_lite.quant.flips import apply_flips, boundary_candidates, random_boundary_flips  # noqa: E402
-from qevo_lite.viz.quant_plots import (grid_levels, plot_accuracy_vs_bits, plot_flip_experiment,  # noqa: E402
+from qevo_lite.viz.quant_plots import (grid_levels, plot_rtn_vs_bits, plot_flip_experiment,  # noqa: E402
                              plot_residuals, plot_weight_histogram)
 from qevo_lite.viz.widgets import bit_width_explorer  # noqa: E402
 
@@ -40,7 +40,7 @@ def fake_rows():
 
 def test_accuracy_vs_bits(tmp_path):
     path = tmp_path / "figs" / "acc.png"
-    fig = plot_accuracy_vs_bits(fake_rows(), fp32_accuracy=0.9, title="demo", path=path)
+    fig = plot_rtn_vs_bits(fake_rows(), fp32_accuracy=0.9, title="demo", path=path)
     ax = labelled(fig)
     assert ax.get_title() == "demo" and "bit" in ax.get_xlabel() and "%" in ax.get_ylabel()
     lines = ax.get_lines()
@@ -51,7 +51,7 @@ def test_accuracy_vs_bits(tmp_path):
     assert list(first.get_xdata()) == [2, 4, 8] and first.get_ydata()[0] == pytest.approx(50.0)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):
-        plot_accuracy_vs_bits([])
+        plot_rtn_vs_bits([])
 
 
 def test_weight_histogram_draws_every_grid_level(tiny_vgg):

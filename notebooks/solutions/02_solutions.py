@@ -20,7 +20,7 @@ def mutate_boundary(codes, lq, p, g, threshold=0.4):
 def one_plus_one(evaluator, state, steps, p, seed):
     """Exercise 2: a (1+1) ES: one child per step (residual mutation of a layer chosen by size),
     kept when its fitness is not worse than the parent's. Returns ``(best codes, fitness after each step)``."""
-    from qevo_lite.operators import layer_weights, mutate
+    from qevo_lite.es.operators import layer_weights, mutate
     g = torch.Generator().manual_seed(seed)
     probs = layer_weights(state, "size")
     names, weights = list(probs), torch.tensor(list(probs.values()))

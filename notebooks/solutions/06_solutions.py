@@ -5,7 +5,7 @@ checks or the solutions fails in CI.
 """
 import math
 
-from qevo_lite import autoencoder as ae
+from qevo_lite.tasks import autoencoder as ae
 
 
 def psnr_from_mse(mse, pixel_std):

@@ -26,9 +26,7 @@
 
 # %%
 import os
-import sys
 
-IN_COLAB = "google.colab" in sys.modules
 try:
     import qevo_lite
 except ImportError as exc:
@@ -40,21 +38,16 @@ except ImportError as exc:
 import matplotlib.pyplot as plt
 import torch
 
-from qevo_lite import (QuantConfig, default_device, evaluate, fold_batchnorm, load_pretrained, load_splits,
+from qevo_lite.notebook import setup
+from qevo_lite import (QuantConfig, evaluate, fold_batchnorm, load_pretrained, load_splits,
                        quantizable_layers, quantize_model, quantize_tensor, SCALE_RULES)
-from qevo_lite import plots
-from qevo_lite.baseline import rtn_table
-from qevo_lite.flips import apply_flips, boundary_candidates, random_boundary_flips
-from qevo_lite.widgets import bit_width_explorer
+from qevo_lite.viz import quant_plots as plots
+from qevo_lite.quant.rtn import rtn_table
+from qevo_lite.quant.flips import apply_flips, boundary_candidates, random_boundary_flips
+from qevo_lite.viz.widgets import bit_width_explorer
 
-torch.set_num_threads(2)  # the committed outputs were computed with 2 threads
-device = default_device()
-if device.type == "cuda":
-    print(f"GPU on: {torch.cuda.get_device_name(0)}")
-else:
-    print("No GPU: running on the CPU, which is all this notebook needs.")
-    if IN_COLAB:
-        print("(Runtime > Change runtime type > GPU speeds up the `full` profile.)")
+session = setup(threads=2, needs="this notebook")  # the committed outputs were computed with 2 threads
+device, IN_COLAB = session.device, session.in_colab
 
 # %% [markdown]
 # ## Parameters
@@ -282,7 +275,7 @@ show_table("ResNet")
 
 # %%
 for name in rows:
-    plots.plot_accuracy_vs_bits(rows[name], fp32_accuracy=fp32[name],
+    plots.plot_rtn_vs_bits(rows[name], fp32_accuracy=fp32[name],
                                 title=f"{name}: nearest rounding, test accuracy vs bit width ({len(test)} images)")
 
 # %% [markdown]

@@ -32,11 +32,9 @@
 # %%
 import copy
 import os
-import sys
 import time
 from dataclasses import replace
 
-IN_COLAB = "google.colab" in sys.modules
 try:
     import qevo_lite
 except ImportError as exc:
@@ -48,27 +46,23 @@ except ImportError as exc:
 import matplotlib.pyplot as plt
 import torch
 
-from qevo_lite import default_device, evaluate, fold_batchnorm, load_pretrained, load_splits
-from qevo_lite import es_plots
-from qevo_lite.baseline import best_rtn
-from qevo_lite.es import ESConfig, run_es
-from qevo_lite.es_tools import (RecordingEvaluator, compare_variants, final_metric, format_mean_std,
+from qevo_lite.notebook import setup
+from qevo_lite import evaluate, fold_batchnorm, load_pretrained, load_splits
+from qevo_lite.viz import es_plots
+from qevo_lite.quant.rtn import best_rtn
+from qevo_lite.es.engine import ESConfig, run_es
+from qevo_lite.es.study import (RecordingEvaluator, compare_variants, final_metric, format_mean_std,
                                 population_best, summarize, time_evaluators)
-from qevo_lite.widgets import es_explorer
-from qevo_lite.fitness import FullEvaluator, IncrementalEvaluator, changed_weights, decode_at
-from qevo_lite.layerwise import run_layerwise
-from qevo_lite.operators import layer_weights, mutate, mutate_residual, mutate_uniform, pick_layer
-from qevo_lite.sensitivity import layer_sensitivity
+from qevo_lite.viz.widgets import es_explorer
+from qevo_lite.evaluators.full import FullEvaluator
+from qevo_lite.evaluators.incremental import IncrementalEvaluator
+from qevo_lite.evaluators.base import changed_weights, decode_at
+from qevo_lite.es.stages import run_layerwise
+from qevo_lite.es.operators import layer_weights, mutate, mutate_residual, mutate_uniform, pick_layer
+from qevo_lite.quant.sensitivity import layer_sensitivity
 
-torch.set_num_threads(2)  # the committed outputs were computed with 2 threads
-device = default_device()
-if device.type == "cuda":
-    print(f"GPU on: {torch.cuda.get_device_name(0)}")
-else:
-    print("No GPU: running on the CPU, which is all this notebook needs.")
-    if IN_COLAB:
-        print("(Runtime > Change runtime type > GPU speeds up the `full` profile.)")
-T0 = time.perf_counter()
+session = setup(threads=2, needs="this notebook")  # the committed outputs were computed with 2 threads
+device, IN_COLAB = session.device, session.in_colab
 
 # %% [markdown]
 # ## Parameters
@@ -738,7 +732,7 @@ print(f"{tiny_label:44s} {tiny_runs[small_label].reports[-1]['test']:.3f}  "
       f"(search {tiny_runs[small_label].reports[-1]['search']:.3f})")
 
 # %%
-print(f"notebook run time: {time.perf_counter() - T0:.0f} s")
+session.report_run_time();
 
 # %% [markdown]
 # **Read next:** the next notebook in the series applies the ES to both models and other bit widths

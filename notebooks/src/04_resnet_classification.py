@@ -26,10 +26,8 @@
 
 # %%
 import os
-import sys
 import time
 
-IN_COLAB = "google.colab" in sys.modules
 try:
     import qevo_lite
 except ImportError as exc:
@@ -38,28 +36,18 @@ except ImportError as exc:
         "    %pip install 'qevo-lite @ git+<URL of the qevo-lite repository>'\n"
         "(or `pip install -e .` in a clone of the repository), then re-run this cell.") from exc
 
-import matplotlib.pyplot as plt
-import torch
 from IPython.display import Markdown, display
 
-from qevo_lite import default_device
-from qevo_lite import experiments as ex
+from qevo_lite.notebook import setup
+from qevo_lite.tasks.classification import walk
 
-torch.set_num_threads(2)  # the committed outputs were computed with 2 threads
-device = default_device()
-if device.type == "cuda":
-    print(f"GPU on: {torch.cuda.get_device_name(0)}")
-else:
-    print("No GPU: running on the CPU, which is all the fast profile needs.")
-    if IN_COLAB:
-        print("(Runtime > Change runtime type > GPU for the `full` profile.)")
-T0 = time.perf_counter()
+session = setup(threads=2)  # the committed outputs were computed with 2 threads
 
 # %% [markdown]
 # ## Parameters
 #
 # A *profile* fixes the dataset, the model, the bit widths, the seeds and the budgets
-# (`qevo_lite.experiments.PROFILES`); `None` below keeps the profile's value. The environment
+# (`qevo_lite.tasks.classification.PROFILES`); `None` below keeps the profile's value. The environment
 # variable `QEVO_PROFILE` overrides the default profile, and the cell is tagged `parameters` so
 # papermill can override any value.
 
@@ -71,12 +59,8 @@ seeds = None     # ES seeds, e.g. (0, 1, 2); None: the profile's
 budget = None    # global-stage fitness evaluations per run; None: the profile's
 
 # %%
-prof = ex.get_profile(profile, bits=bits, seeds=seeds, budget=budget)
-ctx = ex.Context(prof, device=device, download=IN_COLAB)
-print(f"profile {prof.name!r}: dataset {prof.dataset}, model {prof.models[experiment]}, bits {list(prof.bits)}, "
-      f"seeds {list(prof.seeds)}")
-print(f"search split {prof.search_size} images, held-out test {prof.test_size or 'all'} images; budget per run: "
-      f"{prof.local_evaluations} local evaluations per layer + {prof.budget} global evaluations")
+ctx = walk.context(profile, session.device, download=session.in_colab, bits=bits, seeds=seeds, budget=budget)
+prof, arch = ctx.profile, ctx.profile.models[experiment]
 
 # %% [markdown]
 # ## 1. The pretrained model
@@ -87,17 +71,9 @@ print(f"search split {prof.search_size} images, held-out test {prof.test_size or
 # fitness set), `test` (reported, never used to choose anything).
 
 # %%
-fmodel, entry = ctx.model(experiment)
-fp32 = ctx.fp32(experiment)
-arch = prof.models[experiment]
-n_weights = sum(m.weight.numel() for m in fmodel.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
-
-# %%
 # NBVAL_CHECK_OUTPUT
-print(f"{arch}: {n_weights} quantizable weights in "
-      f"{sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in fmodel.modules())} layers")
-print(f"search {len(ctx.search)} images, test {len(ctx.test)} images")
-print(f"FP32 accuracy: search {fp32['search']['accuracy']:.3f}, test {fp32['test']['accuracy']:.3f}")
+walk.describe_model(ctx, arch)
+fp_test = ctx.fp32(arch)["test"]["accuracy"]
 
 # %% [markdown]
 # ## 2. Nearest rounding at 2, 3, 4 and 8 bits
@@ -107,23 +83,12 @@ print(f"FP32 accuracy: search {fp32['search']['accuracy']:.3f}, test {fp32['test
 # baseline the ES has to beat.
 
 # %%
-rtn_rows = []
-for b in prof.bits:
-    for g in ("per_channel", "per_tensor"):
-        r = ctx.rtn(experiment, b, g)
-        rtn_rows.append({"bits": b, "granularity": g, "rule": r["result"].config.scale_rule,
-                         "search": r["search"]["accuracy"], "test": r["test"]["accuracy"]})
-
-def rtn_acc(b, g="per_channel", split="test"):
-    return next(r[split] for r in rtn_rows if r["bits"] == b and r["granularity"] == g)
+rtn_rows = walk.rtn_rows(ctx, arch)
+rtn_acc = lambda b, g="per_channel", split="test": walk.rtn_accuracy(rtn_rows, b, g, split)  # noqa: E731
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"FP32 test accuracy {fp32['test']['accuracy']:.3f}")
-print(f"{'bits':>4}  {'per-channel rule':16s} {'search':>7s} {'test':>7s}   {'per-tensor rule':16s} {'search':>7s} {'test':>7s}")
-for b in prof.bits:
-    c, t = (next(r for r in rtn_rows if r["bits"] == b and r["granularity"] == g) for g in ("per_channel", "per_tensor"))
-    print(f"{b:4d}  {c['rule']:16s} {c['search']:7.3f} {c['test']:7.3f}   {t['rule']:16s} {t['search']:7.3f} {t['test']:7.3f}")
+walk.print_rtn_table(rtn_rows, fp_test)
 
 # %% [markdown]
 # What the table shows (the asserts below check it; the comparisons marked *fast* are what the fast
@@ -136,7 +101,6 @@ for b in prof.bits:
 #   is the one where the ES has the most to recover: that is where the headline claim of section 5 sits.
 
 # %%
-fp_test = fp32["test"]["accuracy"]
 assert abs(rtn_acc(8) - fp_test) <= 0.01
 lowest = min(prof.bits)
 assert rtn_acc(lowest) < fp_test - 0.02
@@ -147,40 +111,23 @@ if prof.name == "fast":
     assert rtn_acc(lowest, "per_tensor") < 0.2   # close to the 10% of guessing
 
 # %%
-fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
-ax.axhline(100 * fp_test, color="black", ls="--", label="FP32")
-for g, style in (("per_channel", "o-"), ("per_tensor", "s:")):
-    ax.plot(prof.bits, [100 * rtn_acc(b, g) for b in prof.bits], style, label=f"RTN {g.replace('_', '-')}")
-ax.set_xticks(prof.bits)
-ax.set_xlabel("weight bit width (bits)")
-ax.set_ylabel("held-out test accuracy (%)")
-ax.set_title(f"{arch}: nearest rounding")
-ax.legend();
+walk.plot_rtn(rtn_rows, fp_test, arch);
 
 # %% [markdown]
 # ## 3. Layer sensitivity
 #
 # Which layers hurt most? Quantize one layer at a time (the others stay FP32) and measure how much
-# the search loss rises (`qevo_lite.sensitivity.layer_sensitivity`), here at the lowest bit width.
+# the search loss rises (`qevo_lite.quant.sensitivity.layer_sensitivity`), here at the lowest bit width.
 # In a ResNet the stem (the first conv) feeds every block, and the shortcut convs carry the signal
 # around the blocks that change shape; section 6 compares this ranking with where the ES moved weights.
 
 # %%
-sens = ctx.sensitivity(experiment, lowest)
-sizes = {n: lq.codes.numel() for n, lq in ctx.rtn(experiment, lowest)["result"].state.layers.items()}
-fig, ax = plt.subplots(figsize=(7.0, 3.6), layout="constrained")
-order = list(sizes)  # graph order
-ax.bar(range(len(order)), [sens[n] for n in order], color="tab:purple")
-ax.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
-ax.set_xlabel("layer (graph order)")
-ax.set_ylabel("search-loss increase (nats)")
-ax.set_title(f"{arch}, {lowest} bits per channel: one layer quantized at a time");
+sens, sizes = walk.sensitivity(ctx, arch, lowest)
+walk.plot_sensitivity(sens, sizes, arch, lowest);
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{'layer':22s} {'weights':>8s} {'sensitivity (nats)':>19s}")
-for n, s in sens.items():
-    print(f"{n:22s} {sizes[n]:8d} {s:19.3f}")
+walk.print_sensitivity(sens, sizes, width=22)
 
 # %% [markdown]
 # ## 4. The evolution strategy, at a fixed budget
@@ -194,13 +141,12 @@ for n, s in sens.items():
 # evaluations; held-out accuracy is measured at reporting points only.
 #
 # The ES runs only where rounding loses accuracy: where the RTN search accuracy is at least
-# `min_drop` below FP32's (decided on the search split). The next cell is the slow one.
+# `min_drop_points` below FP32's (decided on the search split). The next cell is the slow one.
 
 # %%
 t0 = time.perf_counter()
-results = ex.run_grid(ctx, [experiment], progress=True)
+cells, rows = walk.run(ctx, arch)
 es_seconds = time.perf_counter() - t0
-cells, rows = results["cells"], results["summary"]
 
 # %%
 print(f"{len(cells)} cells (bit widths x seeds) in {es_seconds:.0f} s")
@@ -213,7 +159,7 @@ print(f"{len(cells)} cells (bit widths x seeds) in {es_seconds:.0f} s")
 # the RTN codes.
 
 # %%
-display(Markdown(ex.markdown_table(rows)))
+display(Markdown(walk.table(rows)))
 
 # %% [markdown]
 # The same numbers as text, without the wall time. (The FP32, RTN and sensitivity outputs above are
@@ -222,15 +168,7 @@ display(Markdown(ex.markdown_table(rows)))
 # accepts different mutations, and the last digits move. The asserts below check the claims instead.)
 
 # %%
-for r in rows:
-    if not r["es_run"]:
-        print(f"W{r['bits']}: RTN test {r['rtn_test_accuracy']:.3f}; ES not run ({r['es_skipped_reason']})")
-        continue
-    print(f"W{r['bits']}: RTN search {r['rtn_search_accuracy']:.3f} test {r['rtn_test_accuracy']:.3f} | "
-          f"ES search {r['es_search_accuracy']:.3f} ± {r['es_search_accuracy_std']:.3f} "
-          f"test {r['es_test_accuracy']:.3f} ± {r['es_test_accuracy_std']:.3f} | "
-          f"gap recovered {r['gap_recovered']:.3f} | {r['evaluations']:.0f} evaluations | "
-          f"moved {r['moved_share']:.4f}")
+walk.print_es_rows(rows)
 
 # %% [markdown]
 # The claims, checked:
@@ -242,30 +180,24 @@ for r in rows:
 #   half of the gap** between RTN and FP32 on held-out data within the fast budget.
 
 # %%
-es_rows = [r for r in rows if r["es_run"]]
-for r in es_rows:
-    per_seed = [cells[ex.cell_key(experiment, r["bits"], s)]["es_test_accuracy"] for s in r["seeds"]]
-    assert all(a > r["rtn_test_accuracy"] for a in per_seed), (r["bits"], per_seed)
-    assert r["within_noise"]
+walk.check_es_beats_rtn(rows, cells)
 target = next(r for r in rows if r["bits"] == target_bits)
-assert target["es_run"] and target["gain"] > 0
+assert target["es_run"] and target["gain_accuracy"] > 0
 if prof.name == "fast":
     assert target["gap_recovered"] >= 0.5, target["gap_recovered"]
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"lowest bit width where RTN loses >= 2 points: W{target_bits} "
-      f"(RTN {target['rtn_test_accuracy']:.3f}, FP32 {fp_test:.3f})")
+walk.print_target(target, fp_test)
 
 # %%
-print(f"ES held-out accuracy {target['es_test_accuracy']:.3f} ± {target['noise']:.3f} "
-      f"(seeds {target['seeds']}): {100 * target['gap_recovered']:.0f}% of the gap recovered")
+walk.print_es_at_target(target)
 
 # %% [markdown]
 # Accuracy against bit width, now with the ES:
 
 # %%
-ex.plot_accuracy_vs_bits(rows, experiment);
+walk.plot_accuracy_vs_bits(rows, arch);
 
 # %% [markdown]
 # **Fitness curves** at the lowest bit width. Left: the best search loss over the global stage's
@@ -274,20 +206,13 @@ ex.plot_accuracy_vs_bits(rows, experiment);
 # a few seconds; the global stage, which optimises the real objective, keeps climbing.
 
 # %%
-ex.plot_curves(cells, experiment, lowest);
+walk.plot_curves(cells, arch, lowest);
 
 # %% [markdown]
 # How much of the gain is real? The search-split gain (what the ES optimised) next to the held-out gain:
 
 # %%
-local_gain = {}
-for r in es_rows:
-    local = sum(cells[ex.cell_key(experiment, r["bits"], s)]["local_test_accuracy"]
-                for s in r["seeds"]) / len(r["seeds"])
-    local_gain[r["bits"]] = local - r["rtn_test_accuracy"]
-    print(f"W{r['bits']}: search gain {100 * (r['es_search_accuracy'] - r['rtn_search_accuracy']):+.1f} points, "
-          f"held-out gain {100 * r['gain']:+.1f} points (after the local stage alone: "
-          f"{100 * (local - r['rtn_test_accuracy']):+.1f})")
+local_gain = walk.local_gains(rows, cells)
 
 # %% [markdown]
 # *fast*: at the lowest bit width the local stage alone gives more than half of the held-out gain, and
@@ -296,8 +221,7 @@ for r in es_rows:
 
 # %%
 if prof.name == "fast":
-    assert 0.5 * target["gain"] < local_gain[target_bits] < target["gain"]
-    assert abs((target["es_search_accuracy"] - target["rtn_search_accuracy"]) - target["gain"]) < 0.05
+    walk.check_local_stage(target, local_gain[target_bits])
 
 # %% [markdown]
 # ## 6. Where the moved weights are
@@ -310,21 +234,10 @@ if prof.name == "fast":
 # points, the ES would move mostly those, and towards the other neighbour.
 
 # %%
-ex.plot_moved(cells, experiment, lowest);
+walk.plot_moved(cells, arch, lowest);
 
 # %%
-moved_stats = {}
-for r in es_rows:
-    ms = [cells[ex.cell_key(experiment, r["bits"], s)]["moved"] for s in r["seeds"]]
-    moved_stats[r["bits"]] = {k: sum(m[k] for m in ms) / len(ms) for k in
-                              ("share", "near_boundary_all", "near_boundary_moved", "toward_other_neighbour",
-                               "more_than_one_step", "weight_error_ratio")}
-
-# %%
-print("seed means   moved   |r|>0.4 among: all  moved   to the other neighbour   >1 step   weight error / RTN's")
-for b, m in moved_stats.items():
-    print(f"W{b:<10d} {m['share']:7.4f} {m['near_boundary_all']:18.3f} {m['near_boundary_moved']:6.3f} "
-          f"{m['toward_other_neighbour']:24.3f} {m['more_than_one_step']:9.3f} {m['weight_error_ratio']:21.3f}")
+moved_stats = walk.moved_stats(rows, cells)
 
 # %% [markdown]
 # What it says (checked below, seed means):
@@ -347,14 +260,7 @@ for b, m in moved_stats.items():
 # gradient on the layer-output error, the same objective as the local stage here.)
 
 # %%
-for b, m in moved_stats.items():
-    assert m["share"] < 0.05 and m["more_than_one_step"] < 0.05
-    assert abs(m["near_boundary_moved"] - m["near_boundary_all"]) < 0.05
-    assert 0.45 < m["toward_other_neighbour"] < 0.65
-    assert m["weight_error_ratio"] > 1.0
-share = {n: sum(cells[ex.cell_key(experiment, lowest, s)]["moved"]["per_layer"][n]["share"] for s in prof.seeds)
-         for n in sizes}
-assert share[min(sizes, key=sizes.get)] > share[max(sizes, key=sizes.get)]
+walk.check_moved_claims(moved_stats, walk.layer_shares(cells, arch, lowest, prof.seeds), sizes)
 
 # %% [markdown]
 # ## 7. Exercises
@@ -371,7 +277,7 @@ def moved_share_by_layer(cell):
 
 # %%
 def check_exercise_1(fn):
-    cell = cells[ex.cell_key(experiment, lowest, prof.seeds[0])]
+    cell = walk.cell(cells, arch, lowest, prof.seeds[0])
     got = fn(cell)
     if got is None:
         print("Exercise 1: not done yet (moved_share_by_layer returns None).")
@@ -402,8 +308,7 @@ def check_exercise_2(fn):
     assert abs(fn([1, 2, 3, 4], [4, 3, 2, 1]) + 1) < 1e-9
     assert abs(fn([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) - 0.8) < 1e-9
     layers = list(sens)
-    share = {n: sum(cells[ex.cell_key(experiment, lowest, s)]["moved"]["per_layer"][n]["share"]
-                    for s in prof.seeds) for n in layers}
+    share = walk.layer_shares(cells, arch, lowest, prof.seeds)
     rho = fn([sens[n] for n in layers], [share[n] for n in layers])
     print(f"Exercise 2: correct. Spearman(sensitivity, share moved) at {lowest} bits: {rho:+.2f}")
 
@@ -411,9 +316,8 @@ check_exercise_2(spearman)
 
 # %% [markdown]
 # **Exercise 3 (open).** The local stage gives every layer the same number of evaluations. Give it
-# more for the most sensitive layers (call `ex.run_cell` with a modified profile, e.g.
-# `ex.Context(prof.with_overrides(local_evaluations=400))`, and compare the held-out accuracy per
-# evaluation spent).
+# more for the most sensitive layers (run `walk.run` on a context with a modified profile, e.g.
+# `walk.context(profile, local_evaluations=400)`, and compare the held-out accuracy per evaluation spent).
 
 # %% [markdown]
 # ## Summary
@@ -427,15 +331,10 @@ check_exercise_2(spearman)
 # more than half of the gap.
 
 # %%
-print(f"{arch}, held-out test accuracy (ES: mean of {len(prof.seeds)} seeds)")
-print(f"{'bits':>4} {'RTN per-tensor':>15s} {'RTN per-channel':>16s} {'ES per-channel':>15s}")
-for r in rows:
-    es_acc = f"{r['es_test_accuracy']:.3f}" if r["es_run"] else "-"
-    print(f"{r['bits']:4d} {r['rtn_per_tensor_test_accuracy']:15.3f} {r['rtn_test_accuracy']:16.3f} {es_acc:>15s}")
-print(f"FP32 {fp_test:.3f}")
+walk.print_summary(rows, arch, fp_test, prof.seeds)
 
 # %%
-print(f"notebook run time: {time.perf_counter() - T0:.0f} s")
+session.report_run_time();
 
 # %% [markdown]
 # **Read next:** the README's results section, written by `qevo reproduce --experiment all` (this table

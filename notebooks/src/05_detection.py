@@ -24,10 +24,7 @@
 
 # %%
 import os
-import sys
-import time
 
-IN_COLAB = "google.colab" in sys.modules
 try:
     import qevo_lite
 except ImportError as exc:
@@ -36,29 +33,24 @@ except ImportError as exc:
         "    %pip install 'qevo-lite @ git+<URL of the qevo-lite repository>'\n"
         "(or `pip install -e .` in a clone of the repository), then re-run this cell.") from exc
 
-import warnings
-
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from qevo_lite import default_device
-from qevo_lite import detection as det
-from qevo_lite import detection_plots as dp
+from qevo_lite.experiment.grid import run_grid
+from qevo_lite.experiment.summary import markdown_table
+from qevo_lite.notebook import setup
+from qevo_lite.tasks import context
+from qevo_lite.tasks import detection as det
+from qevo_lite.viz.experiment_plots import plot_metric_vs_bits, plot_moved
+from qevo_lite.viz.style import new_figure
 
-warnings.filterwarnings("ignore", category=UserWarning, module="torchmetrics")
-torch.set_num_threads(2)  # the committed outputs were computed with 2 threads
-device = default_device()
-if device.type == "cuda":
-    print(f"GPU on: {torch.cuda.get_device_name(0)}")
-else:
-    print("No GPU: running on the CPU, which is all the fast profile needs.")
-T0 = time.perf_counter()
+session = setup(threads=2)  # the committed outputs were computed with 2 threads
 
 # %% [markdown]
 # ## Parameters
 #
-# The detection profile (`qevo_lite.detection.PROFILES`) fixes the canvases, the detectors, the bit
+# The detection profile (`qevo_lite.tasks.detection.PROFILES`) fixes the canvases, the detectors, the bit
 # widths of the ES, the seeds and the budgets; `None` keeps the profile's value. `QEVO_PROFILE`
 # overrides the default profile (`full` uses Pascal VOC and needs internet and a GPU).
 
@@ -71,9 +63,10 @@ budget = None    # global-stage fitness evaluations per run; None: the profile's
 rtn_bits = (2, 3, 4, 8)  # bit widths of the rounding sweep (section 3)
 
 # %%
-prof = det.get_profile(profile, bits=bits, seeds=seeds, budget=budget)
-ctx = det.DetectionContext(prof, device=device, download=IN_COLAB)
-print(f"profile {prof.name!r}: dataset {prof.dataset}, detectors {list(prof.models)}, ES bits {list(prof.bits)}, "
+ctx = context("detection", profile, session.device, download=session.in_colab, bits=bits, seeds=seeds,
+              budget=budget)
+prof = ctx.profile
+print(f"profile {prof.name!r}: dataset {prof.dataset}, detectors {prof.archs()}, ES bits {list(prof.bits)}, "
       f"seeds {list(prof.seeds)}")
 print(f"search split {prof.search_size} canvases, held-out test {prof.test_size} canvases; budget per run: "
       f"{prof.local_evaluations} local evaluations per layer + {prof.budget} global evaluations")
@@ -81,7 +74,7 @@ print(f"search split {prof.search_size} canvases, held-out test {prof.test_size}
 # %% [markdown]
 # ## 1. The data: glyphs on a canvas, boxes from their pixels
 #
-# `qevo_lite.detection_data.make_canvases` scales each glyph to 14-30 pixels, pastes 1-3 of them at
+# `qevo_lite.tasks.detection.make_canvases` scales each glyph to 14-30 pixels, pastes 1-3 of them at
 # random positions on a black 64x64 canvas so that they never overlap, and takes each **box tight
 # around the glyph's nonzero pixels** (the faint halo of resampling, below 8/255, is set to 0 first).
 # The label is the glyph's Fashion-MNIST class. Targets use torchvision's format: one dict per image
@@ -94,7 +87,7 @@ print(f"search split {prof.search_size} canvases, held-out test {prof.test_size}
 # %%
 splits = ctx.splits
 classes = splits.classes
-fig = dp.plot_samples(ctx.test, classes, n=8)
+fig = det.plot_samples(ctx.test, classes, n=8)
 plt.show()
 
 # %%
@@ -151,7 +144,7 @@ check = det.mean_average_precision(perfect, ctx.test.targets)
 print(f"targets encoded and decoded: mAP@0.5 {check['map50']:.3f}, mAP@[.5:.95] {check['map']:.3f}")
 
 # %%
-for arch in prof.models:
+for arch in prof.archs():
     fmodel, entry = ctx.model(arch)
     layers = [n for n, m in fmodel.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     n_weights = sum(fmodel.get_submodule(n).weight.numel() for n in layers)
@@ -164,24 +157,24 @@ for arch in prof.models:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for arch in prof.models:
+for arch in prof.archs():
     f = ctx.fp32(arch)
     print(f"{arch}: search mAP@0.5 {f['search']['map50']:.3f}, mAP@[.5:.95] {f['search']['map']:.3f} | "
           f"test mAP@0.5 {f['test']['map50']:.3f}, mAP@[.5:.95] {f['test']['map']:.3f}")
 
 # %%
-for arch in prof.models:
+for arch in prof.archs():
     assert ctx.fp32(arch)["test"]["map50"] > 0.6  # useful detectors: rounding has something to lose
 
 # %% [markdown]
 # ## 3. Nearest rounding at 2 to 8 bits
 #
 # Per-channel rounding, with the scale rule (notebook 01) that gives the lowest **search-split detection
-# loss** (`det.rtn_for_detection`); the test mAP is only reported.
+# loss** (the task's `rtn_score`, `det.detection_loss_on`); the test mAP is only reported.
 
 # %%
 rtn_rows = []
-for arch in prof.models:
+for arch in prof.archs():
     for b in rtn_bits:
         r = ctx.rtn(arch, b)
         rtn_rows.append({"arch": arch, "bits": b, "rule": r["rule"], "map50": r["test"]["map50"],
@@ -193,7 +186,7 @@ def rtn_map(arch, b, key="map"):
 # %%
 # NBVAL_CHECK_OUTPUT
 print(f"{'detector':18s} {'bits':>4s} {'rule':14s} {'test mAP@0.5':>12s} {'test mAP@[.5:.95]':>17s}")
-for arch in prof.models:
+for arch in prof.archs():
     f = ctx.fp32(arch)["test"]
     print(f"{arch:18s} {'FP32':>4s} {'':14s} {f['map50']:12.3f} {f['map']:17.3f}")
     for r in (r for r in rtn_rows if r["arch"] == arch):
@@ -209,7 +202,7 @@ for arch in prof.models:
 #   metric to watch.
 
 # %%
-for arch in prof.models:
+for arch in prof.archs():
     f = ctx.fp32(arch)["test"]
     assert abs(rtn_map(arch, 8) - f["map"]) < 0.01 and abs(rtn_map(arch, 8, "map50") - f["map50"]) < 0.01
     assert rtn_map(arch, 2, "map50") < 0.5 * f["map50"]
@@ -233,17 +226,18 @@ for arch in prof.models:
 # Held-out mAP is measured once per run, at the end. One cell = (detector, bits, seed).
 
 # %%
-results = det.run_task(ctx, out=None, progress=True)
+results = run_grid(ctx, progress=True)
 rows, cells = results["summary"], results["cells"]
 
 # %%
-display(Markdown(det.markdown_table(rows, timing=False)))
+display(Markdown(markdown_table(rows, det.TASK, timing=False)))
 
 # %%
-fig = dp.plot_map_vs_bits(rows)
+fig, axes = new_figure(1, 2, figsize=(11, 3.8))
+for ax, arch in zip(axes[0], prof.archs()):
+    plot_metric_vs_bits(rows, arch, det.TASK.metrics[0], ax=ax)
 plt.show()
 
-# %% [markdown]
 # %%
 print("per seed: held-out detection loss and mAP@[.5:.95], RTN -> ES")
 for c in cells.values():
@@ -283,14 +277,14 @@ for r in rows:
 low = min(r["bits"] for r in rows if r["es_run"])
 idx = [0, 1, 2, 3]
 preds = {}
-for arch in prof.models:
+for arch in prof.archs():
     fmodel, _ = ctx.model(arch)
     short = arch.removeprefix("det_").removesuffix("_small")
     x = ctx.test.x[:len(idx)]
     preds[f"{short} FP32"] = det.predict(fmodel, x)
     preds[f"{short} RTN W{low}"] = det.predict(ctx.rtn(arch, low)["state"].to_model(fmodel), x)
-    preds[f"{short} ES W{low}"] = det.predict(det.es_model(ctx, arch, low, prof.seeds[0]), x)
-fig = dp.plot_before_after(ctx.test, preds, idx, classes)
+    preds[f"{short} ES W{low}"] = det.predict(ctx.es_model(arch, low, prof.seeds[0]), x)
+fig = det.plot_before_after(ctx.test, preds, idx, classes)
 plt.show()
 
 # %% [markdown]
@@ -301,11 +295,12 @@ plt.show()
 # of its weights (adapted by the 1/5 rule) by one grid step.
 
 # %%
-fig = dp.plot_moved(cells, low)
+for arch in prof.archs():
+    plot_moved(cells, arch, low)
 plt.show()
 
 # %%
-for arch in prof.models:
+for arch in prof.archs():
     cs = [c for c in cells.values() if c["arch"] == arch and c["bits"] == low and c["es_run"]]
     per_layer = cs[0]["moved"]["per_layer"]
     moved = {n: sum(c["moved"]["per_layer"][n]["moved"] for c in cs) / len(cs) for n in per_layer}
@@ -332,7 +327,7 @@ for arch in prof.models:
 # %%
 comp = results["comparison"]
 assert comp is not None, "the profile ran no fitness comparison"
-fig = dp.plot_fitness_comparison(results["comparisons"])
+fig = det.plot_fitness_comparison(results["comparisons"])
 plt.show()
 lo, ma = comp["loss"], comp["map"]
 print(f"{comp['arch']} W{comp['bits']}, {comp['budget']} evaluations from RTN, seeds {comp['seeds']}")
@@ -408,8 +403,8 @@ check_exercise_2(mean_gain)
 
 # %% [markdown]
 # **Exercise 3 (open).** Give the mAP fitness a fair chance: raise `compare_budget` (e.g.
-# `det.get_profile("fast", compare_budget=64)`) or let it use mAP@[.5:.95] instead of mAP@0.5. Does it
-# ever catch up with the loss at equal *time* rather than equal evaluations?
+# `context("detection", options={**det.PROFILES["fast"].options, "compare_budget": 64})`) or let it use
+# mAP@[.5:.95] instead of mAP@0.5. Does it ever catch up with the loss at equal *time* rather than equal evaluations?
 
 # %% [markdown]
 # ## Summary
@@ -430,7 +425,7 @@ for r in rows:
     print(f"{r['arch']:18s} W{r['bits']}: FP32 {r['fp32_test_map']:.3f}  RTN {r['rtn_test_map']:.3f}  ES {es}")
 
 # %%
-print(f"notebook run time: {time.perf_counter() - T0:.0f} s")
+session.report_run_time();
 
 # %% [markdown]
 # **Read next:** `06_autoencoder`, the same ES with a reconstruction fitness. Headless:

@@ -25,12 +25,8 @@
 
 # %%
 import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-IN_COLAB = "google.colab" in sys.modules
 try:
     import qevo_lite
 except ImportError as exc:
@@ -39,25 +35,23 @@ except ImportError as exc:
         "    %pip install 'qevo-lite @ git+<URL of the qevo-lite repository>'\n"
         "(or `pip install -e .` in a clone of the repository), then re-run this cell.") from exc
 
-import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from qevo_lite import autoencoder as ae
-from qevo_lite import default_device
+from qevo_lite.experiment.grid import cell_key, run_grid
+from qevo_lite.experiment.summary import markdown_table
+from qevo_lite.notebook import setup
+from qevo_lite.tasks import autoencoder as ae
+from qevo_lite.tasks import context
+from qevo_lite.viz.experiment_plots import plot_curves, plot_metric_vs_bits, plot_moved
+from qevo_lite.viz.style import new_figure
 
-torch.set_num_threads(1)  # the committed outputs were computed with 1 thread (the model is small)
-device = default_device()
-if device.type == "cuda":
-    print(f"GPU on: {torch.cuda.get_device_name(0)}")
-else:
-    print("No GPU: running on the CPU, which is all the fast profile needs.")
-T0 = time.perf_counter()
+session = setup(threads=1)  # the committed outputs were computed with 1 thread (the model is small)
 
 # %% [markdown]
 # ## Parameters
 #
-# The autoencoder has its own profiles (`qevo_lite.autoencoder.AE_PROFILES`): dataset, normal classes,
+# The autoencoder has its own profiles (`qevo_lite.tasks.autoencoder.PROFILES`): dataset, normal classes,
 # bit widths, seeds, budgets, and the bit widths where the ES runs (`es_bits`). `None` keeps the
 # profile's value; `QEVO_PROFILE` overrides the default profile; the cell is tagged `parameters`.
 
@@ -68,9 +62,11 @@ seeds = None     # ES seeds, e.g. (0, 1, 2); None: the profile's
 budget = None    # global-stage fitness evaluations per run; None: the profile's
 
 # %%
-prof = ae.get_ae_profile(profile, bits=bits, seeds=seeds, budget=budget)
-ctx = ae.AEContext(prof, device=device, download=IN_COLAB)
-print(f"profile {prof.name!r}: {prof.dataset}, normal classes {list(prof.normal_classes)}, bits {list(prof.bits)}, "
+ctx = context("autoencoder", profile, session.device, download=session.in_colab, bits=bits, seeds=seeds,
+              budget=budget)
+prof, arch = ctx.profile, ae.ARCH
+normal_classes = prof.option("normal_classes")
+print(f"profile {prof.name!r}: {prof.dataset}, normal classes {list(normal_classes)}, bits {list(prof.bits)}, "
       f"ES at {list(prof.es_bits) if prof.es_bits else 'every bit width where RTN hurts'}, seeds {list(prof.seeds)}")
 print(f"budget per run: {prof.local_evaluations} local evaluations per layer + {prof.budget} global evaluations")
 
@@ -90,8 +86,8 @@ print(f"budget per run: {prof.local_evaluations} local evaluations per layer + {
 
 # %%
 splits = ctx.splits
-fmodel, entry = ctx.model()
-fp32 = ctx.fp32()
+fmodel, entry = ctx.model(arch)
+fp32 = ctx.fp32(arch)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -130,13 +126,13 @@ print(f"FP32 held-out: MSE {fp32['test']['mse']:.3f}, PSNR {fp32['test']['psnr']
 # ## 3. Nearest rounding at 2, 3, 4 and 8 bits
 #
 # `ctx.rtn` quantizes with each scale rule of notebook 01 and keeps the one with the lowest **search MSE**
-# (the library's `best_rtn` chooses by cross-entropy, which an autoencoder does not have). Per channel is
+# (the autoencoder task's `rtn_score`; a classifier's is the cross-entropy). Per channel is
 # the baseline the ES starts from; per tensor is shown for comparison.
 
 # %%
 def rtn_numbers(b, g="per_channel"):
-    r = ctx.rtn(b, g)
-    return {"rule": r["rule"], "search_mse": r["search_mse"], **r["test"]}
+    r = ctx.rtn(arch, b, g)
+    return {"rule": r["rule"], "search_mse": r["search"]["mse"], **r["test"]}
 
 rtn = {(b, g): rtn_numbers(b, g) for b in prof.bits for g in ("per_channel", "per_tensor")}
 
@@ -185,12 +181,11 @@ if prof.name == "fast":
 #   rejection.
 #
 # Held-out MSE, PSNR and AUROC are measured at reporting points only and never used to select. The ES
-# codes of every run are saved in a temporary folder, for the pictures below. The next cell is the slow one.
+# codes of every run stay in memory (`ctx.es_codes`), for the pictures below. The next cell is the slow one.
 
 # %%
-workdir = Path(tempfile.mkdtemp(prefix="qevo06_"))
 t0 = time.perf_counter()
-results = ae.run_ae_grid(ctx, out=workdir, progress=True)
+results = run_grid(ctx, progress=True)
 es_seconds = time.perf_counter() - t0
 cells, rows = results["cells"], results["summary"]
 print(f"{len(cells)} cells (bit widths x seeds) in {es_seconds:.0f} s")
@@ -203,7 +198,7 @@ print(f"{len(cells)} cells (bit widths x seeds) in {es_seconds:.0f} s")
 # from RTN's.
 
 # %%
-display(Markdown(ae.ae_markdown_table(rows)))
+display(Markdown(markdown_table(rows, ae.TASK)))
 
 # %% [markdown]
 # The ES numbers per seed, as text (not checked against the committed output: another CPU or torch build
@@ -214,10 +209,10 @@ display(Markdown(ae.ae_markdown_table(rows)))
 es_rows = [r for r in rows if r["es_run"]]
 for r in es_rows:
     for s in r["seeds"]:
-        c = cells[ae.cell_key(r["bits"], s)]
+        c = cells[cell_key("autoencoder", arch, r["bits"], s)]
         print(f"W{r['bits']} seed {s}: MSE RTN {c['rtn_test_mse']:.4f} -> local {c['local_test_mse']:.4f} -> "
               f"ES {c['es_test_mse']:.4f} | PSNR {c['rtn_test_psnr']:.2f} -> {c['es_test_psnr']:.2f} dB | "
-              f"AUROC {c['rtn_auroc']:.3f} -> {c['es_auroc']:.3f} | search MSE {c['rtn_search_mse']:.4f} -> "
+              f"AUROC {c['rtn_test_auroc']:.3f} -> {c['es_test_auroc']:.3f} | search MSE {c['rtn_search_mse']:.4f} -> "
               f"{c['es_search_mse']:.4f} | gap recovered {c['gap_recovered']:.2f}")
 
 # %% [markdown]
@@ -235,13 +230,13 @@ for r in es_rows:
 
 # %%
 for r in es_rows:
-    cs = [cells[ae.cell_key(r["bits"], s)] for s in r["seeds"]]
+    cs = [cells[cell_key("autoencoder", arch, r["bits"], s)] for s in r["seeds"]]
     assert all(c["es_test_mse"] < c["rtn_test_mse"] and c["es_test_psnr"] > c["rtn_test_psnr"] for c in cs)
-    assert all(c["es_auroc"] > c["rtn_auroc"] for c in cs), [(c["rtn_auroc"], c["es_auroc"]) for c in cs]
+    assert all(c["es_test_auroc"] > c["rtn_test_auroc"] for c in cs), [(c["rtn_test_auroc"], c["es_test_auroc"]) for c in cs]
     for c in cs:
         search_red = c["rtn_search_mse"] - c["es_search_mse"]
-        assert abs(c["mse_reduction"] - search_red) < 0.3 * search_red, (c["mse_reduction"], search_red)
-        assert c["rtn_test_mse"] - c["local_test_mse"] > 0.5 * c["mse_reduction"]
+        assert abs(c["gain_mse"] - search_red) < 0.3 * search_red, (c["gain_mse"], search_red)
+        assert c["rtn_test_mse"] - c["local_test_mse"] > 0.5 * c["gain_mse"]
 if prof.name == "fast":
     r3, r4 = (next(r for r in rows if r["bits"] == b) for b in (3, 4))
     assert r3["gap_recovered"] >= 0.2 and r3["es_test_mse"] > fp_mse
@@ -251,7 +246,9 @@ if prof.name == "fast":
 # Held-out MSE and AUROC against bit width, now with the ES:
 
 # %%
-ae.plot_metrics_vs_bits(rows);
+fig, axes = new_figure(1, 2, figsize=(11, 3.8))
+for ax, metric in zip(axes[0], ae.TASK.metrics[:2]):   # MSE and AUROC
+    plot_metric_vs_bits(rows, arch, metric, ax=ax)
 
 # %% [markdown]
 # **Fitness curves** at the ES bit width: the best search MSE over the global stage (evaluation 0 is the
@@ -259,7 +256,7 @@ ae.plot_metrics_vs_bits(rows);
 
 # %%
 es_bits = es_rows[0]["bits"]
-ae.plot_ae_curves(cells, es_bits);
+plot_curves(cells, arch, es_bits, ae.TASK.metrics[0]);
 
 # %% [markdown]
 # ## 6. Reconstructions and error maps
@@ -272,8 +269,8 @@ ae.plot_ae_curves(cells, es_bits);
 
 # %%
 seed0 = es_rows[0]["seeds"][0]
-models = {"FP32": fmodel, "RTN": ctx.rtn(es_bits)["state"].to_model(fmodel),
-          "ES": ae.load_es_state(ctx, workdir / "states", es_bits, seed0).to_model(fmodel)}
+models = {"FP32": fmodel, "RTN": ctx.rtn(arch, es_bits)["state"].to_model(fmodel),
+          "ES": ctx.es_model(arch, es_bits, seed0)}
 normal_idx = (~splits.test_is_anomaly).nonzero().squeeze(1)[:4]
 anomaly_idx = splits.test_is_anomaly.nonzero().squeeze(1)[:4]
 idx = torch.cat([normal_idx, anomaly_idx])
@@ -304,10 +301,10 @@ assert aurocs["RTN"] < aurocs["ES"] <= aurocs["FP32"] + 0.005
 # `(w - w_hat) / step` of all weights and of the moved ones (notebook 03 explains the picture).
 
 # %%
-ae.plot_ae_moved(cells, es_bits);
+plot_moved(cells, arch, es_bits);
 
 # %%
-ms = [cells[ae.cell_key(es_bits, s)]["moved"] for s in prof.seeds]
+ms = [cells[cell_key("autoencoder", arch, es_bits, s)]["moved"] for s in prof.seeds]
 moved = {k: sum(m[k] for m in ms) / len(ms) for k in ("share", "near_boundary_all", "near_boundary_moved",
                                                        "toward_other_neighbour", "more_than_one_step",
                                                        "weight_error_ratio")}
@@ -372,12 +369,12 @@ def auroc_per_class(scores, y, normal_classes):
 
 # %%
 def check_exercise_2(fn):
-    got = fn(scores["FP32"], splits.test.y, prof.normal_classes)
+    got = fn(scores["FP32"], splits.test.y, normal_classes)
     if got is None:
         print("Exercise 2: not done yet (auroc_per_class returns None).")
         return
     normal = ~splits.test_is_anomaly
-    assert set(got) == set(range(len(splits.classes))) - set(prof.normal_classes)
+    assert set(got) == set(range(len(splits.classes))) - set(normal_classes)
     for c, v in got.items():
         keep = normal | (splits.test.y == c)
         assert abs(v - ae.auroc(scores["FP32"][keep], splits.test_is_anomaly[keep])) < 1e-9
@@ -391,7 +388,7 @@ check_exercise_2(auroc_per_class)
 # %% [markdown]
 # **Exercise 3 (open).** Which stage buys more held-out MSE per second? Double `local_evaluations`, then
 # `budget`, e.g. `qevo reproduce --experiment autoencoder --local-budget 1000` (or
-# `ae.get_ae_profile("fast", local_evaluations=1000)` here), and compare the MSE and the wall time with the
+# `context("autoencoder", local_evaluations=1000)` here), and compare the MSE and the wall time with the
 # table above. Does the share of the gap recovered at 4 bits move the same way as at 3 bits?
 
 # %% [markdown]
@@ -409,12 +406,12 @@ print(f"held-out test (ES: mean of {len(prof.seeds)} seeds); MSE normalised, PSN
 print(f"{'':10s} {'MSE':>7s} {'PSNR':>6s} {'AUROC':>6s}")
 print(f"{'FP32':10s} {fp_mse:7.4f} {fp32['test']['psnr']:6.2f} {fp_auroc:6.3f}")
 for r in rows:
-    print(f"{'RTN W' + str(r['bits']):10s} {r['rtn_test_mse']:7.4f} {r['rtn_test_psnr']:6.2f} {r['rtn_auroc']:6.3f}")
+    print(f"{'RTN W' + str(r['bits']):10s} {r['rtn_test_mse']:7.4f} {r['rtn_test_psnr']:6.2f} {r['rtn_test_auroc']:6.3f}")
     if r["es_run"]:
-        print(f"{'ES  W' + str(r['bits']):10s} {r['es_test_mse']:7.4f} {r['es_test_psnr']:6.2f} {r['es_auroc']:6.3f}")
+        print(f"{'ES  W' + str(r['bits']):10s} {r['es_test_mse']:7.4f} {r['es_test_psnr']:6.2f} {r['es_test_auroc']:6.3f}")
 
 # %%
-print(f"notebook run time: {time.perf_counter() - T0:.0f} s")
+session.report_run_time();
 
 # %% [markdown]
 # **Read next:** `05_detection`, the ES on detectors. Headless: `qevo reproduce --experiment autoencoder`
@@ -425,6 +422,8 @@ print(f"notebook run time: {time.perf_counter() - T0:.0f} s")
 # `solutions/` folder is next to the notebook (it is not shipped with the pip package).
 
 # %%
+from pathlib import Path
+
 for candidate in (Path("solutions/06_solutions.py"), Path("notebooks/solutions/06_solutions.py")):
     if candidate.exists():
         solutions = {}

@@ -34,6 +34,11 @@ def load_results(out: str | Path) -> dict:
                      "Move it away (or pass another --out) to start afresh, or repair it to resume.")
 
 
+def cell_key(task: str, arch: str, bits: int, seed: int) -> str:
+    """The key of a cell in ``results.json`` and in :func:`run_grid`'s ``cells``."""
+    return f"{task}/{arch}/W{bits}/seed{seed}"
+
+
 def codes_file(out: str | Path, task: str, arch: str, bits: int, seed: int) -> Path:
     """Where :func:`run_task` keeps the evolved codes of a cell."""
     return Path(out) / "codes" / f"{cell_stem(task, arch, bits, seed)}.pt"
@@ -98,7 +103,7 @@ def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: 
     for arch in archs:
         for b in p.bits:
             for s in p.seeds:
-                key, settings = f"{task.name}/{arch}/W{b}/seed{s}", ctx.settings(arch)
+                key, settings = cell_key(task.name, arch, b, s), ctx.settings(arch)
                 if out is not None and previous.get(key, {}).get("es_run") and \
                         not codes_file(out, task.name, arch, b, s).exists():
                     settings = {**settings, "rerun": "its ES codes are missing"}  # the figures need them

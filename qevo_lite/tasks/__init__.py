@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..experiment import pretrained
+from ..experiment.context import Context
 from ..experiment.profile import Profile
 from . import autoencoder, classification, detection
 
@@ -42,6 +43,12 @@ def get_profile(task: str, name: str | None = None, **overrides) -> Profile:
     if name not in t.profiles:
         raise ValueError(f"Unknown profile {name!r}; choose one of {sorted(t.profiles)}.")
     return t.profiles[name].with_overrides(**overrides)
+
+
+def context(task: str, profile: str | None = None, device=None, download: bool = False, **overrides):
+    """The :class:`~qevo_lite.experiment.context.Context` of task ``task`` with its profile ``profile``
+    (None values in ``overrides`` keep the profile's)."""
+    return Context(get_task(task), get_profile(task, profile, **overrides), device=device, download=download)
 
 
 def load_pretrained(arch: str = "vgg_small", dataset: str = "fashion_mnist", directory: Path | None = None,

@@ -1,55 +1,11 @@
 """Figures of ES runs: fitness over evaluations, with held-out metrics at the reporting points."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 
-
-def plot_history(history: list, reports: list | None = None, ax=None, label: str = "ES",
-                 report_key: str = "accuracy", title: str | None = None, path=None):
-    """Best search-split loss (and offspring mean) against evaluations; held-out ``report_key`` from
-    ``reports`` on a second axis. ``history``/``reports`` are :class:`~qevo_lite.es.ESResult` fields.
-    Returns the Figure."""
-    fig = ax.figure if ax is not None else plt.figure(figsize=(6.4, 3.8)).gca().figure
-    ax = ax if ax is not None else fig.axes[0]
-    evals = [h["evaluations"] for h in history]
-    ax.plot(evals, [h["best"] for h in history], label=f"{label}: best (search)")
-    ax.plot(evals, [h["mean"] for h in history], alpha=0.4, lw=0.8, label=f"{label}: offspring mean (search)")
-    ax.set_xlabel("fitness evaluations")
-    ax.set_ylabel("search-split loss (nats)")
-    if reports:
-        ax2 = ax.twinx()
-        ax2.plot([r["evaluations"] for r in reports], [r[report_key] for r in reports], "o--", color="C3",
-                 label=f"{label}: held-out {report_key}")
-        ax2.set_ylabel(f"held-out {report_key}")
-        ax2.legend(loc="center right", fontsize=8)
-    ax.legend(loc="upper right", fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+from .style import finish, new_axes
 
 
 # ----------------------------------------------------------------------------- ES anatomy figures
-def _axes(ax, figsize=(6.4, 3.8)):
-    """``(figure, axes)``: the given axes and its figure, or a fresh one made with pyplot (shown inline)."""
-    if ax is not None:
-        return ax.figure, ax
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return fig, ax
-
-
-def _finish(fig, ax, title, path):
-    if title:
-        ax.set_title(title)
-    if path is not None:
-        from pathlib import Path
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig
-
-
 def plot_mutation_picks(residuals, picks: dict, ax=None, bins: int = 40, title: str | None = None, path=None):
     """Where mutation operators pick weights, over the distribution of rounding residuals.
 
@@ -65,7 +21,7 @@ def plot_mutation_picks(residuals, picks: dict, ax=None, bins: int = 40, title: 
         raise ValueError("residuals is empty.")
     if not picks:
         raise ValueError("picks is empty: pass {label: boolean mask}.")
-    fig, ax = _axes(ax)
+    fig, ax = new_axes(ax)
     lo, hi = float(r.min()), float(r.max())
     edges = torch.linspace(min(lo, -0.5), max(hi, 0.5), bins + 1).tolist()
     ax.hist(r.numpy(), bins=edges, density=True, color="0.8", label=f"all weights ({r.numel()})")
@@ -79,7 +35,7 @@ def plot_mutation_picks(residuals, picks: dict, ax=None, bins: int = 40, title: 
     ax.set_xlabel("rounding residual (w - w_hat) / step (steps)")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
-    return _finish(fig, ax, title or "which weights a mutation picks", path)
+    return finish(fig, ax, title or "which weights a mutation picks", path)
 
 
 def plot_layer_choice(probabilities: dict, ax=None, title: str | None = None, path=None):
@@ -92,7 +48,7 @@ def plot_layer_choice(probabilities: dict, ax=None, title: str | None = None, pa
         raise ValueError("probabilities is empty.")
     rules = list(probabilities)
     layers = list(probabilities[rules[0]])
-    fig, ax = _axes(ax, figsize=(7.0, 3.6))
+    fig, ax = new_axes(ax, figsize=(7.0, 3.6))
     width = 0.8 / len(rules)
     for i, rule in enumerate(rules):
         if list(probabilities[rule]) != layers:
@@ -103,7 +59,7 @@ def plot_layer_choice(probabilities: dict, ax=None, title: str | None = None, pa
     ax.set_xlabel("layer")
     ax.set_ylabel("probability of being mutated")
     ax.legend(fontsize=8)
-    return _finish(fig, ax, title or "layer choice rules", path)
+    return finish(fig, ax, title or "layer choice rules", path)
 
 
 def plot_traces(traces: dict, ax=None, xlabel: str = "generation", ylabel: str = "search-split loss (nats)",
@@ -111,7 +67,7 @@ def plot_traces(traces: dict, ax=None, xlabel: str = "generation", ylabel: str =
     """One line per ``{label: list of values}``, against 1, 2, ... (generations by default)."""
     if not traces:
         raise ValueError("traces is empty.")
-    fig, ax = _axes(ax)
+    fig, ax = new_axes(ax)
     for label, ys in traces.items():
         ax.plot(range(1, len(ys) + 1), list(ys), marker=".", label=label)
     if logy:
@@ -119,7 +75,7 @@ def plot_traces(traces: dict, ax=None, xlabel: str = "generation", ylabel: str =
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
-    return _finish(fig, ax, title, path)
+    return finish(fig, ax, title, path)
 
 
 def plot_step_size(histories: dict, ax=None, title: str | None = None, path=None):
@@ -127,7 +83,7 @@ def plot_step_size(histories: dict, ax=None, title: str | None = None, path=None
     filled markers are generations whose best offspring beat the parent (successes of the 1/5 rule)."""
     if not histories:
         raise ValueError("histories is empty.")
-    fig, ax = _axes(ax)
+    fig, ax = new_axes(ax)
     for i, (label, hist) in enumerate(histories.items()):
         gens = [h["generation"] for h in hist]
         ps = [h["p"] for h in hist]
@@ -139,7 +95,7 @@ def plot_step_size(histories: dict, ax=None, title: str | None = None, path=None
     ax.set_xlabel("generation")
     ax.set_ylabel("mutation rate p (share of a layer's weights)")
     ax.legend(fontsize=8, title="dots: successful generations", title_fontsize=8)
-    return _finish(fig, ax, title or "step-size adaptation", path)
+    return finish(fig, ax, title or "step-size adaptation", path)
 
 
 def plot_search_vs_heldout(runs: dict, search_key: str = "search", heldout_key: str = "test", ax=None,
@@ -150,7 +106,7 @@ def plot_search_vs_heldout(runs: dict, search_key: str = "search", heldout_key: 
     ``heldout_key``."""
     if not runs:
         raise ValueError("runs is empty.")
-    fig, ax = _axes(ax)
+    fig, ax = new_axes(ax)
     for i, (label, reports) in enumerate(runs.items()):
         if not reports:
             raise ValueError(f"run {label!r} has no reports.")
@@ -161,7 +117,7 @@ def plot_search_vs_heldout(runs: dict, search_key: str = "search", heldout_key: 
     ax.set_xlabel("fitness evaluations")
     ax.set_ylabel("accuracy of the best candidate (%)")
     ax.legend(fontsize=8)
-    return _finish(fig, ax, title or "search-split vs held-out accuracy", path)
+    return finish(fig, ax, title or "search-split vs held-out accuracy", path)
 
 
 def plot_comparison(results: dict, key: str = "best", ax=None, title: str | None = None, path=None):
@@ -171,7 +127,7 @@ def plot_comparison(results: dict, key: str = "best", ax=None, title: str | None
     import numpy as np
     if not results:
         raise ValueError("results is empty.")
-    fig, ax = _axes(ax)
+    fig, ax = new_axes(ax)
     for i, (label, runs) in enumerate(results.items()):
         if not runs:
             raise ValueError(f"variant {label!r} has no runs.")
@@ -185,7 +141,7 @@ def plot_comparison(results: dict, key: str = "best", ax=None, title: str | None
     ax.set_xlabel("fitness evaluations")
     ax.set_ylabel("best search-split loss (nats)")
     ax.legend(fontsize=8)
-    return _finish(fig, ax, title or "variants at equal evaluation budget (mean +/- std)", path)
+    return finish(fig, ax, title or "variants at equal evaluation budget (mean +/- std)", path)
 
 
 def plot_accuracy_bars(values: dict, ax=None, baseline: float | None = None, title: str | None = None, path=None):
@@ -196,7 +152,7 @@ def plot_accuracy_bars(values: dict, ax=None, baseline: float | None = None, tit
         raise ValueError("values is empty.")
     labels = list(values)
     metrics = list(values[labels[0]])
-    fig, ax = _axes(ax, figsize=(7.0, 3.8))
+    fig, ax = new_axes(ax, figsize=(7.0, 3.8))
     width = 0.8 / len(metrics)
     for i, metric in enumerate(metrics):
         means, errs = [], []
@@ -215,4 +171,4 @@ def plot_accuracy_bars(values: dict, ax=None, baseline: float | None = None, tit
     heights = [p.get_height() for p in ax.patches] + ([100 * baseline] if baseline is not None else [])
     ax.set_ylim(max(0.0, min(heights) - 10), min(100.0, max(heights) + 8))
     ax.legend(fontsize=8, loc="upper left")
-    return _finish(fig, ax, title, path)
+    return finish(fig, ax, title, path)

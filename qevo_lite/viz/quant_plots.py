@@ -6,37 +6,18 @@ single panel accept ``ax`` to draw into an existing axes (then the figure is ``a
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
 from ..quant.grid import LayerQuant, QuantState
+from .style import finish, new_axes
 
 RULE_COLORS = {"maxabs_full": "tab:blue", "maxabs_narrow": "tab:orange", "mse": "tab:green"}
 GRANULARITY_STYLES = {"per_channel": "-", "per_tensor": ":"}
 
 
-def _new_axes(ax=None, figsize=(6.0, 4.0)):
-    """``(figure, axes)``: the given axes and its figure, or a fresh single-panel figure.
-
-    Fresh figures are made with ``matplotlib.pyplot`` so that notebooks display them inline.
-    """
-    if ax is not None:
-        return ax.figure, ax
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return fig, ax
-
-
-def _save(fig: Figure, path) -> None:
-    if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-
-
-def plot_accuracy_vs_bits(rows: list[dict], fp32_accuracy: float | None = None, title: str | None = None,
+def plot_rtn_vs_bits(rows: list[dict], fp32_accuracy: float | None = None, title: str | None = None,
                           path=None, ax=None) -> Figure:
     """Held-out test accuracy (%) against weight bit width, one line per (granularity, scale rule).
 
@@ -50,7 +31,7 @@ def plot_accuracy_vs_bits(rows: list[dict], fp32_accuracy: float | None = None, 
     """
     if not rows:
         raise ValueError("rows is empty: pass the list returned by qevo_lite.baseline.rtn_table.")
-    fig, ax = _new_axes(ax, figsize=(6.5, 4.2))
+    fig, ax = new_axes(ax, figsize=(6.5, 4.2))
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["granularity"], r["scale_rule"]), []).append(r)
@@ -74,7 +55,7 @@ def plot_accuracy_vs_bits(rows: list[dict], fp32_accuracy: float | None = None, 
     ax.set_title(title or "Nearest rounding: test accuracy vs bit width")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    _save(fig, path)
+    finish(fig, path=path)
     return fig
 
 
@@ -110,7 +91,7 @@ def plot_weight_histogram(layer_quant: LayerQuant, ax=None, bins: int = 80, chan
         raise ValueError("A per-channel layer has one grid per channel: plot one channel (all_weights=False).")
     levels = grid_levels(lq, channel)
     w = lq.weight if all_weights else lq.weight[channel]
-    fig, ax = _new_axes(ax)
+    fig, ax = new_axes(ax)
     ax.hist(w.reshape(-1).numpy(), bins=bins, color="tab:gray", alpha=0.8, label="float weights")
     for i, v in enumerate(levels.tolist()):
         ax.axvline(v, color="tab:red", linewidth=1.0, alpha=0.8, label="grid levels" if i == 0 else None)
@@ -121,7 +102,7 @@ def plot_weight_histogram(layer_quant: LayerQuant, ax=None, bins: int = 80, chan
     ax.set_ylabel("number of weights")
     ax.set_title(title or f"{where}: {len(levels)} grid levels, step {step:.3g}", fontsize=10)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    finish(fig, path=path)
     return fig
 
 
@@ -132,7 +113,7 @@ def plot_residuals(state: QuantState, ax=None, bins: int = 60, title: str | None
     boundaries at +/-0.5, where a weight is equally close to both neighbouring grid points.
     """
     r = torch.cat([lq.residual().reshape(-1) for lq in state.layers.values()])
-    fig, ax = _new_axes(ax)
+    fig, ax = new_axes(ax)
     lo, hi = min(-0.5, float(r.min())), max(0.5, float(r.max()))
     ax.hist(r.numpy(), bins=bins, range=(lo, hi), color="tab:blue", alpha=0.8)
     for x in (-0.5, 0.5):
@@ -141,7 +122,7 @@ def plot_residuals(state: QuantState, ax=None, bins: int = 60, title: str | None
     ax.set_ylabel("number of weights")
     ax.set_title(title or f"Rounding residuals, {state.config.describe()} ({state.num_weights:,} weights)",
                  fontsize=10)
-    _save(fig, path)
+    finish(fig, path=path)
     return fig
 
 
@@ -157,7 +138,7 @@ def plot_flip_experiment(deltas, ax=None, title: str | None = None, n_flips: int
     d = 100 * torch.as_tensor(deltas, dtype=torch.float64).reshape(-1)
     if d.numel() == 0:
         raise ValueError("deltas is empty.")
-    fig, ax = _new_axes(ax)
+    fig, ax = new_axes(ax)
     values, counts = torch.unique(d.round(decimals=6), return_counts=True)
     width = float(values.diff().min()) * 0.8 if len(values) > 1 else 0.1
     colors = ["tab:green" if v > 0 else "tab:red" if v < 0 else "tab:gray" for v in values.tolist()]
@@ -170,5 +151,5 @@ def plot_flip_experiment(deltas, ax=None, title: str | None = None, n_flips: int
     ax.set_ylabel("number of trials")
     what = f"{n_flips} random near-boundary weights" if n_flips else "random near-boundary weights"
     ax.set_title(title or f"{d.numel()} trials, each moving {what} to their other neighbour", fontsize=10)
-    _save(fig, path)
+    finish(fig, path=path)
     return fig

@@ -12,6 +12,7 @@ import os
 from torch import nn
 
 from ..core.data import Split
+from ..es.engine import ESConfig, run_es
 from ..core.evaluate import evaluate
 from ..quant.fold import quantizable_layers
 from .quant_plots import plot_weight_histogram
@@ -117,7 +118,6 @@ def es_explorer(evaluator, start: dict | None = None, p: float = 0.002, lam: int
             ``SelectionSlider`` for ``p`` and an ``IntSlider`` for ``lambda``); ``None`` picks the
             widget only when a Jupyter frontend can show it.
     """
-    from ..es.engine import ESConfig, run_es
 
     if p not in p_choices:
         raise ValueError(f"p={p} is not one of the choices {tuple(p_choices)}.")

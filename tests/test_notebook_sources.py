@@ -1,0 +1,58 @@
+"""The percent-format notebook sources parse with jupytext and match the committed notebooks.
+
+Each ``notebooks/src/<name>.py`` is read the way ``scripts/notebooks.py build`` reads it (jupytext,
+format ``py:percent``) and compared with the committed ``notebooks/<name>.ipynb``: a source edited
+without rebuilding (``./run.sh notebooks``) fails here.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytest.importorskip("jupytext")
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9]*.py"))
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("notebooks_builder", ROOT / "scripts" / "notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+builder = _builder()
+
+
+def _cells(nb) -> list[tuple[str, str, list[str]]]:
+    return [(c.cell_type, c.source, list(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+def test_sources_found():
+    assert len(SOURCES) >= 6, SOURCES
+    assert [s.stem for s in SOURCES] == [s.stem for s in builder.selected([])]
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
+def test_source_structure(src):
+    nb = builder.read_source(src)
+    assert nb.cells, f"{src.name}: no cells"
+    assert nb.cells[0].cell_type == "markdown", f"{src.name}: the first cell is not markdown"
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, f"{src.name}: {len(params)} cells tagged 'parameters', expected 1"
+    assert params[0].cell_type == "code", f"{src.name}: the 'parameters' cell is not a code cell"
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
+def test_source_matches_committed_notebook(src):
+    path = ROOT / "notebooks" / f"{src.stem}.ipynb"
+    assert path.exists(), f"{path.name} missing: run ./run.sh notebooks"
+    built, committed = _cells(builder.read_source(src)), _cells(nbformat.read(path, as_version=4))
+    hint = f"{path.name} is out of date with {src.relative_to(ROOT)}: rebuild with ./run.sh notebooks"
+    assert len(built) == len(committed), f"{hint} ({len(built)} cells in the source, {len(committed)} in the notebook)"
+    for i, (b, c) in enumerate(zip(built, committed)):
+        assert b == c, f"{hint} (first difference in cell {i}: {b[0]} {b[1][:80]!r} vs {c[0]} {c[1][:80]!r})"
