@@ -1,5 +1,5 @@
-"""Tests of the ES study tools (qevo_lite.es_tools), the ES figures (qevo_lite.es_plots) and the
-p/lambda explorer (qevo_lite.widgets.es_explorer)."""
+"""Tests of the ES study tools (qevo_lite.es.study), the ES figures (qevo_lite.viz.es_plots) and the
+p/lambda explorer (qevo_lite.viz.widgets.es_explorer)."""
 import matplotlib
 
 matplotlib.use("Agg")

@@ -96,7 +96,7 @@ def test_run_task_writes_json_markdown_codes_and_figures(first):
     assert set(saved["checks"]["vgg_small"]) >= {"target_bits", "gap_recovered", "target_met",
                                                  "es_within_noise_of_rtn_or_above"}
     md = (out / "results.md").read_text()
-    assert "| vgg_small | W2 | ES (local + global) |" in md and "| vgg_small | W8 | RTN (" in md
+    assert "| vgg_small | W2 | ES (local + global) |" in md and "| vgg_small | W8 | RTN per-channel (" in md
     assert "gap recovered" in md
     for f in ("vgg_small_accuracy_vs_bits.png", "vgg_small_W2_curves.png", "vgg_small_W2_moved.png"):
         assert (out / f).stat().st_size > 1000 and f in saved["figures"]

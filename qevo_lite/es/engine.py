@@ -111,7 +111,7 @@ def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None,
     """Run the ES from ``start`` (default: the evaluator's reference, i.e. the RTN codes).
 
     Args:
-        evaluator: a :class:`~qevo_lite.fitness.FullEvaluator`, ``IncrementalEvaluator`` or
+        evaluator: a :class:`~qevo_lite.evaluators.full.FullEvaluator`, ``IncrementalEvaluator`` or
             ``LayerwiseEvaluator``; its ``state`` gives the grid and scales.
         config: the :class:`ESConfig`.
         report: optional ``report(model) -> dict`` of held-out metrics, called with the best
@@ -128,7 +128,7 @@ def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None,
     names = list(layers or state.layers)
     probs = list(layer_weights(state, config.layer_choice, layers=names).values())
     if config.layer_choice == "sensitivity" and not sensitivity_order:
-        raise ValueError("layer_choice='sensitivity' needs sensitivity_order (see qevo_lite.sensitivity).")
+        raise ValueError("layer_choice='sensitivity' needs sensitivity_order (see qevo_lite.quant.sensitivity).")
     order = [n for n in (sensitivity_order or []) if n in names]
     g = torch.Generator().manual_seed(config.seed)
     checkpoint = Path(checkpoint) if checkpoint else None

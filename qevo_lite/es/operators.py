@@ -33,7 +33,7 @@ def pick_layer(names: list, probs: list, rule: str, generation: int, g: torch.Ge
     ``generations_per_layer`` generations each, cycling; the other rules sample from ``probs``."""
     if rule == "sensitivity":
         if not order:
-            raise ValueError("layer_choice='sensitivity' needs a layer order (see qevo_lite.sensitivity).")
+            raise ValueError("layer_choice='sensitivity' needs a layer order (see qevo_lite.quant.sensitivity).")
         return order[(generation // generations_per_layer) % len(order)]
     return names[int(torch.multinomial(torch.tensor(probs), 1, generator=g))]
 

@@ -2,7 +2,7 @@
 
 These wrap :func:`qevo_lite.es.run_es` without changing it:
 
-* :class:`RecordingEvaluator` keeps every :class:`~qevo_lite.fitness.Evaluation` a run asks for,
+* :class:`RecordingEvaluator` keeps every :class:`~qevo_lite.evaluators.base.Evaluation` a run asks for,
   in order, so one can see what selection saw (e.g. the best offspring of each generation) and
   compare two evaluators candidate by candidate;
 * :func:`population_best` is the best search loss among the parents after each generation

@@ -15,7 +15,7 @@ Evaluators (all minimise a per-sample loss averaged over the search split):
   Optional *early rejection* compares the candidate with the reference chunk by
   chunk on the same images (a paired test) and stops evaluating a clear loser.
   Networks that torch.fx cannot trace fall back to full evaluation, with a warning.
-* :class:`LayerwiseEvaluator` (in :mod:`qevo_lite.layerwise`) -- the local fitness.
+* :class:`LayerwiseEvaluator` (in :mod:`qevo_lite.evaluators.layerwise`) -- the local fitness.
 
 Loss functions map ``(outputs, targets)`` of a chunk to per-sample losses ``(n,)``.
 """

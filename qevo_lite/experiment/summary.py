@@ -34,7 +34,7 @@ def summarize(cells: dict, task) -> list[dict]:
         c0 = cs[0]
         row = {k: v for k, v in c0.items() if k.startswith(_FIXED_PREFIXES) and (_number(v) or k.endswith("_rule"))}
         row.update(task=task.name, arch=arch, dataset=c0["dataset"], bits=bits, seeds=[c["seed"] for c in cs],
-                   es_run=all(c["es_run"] for c in cs))
+                   granularity=c0["settings"]["granularity"], es_run=all(c["es_run"] for c in cs))
         if not row["es_run"]:
             row["es_skipped_reason"] = c0.get("es_skipped_reason")
             rows.append(row)
@@ -105,7 +105,8 @@ def markdown_table(rows: list[dict], task, timing: bool = True) -> str:
                  and k != "rtn_rule"]
         for g in grids:
             lines.append(_row(fixed(r, f"rtn_{g}", f"RTN {g.replace('_', '-')} ({r[f'rtn_{g}_rule']})", f"W{r['bits']}")))
-        lines.append(_row(fixed(r, "rtn", f"RTN ({r['rtn_rule']})", f"W{r['bits']}")))
+        lines.append(_row(fixed(r, "rtn", f"RTN {r['granularity'].replace('_', '-')} ({r['rtn_rule']})",
+                                f"W{r['bits']}")))
         if not r["es_run"]:
             continue
         gain = r[f"gain_{head.key}"]
@@ -123,16 +124,20 @@ def markdown_table(rows: list[dict], task, timing: bool = True) -> str:
     return "\n".join(lines)
 
 
+def _amount(value: float, unit: str) -> str:
+    return f"{value:.1f}%" if unit == "%" else f"{value:.1f} {unit}"
+
+
 def checks_markdown(results: dict, task) -> list[str]:
     """The checks as Markdown bullet lines."""
     head, lines = task.metrics[0], []
     for arch, c in results["checks"].items():
         if c["target_bits"] is None:
-            lines.append(f"- {arch}: RTN never costs {task.hurt:g} {head.cost_unit} of held-out {head.label} "
+            lines.append(f"- {arch}: RTN never costs {_amount(task.hurt, head.cost_unit)} of held-out {head.label} "
                          "at the bit widths where the ES ran.")
             continue
-        lines.append(f"- {arch}: lowest bit width where RTN costs >= {task.hurt:g} {head.cost_unit} of held-out "
-                     f"{head.label}: W{c['target_bits']} ({c['rtn_cost']:.1f} {head.cost_unit}); the ES recovers "
+        lines.append(f"- {arch}: lowest bit width where RTN costs >= {_amount(task.hurt, head.cost_unit)} of held-out "
+                     f"{head.label}: W{c['target_bits']} ({_amount(c['rtn_cost'], head.cost_unit)}); the ES recovers "
                      f"{100 * c['gap_recovered']:.0f}% of the RTN->FP32 gap (target {100 * c['target']:.0f}%: "
                      f"{'met' if c['target_met'] else 'not met'}); ES within seed noise of RTN or better at every "
                      f"ES bit width: {'yes' if c['es_within_noise_of_rtn_or_above'] else 'no'}; better in every "

@@ -214,7 +214,7 @@ def quantize_model(model: nn.Module, config: QuantConfig | None = None, **kwargs
     """Nearest-rounding quantization of every Conv2d/Linear weight of ``model`` (not modified).
 
     Pass a :class:`QuantConfig` or its fields as keywords (``bits=3, scale_rule="mse"``).
-    Fold batch-norm first (:func:`qevo_lite.fold.fold_batchnorm`).
+    Fold batch-norm first (:func:`qevo_lite.quant.fold.fold_batchnorm`).
     """
     if config is None:
         config = QuantConfig(**kwargs)

@@ -30,7 +30,7 @@ def best_rtn(model: nn.Module, search: Split, bits: int, granularity: str = "per
 
     ``score``: ``(model, split) -> float`` loss for models that are not classifiers (e.g. a
     reconstruction MSE or a detection loss); default: the classification cross-entropy and accuracy
-    of :func:`qevo_lite.evaluate.evaluate`. ``scores`` holds ``{rule: {"loss": ..., ...}}``."""
+    of :func:`qevo_lite.core.evaluate.evaluate`. ``scores`` holds ``{rule: {"loss": ..., ...}}``."""
     best, scores = None, {}
     for rule in rules:
         cfg = QuantConfig(bits, scheme, granularity, rule)

@@ -15,7 +15,7 @@ def layer_sensitivity(fmodel: nn.Module, state: QuantState, search: Split, score
     """``{layer: search loss with only that layer quantized - FP32 search loss}``, most sensitive first.
 
     ``score``: ``(model, split) -> float`` loss (default: the classification cross-entropy in nats of
-    :func:`qevo_lite.evaluate.evaluate`; e.g. a reconstruction MSE for an autoencoder)."""
+    :func:`qevo_lite.core.evaluate.evaluate`; e.g. a reconstruction MSE for an autoencoder)."""
     if score is None:
         score = lambda m, split: evaluate(m, split)["loss"]  # noqa: E731
     base = score(fmodel, search)

@@ -42,7 +42,7 @@ def plot_layer_choice(probabilities: dict, ax=None, title: str | None = None, pa
     """Probability of mutating each layer under each layer-choice rule, as grouped bars.
 
     ``probabilities`` is ``{rule: {layer: probability}}`` (e.g. from
-    :func:`qevo_lite.operators.layer_weights`); all rules must cover the same layers.
+    :func:`qevo_lite.es.operators.layer_weights`); all rules must cover the same layers.
     """
     if not probabilities:
         raise ValueError("probabilities is empty.")
@@ -123,7 +123,7 @@ def plot_search_vs_heldout(runs: dict, search_key: str = "search", heldout_key: 
 def plot_comparison(results: dict, key: str = "best", ax=None, title: str | None = None, path=None):
     """Mean (line) and +/- one standard deviation (band) over seeds of ``history[key]`` against
     evaluations, one colour per variant. ``results`` is ``{label: [ESResult per seed]}``
-    (:func:`qevo_lite.es_tools.compare_variants`)."""
+    (:func:`qevo_lite.es.study.compare_variants`)."""
     import numpy as np
     if not results:
         raise ValueError("results is empty.")

@@ -22,7 +22,7 @@ def plot_rtn_vs_bits(rows: list[dict], fp32_accuracy: float | None = None, title
     """Held-out test accuracy (%) against weight bit width, one line per (granularity, scale rule).
 
     Args:
-        rows: the dicts returned by :func:`qevo_lite.baseline.rtn_table` (keys ``bits``,
+        rows: the dicts returned by :func:`qevo_lite.quant.rtn.rtn_table` (keys ``bits``,
             ``granularity``, ``scale_rule``, ``test_accuracy``, ``chosen``; accuracies as fractions).
             The rule the baseline would choose (by search-split loss) is circled.
         fp32_accuracy: the float model's test accuracy (fraction), drawn as a dashed line.
@@ -30,7 +30,7 @@ def plot_rtn_vs_bits(rows: list[dict], fp32_accuracy: float | None = None, title
         path: save the figure as a PNG there.
     """
     if not rows:
-        raise ValueError("rows is empty: pass the list returned by qevo_lite.baseline.rtn_table.")
+        raise ValueError("rows is empty: pass the list returned by qevo_lite.quant.rtn.rtn_table.")
     fig, ax = new_axes(ax, figsize=(6.5, 4.2))
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -132,7 +132,7 @@ def plot_flip_experiment(deltas, ax=None, title: str | None = None, n_flips: int
 
     Args:
         deltas: accuracy changes as fractions, as returned by
-            :func:`qevo_lite.flips.random_boundary_flips`.
+            :func:`qevo_lite.quant.flips.random_boundary_flips`.
         n_flips: weights flipped per trial (only for the title).
     """
     d = 100 * torch.as_tensor(deltas, dtype=torch.float64).reshape(-1)

@@ -41,7 +41,7 @@ def bit_width_explorer(model: nn.Module, split: Split, bits: int = 3, granularit
     ``n_eval`` images of ``split`` (and the float model's, for reference).
 
     Args:
-        model: a BN-folded float model (:func:`qevo_lite.fold.fold_batchnorm`); not modified.
+        model: a BN-folded float model (:func:`qevo_lite.quant.fold.fold_batchnorm`); not modified.
         split: the images the accuracy is measured on (use the search split, not test).
         bits, granularity, scale_rule: the settings shown first (the static figure's settings).
         channel: output channel whose weights and grid are shown for per-channel settings.
@@ -111,7 +111,7 @@ def es_explorer(evaluator, start: dict | None = None, p: float = 0.002, lam: int
     (pass the same dict to a second explorer to reuse them); earlier runs stay on the plot in grey.
 
     Args:
-        evaluator: a global evaluator (:class:`~qevo_lite.fitness.IncrementalEvaluator` is fastest).
+        evaluator: a global evaluator (:class:`~qevo_lite.evaluators.incremental.IncrementalEvaluator` is fastest).
             Its reference moves during a run and is reset to ``start`` by the next one.
         p, lam: the settings of the first (static) figure.
         interactive: ``False`` returns the static figure; ``True`` an ipywidgets ``VBox`` (a

@@ -49,7 +49,7 @@ class ConvAutoencoder(nn.Module):
 def build_model(arch: str = ARCH, entry: dict | None = None) -> nn.Module:
     """A fresh autoencoder shaped as the manifest ``entry`` says (in_channels, image_size, latent_dim)."""
     if arch != ARCH:
-        raise ValueError(f"qevo_lite.autoencoder builds {ARCH!r}, not {arch!r}.")
+        raise ValueError(f"The autoencoder task builds {ARCH!r}, not {arch!r}.")
     entry = entry or {}
     return ConvAutoencoder(entry.get("in_channels", 1), entry.get("image_size", 28),
                            entry.get("latent_dim", LATENT_DIM))

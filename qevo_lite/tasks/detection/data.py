@@ -48,7 +48,7 @@ class DetectionSplit(Split):
     Attributes:
         x: float32 images (N, 1, H, W) in [0, 1].
         y: the dense training targets (N, K + 5, H / stride, W / stride) made by
-            :func:`qevo_lite.detection.encode_targets` (what the ES evaluator slices per chunk).
+            :func:`qevo_lite.tasks.detection.encode_targets` (what the ES evaluator slices per chunk).
         targets: torchvision-format targets, one ``{"boxes": (k, 4) float xyxy, "labels": (k,) int64}``
             per image (what the mAP is computed against).
     """
@@ -182,7 +182,7 @@ def load_detection_splits(train_size: int = 6000, search_size: int = 256, test_s
     The official training glyphs are shuffled with ``seed``; the first third goes to the search
     canvases, the rest to the train canvases (disjoint glyphs). Test canvases use the official test
     glyphs only. Images are float32 in [0, 1]; ``y`` holds the dense targets of the detectors
-    (:func:`qevo_lite.detection.encode_targets`).
+    (:func:`qevo_lite.tasks.detection.encode_targets`).
     """
     del download  # the glyphs are offline; kept for a uniform signature
     x_tr, y_tr, x_te, y_te, classes, source = load_glyphs(glyphs, root)
@@ -208,7 +208,7 @@ def load_voc(root=None, year: str = "2012", download: bool = False):
     """Pascal VOC detection through torchvision (the full profile's real data; needs internet once).
 
     Returns torchvision's ``VOCDetection`` train and val datasets. Offline and without the files this
-    raises :class:`~qevo_lite.data.DatasetUnavailable` saying how to get them.
+    raises :class:`~qevo_lite.core.data.DatasetUnavailable` saying how to get them.
     """
     from torchvision.datasets import VOCDetection
     root = str(root or default_root())

@@ -36,7 +36,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> list[di
 @torch.no_grad()
 def evaluate_detector(model: nn.Module, split, batch_size: int = 256) -> dict:
     """``{"loss": mean per-image detection loss, "map": mAP@[.5:.95], "map50": mAP@0.5}`` on a
-    :class:`~qevo_lite.detection_data.DetectionSplit`."""
+    :class:`~qevo_lite.tasks.detection.data.DetectionSplit`."""
     device = next(model.parameters()).device
     model = to_fast_layout(model.eval())
     losses, preds = [], []
