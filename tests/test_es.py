@@ -34,6 +34,30 @@ def test_uniform_mutation_moves_one_step_within_grid(rtn):
     assert torch.equal(new, mutate_uniform(codes, -4, 3, 0.05, gen()))  # seeded
 
 
+def test_codes_of_any_memory_layout_can_be_mutated_evolved_and_flipped(tiny_vgg, rtn, digits):
+    """Codes rounded from a channels_last weight are not contiguous; every operator must accept them
+    (they used to raise 'view size is not compatible')."""
+    from qevo_lite.quant.flips import apply_flips
+    layout = {n: lq.codes.to(memory_format=torch.channels_last) if lq.codes.dim() == 4 else lq.codes
+              for n, lq in rtn.layers.items()}
+    name = "features.7.0"
+    assert not layout[name].is_contiguous()
+    for new in (mutate_uniform(layout[name], -4, 3, 0.05, gen()),
+                mutate(layout, rtn, name, "residual", 0.05, gen())[name]):
+        assert new.shape == layout[name].shape and (new != layout[name]).any()
+    assert torch.equal(mutate_uniform(layout[name], -4, 3, 0.05, gen()), mutate_uniform(rtn.layers[name].codes, -4, 3,
+                                                                                        0.05, gen()))
+    state = rtn.with_codes(layout)
+    res = run_es(IncrementalEvaluator(tiny_vgg, state, digits.search), ESConfig(lam=2, max_evaluations=4),
+                 progress=False)
+    assert res.evaluations == 4
+    lq = rtn.layers[name]
+    target = lq.codes.reshape(-1).int() + torch.sign(lq.residual().reshape(-1)).int()
+    i = int(((target >= lq.qmin) & (target <= lq.qmax) & (target != lq.codes.reshape(-1).int())).nonzero()[0])
+    flipped = apply_flips(state, [(name, i)])
+    assert int((flipped.layers[name].codes != rtn.layers[name].codes).sum()) == 1
+
+
 def test_uniform_mutation_clamps_at_grid_edges():
     codes = torch.full((1000,), 3, dtype=torch.int16)
     new = mutate_uniform(codes, -4, 3, 0.5, gen())

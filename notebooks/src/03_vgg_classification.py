@@ -60,7 +60,8 @@ seeds = None     # ES seeds, e.g. (0, 1, 2); None: the profile's
 budget = None    # global-stage fitness evaluations per run; None: the profile's
 
 # %%
-ctx = walk.context(profile, session.device, download=session.in_colab, bits=bits, seeds=seeds, budget=budget)
+ctx = walk.context(profile, experiment, session.device, download=session.in_colab, bits=bits, seeds=seeds,
+                   budget=budget)
 prof, arch = ctx.profile, ctx.profile.models[experiment]
 
 # %% [markdown]

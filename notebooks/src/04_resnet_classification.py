@@ -59,7 +59,8 @@ seeds = None     # ES seeds, e.g. (0, 1, 2); None: the profile's
 budget = None    # global-stage fitness evaluations per run; None: the profile's
 
 # %%
-ctx = walk.context(profile, session.device, download=session.in_colab, bits=bits, seeds=seeds, budget=budget)
+ctx = walk.context(profile, experiment, session.device, download=session.in_colab, bits=bits, seeds=seeds,
+                   budget=budget)
 prof, arch = ctx.profile, ctx.profile.models[experiment]
 
 # %% [markdown]
@@ -317,7 +318,8 @@ check_exercise_2(spearman)
 # %% [markdown]
 # **Exercise 3 (open).** The local stage gives every layer the same number of evaluations. Give it
 # more for the most sensitive layers (run `walk.run` on a context with a modified profile, e.g.
-# `walk.context(profile, local_evaluations=400)`, and compare the held-out accuracy per evaluation spent).
+# `walk.context(profile, experiment, local_evaluations=400)`, and compare the held-out accuracy per
+# evaluation spent).
 
 # %% [markdown]
 # ## Summary

@@ -337,8 +337,9 @@ for name, v in (("loss", lo), ("1 - mAP@0.5", ma)):
           f"{v['accepted']:.0f} accepted generations, {v['seconds']:.1f} s")
 
 # %% [markdown]
-# In the committed run (VGG at 3 bits, seed 0, 12 evaluations from rounding) the loss fitness took 7 s
-# and the mAP fitness 17 s (2 s and 18 s in an earlier run on a less loaded machine): every candidate must be decoded and matched against the ground truth by
+# In the committed run (VGG at 3 bits, seed 0, 12 evaluations from rounding) the loss fitness took 2 s
+# and the mAP fitness 17 s (7 s and 17 s in an earlier run on a more loaded machine): every candidate must
+# be decoded and matched against the ground truth by
 # torchmetrics. Neither moved held-out mAP@0.5 beyond noise at this tiny budget (0.771 for rounding,
 # 0.769 with the loss, 0.771 with mAP), and the mAP fitness's one accepted step did not carry over to
 # held-out mAP@[.5:.95] (0.382, against 0.386 with the loss). The ES of section 4 therefore uses the

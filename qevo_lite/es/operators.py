@@ -51,7 +51,7 @@ def mutate_uniform(codes: torch.Tensor, qmin: int, qmax: int, p: float, g: torch
     k = _count(n, p, g)
     idx = torch.randperm(n, generator=g)[:k] if k > n // 16 else torch.randint(n, (k,), generator=g).unique()
     step = torch.randint(0, 2, (len(idx),), generator=g, dtype=torch.int16) * 2 - 1
-    out = codes.clone()
+    out = codes.clone(memory_format=torch.contiguous_format)   # any layout in, a flat view out
     flat = out.view(-1)
     flat[idx] = (flat[idx] + step).clamp(qmin, qmax)
     return out
@@ -72,7 +72,7 @@ def mutate_residual(codes: torch.Tensor, weight: torch.Tensor, step: torch.Tenso
     zero = direction == 0
     if zero.any():  # exactly on a grid point: either neighbour
         direction[zero] = (torch.randint(0, 2, (int(zero.sum()),), generator=g) * 2 - 1).float()
-    out = codes.clone()
+    out = codes.clone(memory_format=torch.contiguous_format)
     flat = out.view(-1)
     flat[idx] = (flat[idx] + direction.to(torch.int16)).clamp(qmin, qmax)
     return out

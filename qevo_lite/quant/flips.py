@@ -42,6 +42,18 @@ def boundary_candidates(state: QuantState, near: float = 0.1) -> list[tuple[str,
     return out
 
 
+def _write_codes(state: QuantState, name: str, w: torch.Tensor, flat: torch.Tensor, codes: torch.Tensor) -> tuple:
+    """Write the decoded ``codes`` of layer ``name`` at flat positions ``flat`` into its weight ``w``; return
+    ``(w, where, old values)`` to undo it."""
+    lq = state.layers[name]
+    where = torch.unravel_index(flat, tuple(w.shape))  # works for any memory layout
+    row = where[0] if lq.scale.numel() > 1 else torch.zeros_like(flat)
+    value = lq.scale[row] * (codes.float() - lq.zero_point[row].float())
+    old = w[where].clone()
+    w.index_put_(where, value.to(w.dtype).to(w.device))
+    return w, where, old
+
+
 @torch.no_grad()
 def random_boundary_flips(model: nn.Module, state: QuantState, search_split: Split, n_trials: int = 100,
                           n_flips: int = 8, seed: int = 0, near: float = 0.1, subset: int | None = 512,
@@ -93,14 +105,8 @@ def random_boundary_flips(model: nn.Module, state: QuantState, search_split: Spl
             for k in layer_of.unique().tolist():
                 name, idx, target = candidates[k]
                 local = chosen[layer_of == k] - offsets[k]
-                flat, new_codes = idx[local], target[local]
-                lq, w = state.layers[name], weights[name]
-                where = torch.unravel_index(flat, tuple(w.shape))  # works for any memory layout
-                row = where[0] if lq.scale.numel() > 1 else torch.zeros_like(flat)
-                value = lq.scale[row] * (new_codes.float() - lq.zero_point[row].float())
-                undo.append((w, where, w[where].clone()))
-                w.index_put_(where, value.to(w.dtype).to(w.device))
-                trial += [(name, int(i)) for i in flat]
+                undo.append(_write_codes(state, name, weights[name], idx[local], target[local]))
+                trial += [(name, int(i)) for i in idx[local]]
             deltas[t] = evaluate(model, split)["accuracy"] - base
             for w, where, old in undo:
                 w.index_put_(where, old)
@@ -120,6 +126,7 @@ def apply_flips(state: QuantState, flips: list[tuple[str, int]]) -> QuantState:
     out = state.clone()
     for name, i in flips:
         lq = out.layers[name]
+        lq.codes = lq.codes.contiguous()   # codes of any layout (e.g. rounded from a channels_last weight)
         codes = lq.codes.view(-1)
         step = int(torch.sign(lq.residual().reshape(-1)[i]))
         codes[i] = min(max(int(codes[i]) + step, lq.qmin), lq.qmax)

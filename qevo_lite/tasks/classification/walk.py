@@ -20,14 +20,14 @@ from .task import TASK
 ACCURACY = TASK.metrics[0]
 
 
-def context(profile: str, device=None, download: bool = False, **overrides) -> Context:
+def context(profile: str, experiment: str, device=None, download: bool = False, **overrides) -> Context:
     """The experiment's :class:`~qevo_lite.experiment.context.Context` for profile ``profile`` (None values
-    in ``overrides`` keep the profile's); prints what the profile runs."""
+    in ``overrides`` keep the profile's); prints what it runs for ``experiment`` (``vgg`` or ``resnet``)."""
     if profile not in TASK.profiles:
         raise ValueError(f"Unknown profile {profile!r}; choose one of {sorted(TASK.profiles)}.")
     prof = TASK.profiles[profile].with_overrides(**overrides)
     ctx = Context(TASK, prof, device=device, download=download)
-    print(f"profile {prof.name!r}: dataset {prof.dataset}, models {prof.models}, bits {list(prof.bits)}, "
+    print(f"profile {prof.name!r}: dataset {prof.dataset}, model {prof.archs([experiment])[0]}, bits {list(prof.bits)}, "
           f"seeds {list(prof.seeds)}")
     print(f"search split {prof.search_size} images, held-out test {prof.test_size or 'all'} images; budget per run: "
           f"{prof.local_evaluations} local evaluations per layer + {prof.budget} global evaluations")
