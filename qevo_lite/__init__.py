@@ -3,7 +3,7 @@
 The data flows one way: data -> pretrained model -> quantized state (nearest rounding)
 -> evolution strategy over that state -> held-out evaluation -> tables and figures.
 The package is layered the same way (imports only go down; see docs/architecture.md):
-core -> quant -> evaluators -> es -> viz -> experiment -> tasks -> reproduce / cli.
+core -> quant -> evaluators -> rounding -> es -> viz -> experiment -> tasks -> reproduce / cli.
 """
 from .core.data import DatasetUnavailable, Split, Splits, load_splits
 from .core.evaluate import default_device, evaluate, predict_logits
@@ -16,11 +16,14 @@ from .quant.export import float_size_bytes, load_state, save_state
 from .quant.fold import fold_batchnorm, quantizable_layers
 from .quant.grid import SCALE_RULES, LayerQuant, QuantConfig, QuantState, quantize_model, quantize_tensor
 from .quant.rtn import best_rtn
+from .rounding.adaround import adaround
+from .rounding.gptq import gptq
 from .tasks import load_pretrained, train_checkpoint
 
 __version__ = "0.1.0"
-__all__ = ["ARCHITECTURES", "SCALE_RULES", "DatasetUnavailable", "ESConfig", "ESResult", "FullEvaluator",
-           "IncrementalEvaluator", "LayerQuant", "QuantConfig", "QuantState", "Split", "Splits", "best_rtn",
-           "build_model", "default_device", "evaluate", "float_size_bytes", "fold_batchnorm", "load_pretrained",
-           "load_splits", "load_state", "predict_logits", "quantizable_layers", "quantize_model", "quantize_tensor",
-           "run_es", "save_state", "train_checkpoint", "train_classifier"]
+__all__ = ["ARCHITECTURES", "DatasetUnavailable", "ESConfig", "ESResult", "FullEvaluator",
+           "IncrementalEvaluator", "LayerQuant", "QuantConfig", "QuantState", "SCALE_RULES", "Split", "Splits",
+           "adaround", "best_rtn", "build_model", "default_device", "evaluate", "float_size_bytes",
+           "fold_batchnorm", "gptq", "load_pretrained", "load_splits", "load_state", "predict_logits",
+           "quantizable_layers", "quantize_model", "quantize_tensor", "run_es", "save_state",
+           "train_checkpoint", "train_classifier"]

@@ -1,2 +1,2 @@
-"""Layer 3, es: the evolution strategy (configuration, engine, operators), its local and global stages,
+"""Layer 4, es: the evolution strategy (configuration, engine, operators), its local and global stages,
 and the tools that study it."""

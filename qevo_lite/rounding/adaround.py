@@ -1,0 +1,79 @@
+"""AdaRound (Nagel et al., 2020, "Up or Down? Adaptive Rounding for Post-Training Quantization") on a
+fixed grid.
+
+Each weight is rounded down or up: ``code = floor(w / s + z) + h``, ``h`` in {0, 1}. AdaRound relaxes ``h``
+to the rectified sigmoid ``h(v) = clamp(sigmoid(v) (zeta - gamma) + gamma, 0, 1)`` (zeta = 1.1,
+gamma = -0.1) of a free variable ``v`` per weight, and minimises, layer by layer, the output error against
+the FP32 layer plus a regulariser that pushes every ``h`` to 0 or 1:
+
+    mean over images of ||f(x; W_soft) - y||^2 + lambda * sum over weights of (1 - |2 h(v) - 1|^beta),
+
+with ``beta`` decaying linearly from 20 to 2 after a warm-up (the first 20% of the steps) without the
+regulariser. At the end ``h`` is rounded
+to 0 or 1. ``X``: the layer's inputs in the model whose earlier layers are already rounded; ``Y``: the FP32
+layer's outputs. Works for any module whose forward uses ``weight`` (and ``bias``), through
+``torch.func.functional_call``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..core.data import Split
+from ..quant.grid import QuantState
+from .layers import grid_of, layer_by_layer
+
+ZETA, GAMMA = 1.1, -0.1
+
+
+def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
+    """``h(v)`` in [0, 1]; exactly 0 or 1 outside a band around 0."""
+    return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                   qmin: int, qmax: int, inputs: torch.Tensor, targets: torch.Tensor, steps: int = 1000,
+                   batch_size: int = 64, lam: float = 0.01, beta: tuple = (20.0, 2.0), warmup: float = 0.2,
+                   lr: float = 1e-3, generator: torch.Generator | None = None) -> torch.Tensor:
+    """AdaRound codes of one layer (shaped like ``weight``). ``scale`` and ``zero_point`` are broadcast to
+    the weight's shape; ``inputs`` (N, ...) and ``targets`` (N, ...) the layer's captured inputs and FP32
+    outputs; each step uses ``batch_size`` of them drawn with ``generator``."""
+    w = weight.detach().float()
+    base = torch.floor(w / scale + zero_point)
+    rest = (w / scale + zero_point - base).clamp(1e-4, 1 - 1e-4)
+    v = (-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1)).requires_grad_(True)   # h(v) = rest at the start
+    opt = torch.optim.Adam([v], lr=lr)
+    bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
+    g = generator or torch.Generator().manual_seed(0)
+    start = int(warmup * steps)
+    for step in range(steps):
+        idx = torch.randint(len(inputs), (min(batch_size, len(inputs)),), generator=g)
+        codes = torch.clamp(base + rectified_sigmoid(v), qmin, qmax)
+        params = {"weight": scale * (codes - zero_point)} | ({"bias": bias} if bias is not None else {})
+        out = functional_call(module, params, (inputs[idx],))
+        loss = (out - targets[idx]).pow(2).flatten(1).sum(1).mean()
+        if step >= start:
+            b = beta[0] + (beta[1] - beta[0]) * (step - start) / max(1, steps - start)
+            loss = loss + lam * (1 - (2 * rectified_sigmoid(v) - 1).abs().pow(b)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return torch.clamp(base + (rectified_sigmoid(v) >= 0.5).float(), qmin, qmax)
+
+
+def adaround(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 1024, steps: int = 1000,
+             batch_size: int = 64, lam: float = 0.01, beta: tuple = (20.0, 2.0), seed: int = 0) -> QuantState:
+    """The state with every layer's codes chosen by AdaRound (graph order; ``samples`` search images give
+    the layers' inputs and FP32 targets; ``seed`` draws the batches)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def choose(name, module, inputs, targets):
+        lq = state.layers[name]
+        scale, zp = grid_of(lq)
+        with torch.enable_grad():
+            return adaround_layer(module, lq.weight, scale, zp, lq.qmin, lq.qmax, inputs, targets, steps,
+                                  batch_size, lam, beta, generator=g)
+
+    return layer_by_layer(fmodel, state, search.x[:samples], choose)

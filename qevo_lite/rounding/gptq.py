@@ -1,0 +1,79 @@
+"""GPTQ (Frantar et al., 2022, "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
+Transformers") on a fixed grid.
+
+For one layer with weight matrix ``W`` (rows = output channels, K columns = inputs per output: the unfolded
+``C_in / groups * kh * kw`` of a conv) and inputs ``X`` (K x P, P = images x positions), the output error of
+a rounding ``Q`` is ``||(W - Q) X||^2 = sum over rows of (w - q)^T H (w - q)`` with ``H = X X^T``, the
+same for every row. GPTQ rounds the columns one at a time and, after each, moves the not-yet-rounded
+columns of the row to absorb the error (the optimal update of a quadratic): with ``U`` the upper Cholesky
+factor of ``H^-1``, rounding column ``i`` to ``q_i`` adds ``-(w_i - q_i) / U_ii * U_i,j`` to each later
+column ``j``. It is greedy (one pass, left to right) and needs no gradients.
+
+Here the grid is the state's: scale and zero point per output channel stay fixed, only the codes change.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.data import Split
+from ..quant.grid import QuantState
+from .layers import grid_of, layer_by_layer
+
+
+def input_hessian(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """``H = X X^T / P`` per group, (groups, K, K): ``X`` the layer's unfolded inputs (Conv2d) or the inputs
+    themselves (Linear; leading dimensions flattened)."""
+    x = inputs.double()
+    if isinstance(module, nn.Conv2d):
+        g = module.groups
+        cols = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)   # (N, C*kh*kw, L)
+        cols = cols.transpose(0, 1).reshape(g, -1, cols.shape[0] * cols.shape[2])              # (g, K, N*L)
+    elif isinstance(module, nn.Linear):
+        cols = x.reshape(-1, x.shape[-1]).T.unsqueeze(0)                                       # (1, K, N)
+    else:
+        raise TypeError(f"GPTQ here handles Conv2d and Linear layers, not {type(module).__name__}.")
+    return cols @ cols.transpose(1, 2) / cols.shape[-1]
+
+
+def gptq_codes(weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
+               hessian: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+    """Codes (rows, K) of one group: ``weight``, ``scale``, ``zero_point`` (rows, K); ``hessian`` (K, K).
+
+    ``damp``: share of the mean diagonal added to the diagonal (numerical stability, as in the paper)."""
+    w = weight.double().clone()
+    h = hessian.clone()
+    dead = torch.diagonal(h) == 0           # inputs that are always zero: their weights do not matter
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h += damp * torch.diagonal(h).mean() * torch.eye(len(h), dtype=h.dtype)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    s, zp = scale.double(), zero_point.double()
+    codes = torch.empty_like(w)
+    for i in range(w.shape[1]):
+        codes[:, i] = torch.clamp(torch.round(w[:, i] / s[:, i] + zp[:, i]), qmin, qmax)
+        err = (w[:, i] - s[:, i] * (codes[:, i] - zp[:, i])) / u[i, i]
+        w[:, i + 1:] -= err[:, None] * u[i, i + 1:][None, :]
+    return codes
+
+
+def gptq(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 256, damp: float = 0.01) -> QuantState:
+    """The state with every layer's codes chosen by GPTQ on ``samples`` search images (layers in graph
+    order, inputs from the already-rounded layers before). Conv2d (grouped too) and Linear layers."""
+    x = search.x[:samples]
+
+    def choose(name, module, inputs, targets):
+        lq = state.layers[name]
+        h = input_hessian(module, inputs)
+        g = len(h)
+        rows = lq.codes.shape[0]
+        scale, zp = grid_of(lq)
+        out = []
+        for k in range(g):   # a grouped conv's output channels of group k see only that group's inputs
+            r = slice(k * rows // g, (k + 1) * rows // g)
+            out.append(gptq_codes(lq.weight[r].reshape(rows // g, -1), scale[r].reshape(rows // g, -1),
+                                  zp[r].reshape(rows // g, -1), lq.qmin, lq.qmax, h[k], damp))
+        return torch.cat(out).reshape(lq.codes.shape)
+
+    return layer_by_layer(fmodel, state, x, choose)
