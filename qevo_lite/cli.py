@@ -114,6 +114,39 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def _add_reproduce(sub) -> None:
+    """The ``reproduce`` sub-command and its options."""
+    p = sub.add_parser("reproduce", help="the experiments headless: JSON, Markdown tables, figures")
+    p.add_argument("--experiment", default="all",
+                   help="classification (or only vgg / resnet), detection, autoencoder, a comma-separated list, "
+                        "or all (default)")
+    p.add_argument("--profile", default=None, choices=("fast", "full"),
+                   help="fast (default, or $QEVO_PROFILE): Fashion-MNIST, small models, CPU minutes; "
+                        "full: CIFAR-10, VGG-11/ResNet-20, GPU recommended")
+    p.add_argument("--bits", type=int_list, default=None, help="comma-separated bit widths (default: the profile's)")
+    p.add_argument("--seeds", type=int_list, default=None, help="comma-separated ES seeds (default: the profile's)")
+    p.add_argument("--budget", type=int, default=None, help="global-stage ES evaluations per cell")
+    p.add_argument("--local-budget", type=int, default=None, help="local-stage ES evaluations per layer")
+    p.add_argument("--dataset", default=None,
+                   help="override the profile's dataset, e.g. folder:<path> (ImageFolder train/ and test/)")
+    p.add_argument("--search-size", type=int, default=None, help="search-split images")
+    p.add_argument("--test-size", type=int, default=None, help="cap on held-out test images")
+    p.add_argument("--epochs", type=int, default=None, help="epochs when a missing checkpoint is trained")
+    p.add_argument("--min-drop", type=float, default=None, metavar="POINTS",
+                   help="classification and detection: run the ES only where RTN's search accuracy / mAP is at "
+                        "least this many points below FP32 (default: the profile's; negative: at every bit width)")
+    p.add_argument("--min-rise", type=float, default=None, metavar="PERCENT",
+                   help="autoencoder: run the ES only where RTN raises the search MSE by at least this many "
+                        "percent (default: the profile's, 2)")
+    p.add_argument("--checkpoints", default=None,
+                   help="pretrained-checkpoint directory (default data/checkpoints; <out>/pretrained for folder:)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--download", action="store_true", help="allow downloading the dataset")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", default=None, help="output folder (default results/reproduce-<profile>)")
+    p.set_defaults(func=cmd_reproduce)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``qevo`` argument parser: one sub-command per job."""
     parser = argparse.ArgumentParser(prog="qevo", description=__doc__)
@@ -148,35 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-size", type=int, default=2048)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("reproduce", help="the experiments headless: JSON, Markdown tables, figures")
-    p.add_argument("--experiment", default="all",
-                   help="classification (or only vgg / resnet), detection, autoencoder, a comma-separated list, "
-                        "or all (default)")
-    p.add_argument("--profile", default=None, choices=("fast", "full"),
-                   help="fast (default, or $QEVO_PROFILE): Fashion-MNIST, small models, CPU minutes; "
-                        "full: CIFAR-10, VGG-11/ResNet-20, GPU recommended")
-    p.add_argument("--bits", type=int_list, default=None, help="comma-separated bit widths (default: the profile's)")
-    p.add_argument("--seeds", type=int_list, default=None, help="comma-separated ES seeds (default: the profile's)")
-    p.add_argument("--budget", type=int, default=None, help="global-stage ES evaluations per cell")
-    p.add_argument("--local-budget", type=int, default=None, help="local-stage ES evaluations per layer")
-    p.add_argument("--dataset", default=None,
-                   help="override the profile's dataset, e.g. folder:<path> (ImageFolder train/ and test/)")
-    p.add_argument("--search-size", type=int, default=None, help="search-split images")
-    p.add_argument("--test-size", type=int, default=None, help="cap on held-out test images")
-    p.add_argument("--epochs", type=int, default=None, help="epochs when a missing checkpoint is trained")
-    p.add_argument("--min-drop", type=float, default=None, metavar="POINTS",
-                   help="classification and detection: run the ES only where RTN's search accuracy / mAP is at "
-                        "least this many points below FP32 (default: the profile's; negative: at every bit width)")
-    p.add_argument("--min-rise", type=float, default=None, metavar="PERCENT",
-                   help="autoencoder: run the ES only where RTN raises the search MSE by at least this many "
-                        "percent (default: the profile's, 2)")
-    p.add_argument("--checkpoints", default=None,
-                   help="pretrained-checkpoint directory (default data/checkpoints; <out>/pretrained for folder:)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--download", action="store_true", help="allow downloading the dataset")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", default=None, help="output folder (default results/reproduce-<profile>)")
-    p.set_defaults(func=cmd_reproduce)
+    _add_reproduce(sub)
 
     return parser
 

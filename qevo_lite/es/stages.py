@@ -21,8 +21,9 @@ from ..core.data import Split
 from ..core.io import save_torch
 from ..evaluators.base import Codes
 from ..evaluators.incremental import IncrementalEvaluator
-from ..evaluators.layerwise import LayerwiseEvaluator, capture_layer_io
+from ..evaluators.layerwise import LayerwiseEvaluator
 from ..quant.grid import QuantState
+from ..rounding.layers import layer_by_layer
 from .engine import ESConfig, run_es
 
 
@@ -47,20 +48,17 @@ def run_layerwise(fmodel: nn.Module, state: QuantState, search: Split, config, s
     :class:`~qevo_lite.es.ESConfig` whose budget applies to each layer.
     Returns ``(codes, per-layer list of {layer, before, after, evaluations, seconds})``.
     """
-    codes = dict(start) if start is not None else state.codes()
-    qmodel = copy.deepcopy(fmodel).eval()
-    fmodel = fmodel.eval()
-    x = search.x[:samples]
     log = []
-    for name in (layers or list(state.layers)):
-        state.with_codes(codes).apply(qmodel)
-        xin, y = capture_layer_io(qmodel, fmodel, name, x)
-        ev = LayerwiseEvaluator(qmodel.get_submodule(name), name, state, xin, y, reference=codes)
+
+    def evolve(name, module, inputs, targets, codes):
+        ev = LayerwiseEvaluator(module, name, state, inputs, targets, reference=codes)
         before = ev.reference_eval.fitness
         res = run_es(ev, config, layers=[name], progress=progress)
         log.append({"layer": name, "before": before, "after": res.best_eval.fitness,
                     "evaluations": res.evaluations, "seconds": res.seconds})
-        codes = res.best
+        return res.best[name]
+
+    codes = layer_by_layer(fmodel, state, search.x[:samples], evolve, layers, start)
     return codes, log
 
 

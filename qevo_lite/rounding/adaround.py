@@ -69,11 +69,11 @@ def adaround(fmodel: nn.Module, state: QuantState, search: Split, samples: int =
     the layers' inputs and FP32 targets; ``seed`` draws the batches)."""
     g = torch.Generator().manual_seed(seed)
 
-    def choose(name, module, inputs, targets):
+    def choose(name, module, inputs, targets, codes):
         lq = state.layers[name]
         scale, zp = grid_of(lq)
         with torch.enable_grad():
             return adaround_layer(module, lq.weight, scale, zp, lq.qmin, lq.qmax, inputs, targets, steps,
                                   batch_size, lam, beta, generator=g)
 
-    return layer_by_layer(fmodel, state, search.x[:samples], choose)
+    return state.with_codes(layer_by_layer(fmodel, state, search.x[:samples], choose))

@@ -63,7 +63,7 @@ def gptq(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 256
     order, inputs from the already-rounded layers before). Conv2d (grouped too) and Linear layers."""
     x = search.x[:samples]
 
-    def choose(name, module, inputs, targets):
+    def choose(name, module, inputs, targets, codes):
         lq = state.layers[name]
         h = input_hessian(module, inputs)
         g = len(h)
@@ -76,4 +76,4 @@ def gptq(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 256
                                   zp[r].reshape(rows // g, -1), lq.qmin, lq.qmax, h[k], damp))
         return torch.cat(out).reshape(lq.codes.shape)
 
-    return layer_by_layer(fmodel, state, x, choose)
+    return state.with_codes(layer_by_layer(fmodel, state, x, choose))

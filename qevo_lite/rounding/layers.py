@@ -17,17 +17,19 @@ def grid_of(lq: LayerQuant) -> tuple[torch.Tensor, torch.Tensor]:
     return lq.scale.reshape(shape).expand(lq.codes.shape), lq.zero_point.reshape(shape).float().expand(lq.codes.shape)
 
 
-def layer_by_layer(fmodel: nn.Module, state: QuantState, x: torch.Tensor, choose) -> QuantState:
-    """Round ``state``'s layers one at a time, in graph order. ``choose(name, module, inputs, targets)``
-    returns the layer's new int16 codes; ``inputs`` (what enters the layer in the model whose earlier
-    layers already carry their new codes, so later layers see and can compensate earlier errors) and
-    ``targets`` (the FP32 layer's outputs on the FP32 model's inputs) are computed on images ``x``.
-    The float model is not modified. Returns the new state (same grid and scales)."""
-    fmodel = fmodel.eval()
+def layer_by_layer(fmodel: nn.Module, state: QuantState, x: torch.Tensor, choose, layers=None,
+                   start: dict | None = None) -> dict:
+    """Choose ``state``'s layer codes one layer at a time, in graph order (``layers``: a subset), starting
+    from ``start`` (default: the state's codes). ``choose(name, module, inputs, targets, codes)`` returns the
+    layer's new codes; ``inputs`` (what enters the layer in the model whose earlier layers already carry their
+    new codes, so later layers see and can compensate earlier errors) and ``targets`` (the FP32 layer's
+    outputs on the FP32 model's inputs) are computed on images ``x``; ``codes`` are all layers' current codes.
+    The float model is not modified. Returns the new codes ``{layer: int16 tensor}``."""
+    codes = dict(start) if start is not None else state.codes()
     qmodel = copy.deepcopy(fmodel).eval()
-    codes = state.codes()
-    for name in state.layers:
+    fmodel = fmodel.eval()
+    for name in (layers or list(state.layers)):
         state.with_codes(codes).apply(qmodel)
         inputs, targets = capture_layer_io(qmodel, fmodel, name, x)
-        codes[name] = choose(name, qmodel.get_submodule(name), inputs, targets).to(torch.int16)
-    return state.with_codes(codes)
+        codes[name] = choose(name, qmodel.get_submodule(name), inputs, targets, codes).to(torch.int16)
+    return codes

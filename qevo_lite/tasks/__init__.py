@@ -5,6 +5,7 @@ It sits above everything it lists. Adding a task = a new subpackage with a
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..experiment import pretrained
@@ -37,7 +38,6 @@ def task_of(arch: str):
 
 def get_profile(task: str, name: str | None = None, **overrides) -> Profile:
     """Task ``task``'s profile ``name`` (default: ``$QEVO_PROFILE`` or ``fast``) with ``overrides``."""
-    import os
     t = get_task(task)
     name = name or os.environ.get("QEVO_PROFILE", "fast")
     if name not in t.profiles:

@@ -1,11 +1,10 @@
-"""Figures of ES runs: fitness over evaluations, with held-out metrics at the reporting points."""
+"""Figures of the ES's anatomy (notebook 02): which weights a mutation picks, layer choice, traces,
+step-size adaptation, search vs held-out, variants at equal budget."""
 from __future__ import annotations
-
 
 from .style import finish, new_axes
 
 
-# ----------------------------------------------------------------------------- ES anatomy figures
 def plot_mutation_picks(residuals, picks: dict, ax=None, bins: int = 40, title: str | None = None, path=None):
     """Where mutation operators pick weights, over the distribution of rounding residuals.
 

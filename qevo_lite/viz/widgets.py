@@ -31,6 +31,20 @@ def _has_frontend() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
+def _explorer(draw, controls: dict):
+    """The widget: the ``controls`` in a row above the figure ``draw(**their values)``, redrawn on change."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    def show(**kwargs):
+        fig = draw(**kwargs)
+        display(fig)
+        plt.close(fig)
+
+    return widgets.VBox([widgets.HBox(list(controls.values())), widgets.interactive_output(show, controls)])
+
+
 def bit_width_explorer(model: nn.Module, split: Split, bits: int = 3, granularity: str = "per_channel",
                        scale_rule: str = "maxabs_full", layer: str | None = None, channel: int = 0,
                        n_eval: int = 512, interactive: bool | None = None):
@@ -76,8 +90,6 @@ def bit_width_explorer(model: nn.Module, split: Split, bits: int = 3, granularit
         return draw(bits, granularity, scale_rule)
 
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     controls = {
         "bits": widgets.IntSlider(value=bits, min=2, max=8, step=1, description="bits",
@@ -85,14 +97,7 @@ def bit_width_explorer(model: nn.Module, split: Split, bits: int = 3, granularit
         "granularity": widgets.Dropdown(options=list(GRANULARITIES), value=granularity, description="granularity"),
         "scale_rule": widgets.Dropdown(options=list(SCALE_RULES), value=scale_rule, description="scale rule"),
     }
-
-    def show(**kwargs):
-        fig = draw(**kwargs)
-        display(fig)
-        plt.close(fig)
-
-    out = widgets.interactive_output(show, controls)
-    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+    return _explorer(draw, controls)
 
 
 # ----------------------------------------------------------------------------- ES: mutation rate and lambda
@@ -159,8 +164,6 @@ def es_explorer(evaluator, start: dict | None = None, p: float = 0.002, lam: int
         return draw(p, lam)
 
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     controls = {
         "p": widgets.SelectionSlider(options=list(p_choices), value=p, description="p",
@@ -168,11 +171,4 @@ def es_explorer(evaluator, start: dict | None = None, p: float = 0.002, lam: int
         "lam": widgets.IntSlider(value=lam, min=1, max=max_lam, step=1, description="lambda",
                                  continuous_update=False),
     }
-
-    def show(**kwargs):
-        fig = draw(**kwargs)
-        display(fig)
-        plt.close(fig)
-
-    out = widgets.interactive_output(show, controls)
-    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+    return _explorer(draw, controls)
