@@ -1,8 +1,10 @@
 """What every evaluator shares: candidates, per-sample losses, the :class:`Evaluation` record.
 
-A *candidate* is a dict ``{layer name: int16 codes}`` (the codes of every quantized layer; tensors
-shared with its parent where nothing changed). Loss functions map ``(outputs, targets)`` of a chunk
-to per-sample losses ``(n,)``.
+A *candidate* is a dict ``{layer name: int16 codes}`` (the codes of every quantized layer, in the rows
+layout of :mod:`qevo_lite.quant.layout`; tensors shared with its parent where nothing changed). Flat
+indices below index the codes, not a module's weight: a transposed conv's weight is laid out
+differently (see :func:`qevo_lite.quant.layout.weight_positions`). Loss functions map
+``(outputs, targets)`` of a chunk to per-sample losses ``(n,)``.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 
 from ..quant.grid import QuantState
 
-Codes = dict  # layer name -> int16 codes tensor (weight shape)
+Codes = dict  # layer name -> int16 codes tensor (rows layout: output channel first)
 
 
 def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -52,7 +54,7 @@ class Evaluation:
 
 
 def changed_weights(state: QuantState, reference: Codes, candidate: Codes) -> dict:
-    """``{layer: (flat indices, new codes)}`` where ``candidate`` differs from ``reference``."""
+    """``{layer: (flat indices into the codes, new codes)}`` where ``candidate`` differs from ``reference``."""
     out = {}
     for name, codes in candidate.items():
         ref = reference[name]
@@ -65,7 +67,7 @@ def changed_weights(state: QuantState, reference: Codes, candidate: Codes) -> di
 
 
 def decode_at(state: QuantState, name: str, idx: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Float weight values of ``codes`` at flat positions ``idx`` of layer ``name``."""
+    """Float weight values of ``codes`` at flat positions ``idx`` of layer ``name``'s codes (rows layout)."""
     lq = state.layers[name]
     per_row = lq.codes[0].numel()
     row = idx // per_row if lq.scale.numel() > 1 else torch.zeros_like(idx)

@@ -31,7 +31,16 @@ from torch import nn
 from ..core.data import Split
 from ..core.evaluate import to_fast_layout
 from ..quant.grid import QuantState
+from ..quant.layout import weight_positions
 from .base import LOSSES, Codes, Evaluation, changed_weights, decode_at, reconstruction_mse
+
+
+def _fast_layout(model: nn.Module) -> nn.Module:
+    """``to_fast_layout(model)``, except for models with a 5-D parameter or buffer (a Conv3d or
+    ConvTranspose3d weight), which ``channels_last`` cannot hold: those keep their layout."""
+    if any(t.dim() == 5 for t in (*model.parameters(), *model.buffers())):
+        return model
+    return to_fast_layout(model)
 
 
 class FullEvaluator:
@@ -61,7 +70,7 @@ class FullEvaluator:
         self.loss_fn = loss
         self.metric_fn = default_metric if metric == "default" else metric
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model = to_fast_layout((copy.deepcopy(model) if _copy else model).eval().to(self.device))
+        self.model = _fast_layout((copy.deepcopy(model) if _copy else model).eval().to(self.device))
         if chunk_size is None:
             chunk_size = 2048 if self.device.type == "cuda" else 256
         self.state = state
@@ -77,12 +86,14 @@ class FullEvaluator:
 
     # -- weights --------------------------------------------------------------------------------
     def _write(self, changes: dict, codes_of) -> list:
-        """Write decoded ``codes_of(name, idx, new)`` into the weights at the changed positions."""
+        """Write decoded ``codes_of(name, idx, new)`` into the weights at the changed positions (``idx``:
+        flat indices into the codes, mapped to each module's weight layout)."""
         written = []
         with torch.no_grad():
             for name, (idx, new) in changes.items():
-                weight = self.model.get_submodule(name).weight
-                pos = torch.unravel_index(idx.to(weight.device), weight.shape)
+                module = self.model.get_submodule(name)
+                weight = module.weight
+                pos = weight_positions(idx.to(weight.device), weight.shape, module)
                 written.append((weight, pos, weight[pos].clone()))
                 weight.index_put_(pos, codes_of(name, idx, new).to(weight.device, weight.dtype))
         return written

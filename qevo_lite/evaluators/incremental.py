@@ -35,6 +35,10 @@ class IncrementalEvaluator(FullEvaluator):
     changed layer; for a residual block: the block input too). Frontier values are cached
     per chunk for the reference weights and invalidated when the reference changes upstream.
 
+    A changed layer's downstream part starts at every node that uses its weight: its calls, calls of a
+    module containing it (e.g. the ``out_proj`` Linear of an ``nn.MultiheadAttention``, which fx does
+    not trace into) and reads of its parameters (``get_attr``).
+
     *Sparse layer update* (``sparse_update=True``, the default): when a candidate changes a few
     weights of a single Conv2d/Linear layer (the ES's usual mutation), the layer itself is not re-run
     either: its output is the cached reference output plus the contribution of the changed weights
@@ -42,7 +46,8 @@ class IncrementalEvaluator(FullEvaluator):
     O(changed weights x output positions) instead of O(all weights x output positions). Only the
     layers after it run. The result equals a full evaluation up to float rounding (a sum in another
     order: about 1e-7 relative); ``sparse_update=False`` gives results bit-identical to
-    :class:`FullEvaluator`.
+    :class:`FullEvaluator`. Every other quantized layer (Conv1d/3d, transposed convs, a layer inside a
+    module fx does not trace into, ...) is re-run with its changed weights, like the layers after it.
     """
 
     incremental = True
@@ -50,7 +55,7 @@ class IncrementalEvaluator(FullEvaluator):
     sparse_max_share = 0.25
 
     def __init__(self, model: nn.Module, state: QuantState, search: Split, sparse_update: bool = True, **kwargs):
-        model = copy.deepcopy(model)  # traced and modified below: never the caller's model
+        model = original = copy.deepcopy(model)  # traced and modified below: never the caller's model
         if not isinstance(model, fx.GraphModule):
             try:
                 model = fx.symbolic_trace(model)
@@ -58,6 +63,12 @@ class IncrementalEvaluator(FullEvaluator):
                 warnings.warn(f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}); "
                               "IncrementalEvaluator falls back to full evaluation of every candidate.", stacklevel=2)
                 self.incremental = False
+        if self.incremental:  # tracing drops modules the forward never uses: keep the quantized ones (no effect)
+            for name in state.layers:
+                try:
+                    model.get_submodule(name)
+                except AttributeError:
+                    model.add_submodule(name, original.get_submodule(name))
         self._cache: dict = {}  # node -> list of per-chunk tensors (reference weights)
         self._plans: dict = {}
         self._clone_frontier = False
@@ -93,11 +104,13 @@ class IncrementalEvaluator(FullEvaluator):
     def _find_sparse_layers(self, model: fx.GraphModule, state: QuantState) -> dict:
         """``{layer name: (its graph node, its input node)}`` for the quantized layers whose output the
         sparse update can patch: Conv2d with zero padding and numeric padding, or Linear, each called
-        exactly once in the graph on a single tensor input."""
+        exactly once in the graph on a single tensor input, its parameters read nowhere else."""
         calls: dict = {}
+        read = {n.target for n in model.graph.nodes if n.op == "get_attr"}
         for n in model.graph.nodes:
             if n.op == "call_module" and n.target in state.layers:
                 calls.setdefault(n.target, []).append(n)
+        calls = {name: nodes for name, nodes in calls.items() if not any(t.startswith(name + ".") for t in read)}
         out = {}
         for name, nodes in calls.items():
             m = model.get_submodule(name)
@@ -108,8 +121,16 @@ class IncrementalEvaluator(FullEvaluator):
                 out[name] = (node, node.args[0])
         return out
 
+    @staticmethod
+    def _uses(node: fx.Node, layers) -> bool:
+        """Whether ``node`` calls one of ``layers`` (or a module containing it) or reads its parameters."""
+        if node.op not in ("call_module", "get_attr"):
+            return False
+        t = str(node.target)
+        return any(t == name or t.startswith(name + ".") or name.startswith(t + ".") for name in layers)
+
     def _downstream(self, layers) -> set:
-        start = [n for n in self.graph_nodes if n.op == "call_module" and n.target in layers]
+        start = [n for n in self.graph_nodes if self._uses(n, layers)]
         seen, stack = set(start), list(start)
         while stack:
             for u in self._users[stack.pop()]:
@@ -126,6 +147,8 @@ class IncrementalEvaluator(FullEvaluator):
                 frontier = [n for n in self.graph_nodes if n.op == "placeholder"]
             else:
                 down = self._downstream(changed)
+                if not any(n.op == "output" for n in down):  # a layer not in the graph: run it all (correct)
+                    down = {n for n in self.graph_nodes if n.op != "placeholder"}
                 run = [n for n in self.graph_nodes if n in down]
                 frontier = [a for a in self.graph_nodes if a not in down and any(u in down for u in self._users[a])]
             self._plans[changed] = (frontier, run)

@@ -4,10 +4,12 @@ File layout (little-endian):
 
 ``b"QEVO1"`` | uint32 header length | JSON header | payload
 
-The header lists, per layer, the weight shape, grid and the byte offsets of its
+The header lists, per layer, the codes' shape, grid and the byte offsets of its
 packed codes (``ceil(n * bits / 8)`` bytes), float32 scales, int16 zero points and,
-if given, its float32 bias. Nothing is compressed, so the file size is the real
-storage cost of the quantized weights.
+if given, its float32 bias. The codes are in the rows layout of :mod:`qevo_lite.quant.layout`
+(output channel first: for a transposed conv that is not its module's weight shape; a
+state loaded back is applied with :meth:`QuantState.apply`, which converts). Nothing is
+compressed, so the file size is the real storage cost of the quantized weights.
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from torch import nn
 from ..core.data import Split
 from ..core.evaluate import evaluate
 from .grid import QuantState
+from .layout import rows_shape, weight_positions
 
 
 def boundary_candidates(state: QuantState, near: float = 0.1) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -27,7 +28,8 @@ def boundary_candidates(state: QuantState, near: float = 0.1) -> list[tuple[str,
 
     Returns:
         One ``(layer name, flat indices, new codes)`` triple per layer, in the state's layer order;
-        ``new codes`` (int16) are the other neighbours of the weights at ``flat indices``.
+        ``new codes`` (int16) are the other neighbours of the weights at ``flat indices`` (indices into
+        the codes, i.e. the rows layout of :mod:`qevo_lite.quant.layout`).
     """
     if not 0 < near <= 0.5:
         raise ValueError(f"near must be in (0, 0.5], got {near!r}.")
@@ -42,12 +44,15 @@ def boundary_candidates(state: QuantState, near: float = 0.1) -> list[tuple[str,
     return out
 
 
-def _write_codes(state: QuantState, name: str, w: torch.Tensor, flat: torch.Tensor, codes: torch.Tensor) -> tuple:
-    """Write the decoded ``codes`` of layer ``name`` at flat positions ``flat`` into its weight ``w``; return
-    ``(w, where, old values)`` to undo it."""
+def _write_codes(state: QuantState, name: str, module: nn.Module, flat: torch.Tensor,
+                 codes: torch.Tensor) -> tuple:
+    """Write the decoded ``codes`` of layer ``name`` at flat positions ``flat`` of its codes (rows layout) into
+    the weight of ``module``; return ``(weight, where, old values)`` to undo it."""
     lq = state.layers[name]
-    where = torch.unravel_index(flat, tuple(w.shape))  # works for any memory layout
-    row = where[0] if lq.scale.numel() > 1 else torch.zeros_like(flat)
+    w = module.weight
+    where = weight_positions(flat, w.shape, module)  # works for any memory layout
+    per_channel = lq.scale.numel() > 1
+    row = torch.unravel_index(flat, rows_shape(w.shape, module))[0] if per_channel else torch.zeros_like(flat)
     value = lq.scale[row] * (codes.float() - lq.zero_point[row].float())
     old = w[where].clone()
     w.index_put_(where, value.to(w.dtype).to(w.device))
@@ -75,7 +80,8 @@ def random_boundary_flips(model: nn.Module, state: QuantState, search_split: Spl
         seed: seeds the choice of weights.
         near: how close to the boundary a weight must be (in steps, see :func:`boundary_candidates`).
         subset: evaluate on this many images of ``search_split``.
-        return_flips: also return, per trial, the flipped weights as ``(layer name, flat index)`` pairs.
+        return_flips: also return, per trial, the flipped weights as ``(layer name, flat index)`` pairs
+            (flat indices into the codes).
 
     Returns:
         float tensor ``(n_trials,)``: trial accuracy minus RTN accuracy (fractions, not percent);
@@ -91,7 +97,8 @@ def random_boundary_flips(model: nn.Module, state: QuantState, search_split: Spl
                          f"ask for fewer than n_flips={n_flips} or widen `near`.")
     offsets = torch.cumsum(sizes, 0) - sizes  # start of each layer's candidates in the global list
     split = search_split.subset(subset) if subset is not None else search_split
-    weights = {name: model.get_submodule(name).weight for name in state.layers}
+    modules = {name: model.get_submodule(name) for name in state.layers}
+    weights = {name: m.weight for name, m in modules.items()}
     original = {name: w.detach().clone() for name, w in weights.items()}
     g = torch.Generator().manual_seed(seed)
     deltas, flips = torch.empty(n_trials), []
@@ -105,7 +112,7 @@ def random_boundary_flips(model: nn.Module, state: QuantState, search_split: Spl
             for k in layer_of.unique().tolist():
                 name, idx, target = candidates[k]
                 local = chosen[layer_of == k] - offsets[k]
-                undo.append(_write_codes(state, name, weights[name], idx[local], target[local]))
+                undo.append(_write_codes(state, name, modules[name], idx[local], target[local]))
                 trial += [(name, int(i)) for i in idx[local]]
             deltas[t] = evaluate(model, split)["accuracy"] - base
             for w, where, old in undo:

@@ -19,7 +19,9 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse as fx_fuse
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-QUANTIZABLE = (nn.Conv2d, nn.Linear)
+from .layout import QUANTIZABLE
+
+__all__ = ["QUANTIZABLE", "fold_batchnorm", "quantizable_layers", "unquantized_weighted_modules"]
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
@@ -57,16 +59,34 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded.eval()
 
 
-def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The Conv2d and Linear modules of ``model`` by qualified name, in registration order.
+def unquantized_weighted_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The modules of ``model`` that own a weight matrix or tensor (a parameter of dimension >= 2, e.g.
+    ``nn.Bilinear``, ``nn.MultiheadAttention``'s ``in_proj_weight``, ``nn.Embedding``) but are not one of
+    :data:`QUANTIZABLE`: their weights stay in float. Norm layers (1-D weights) are not listed."""
+    return {n: m for n, m in model.named_modules() if not isinstance(m, QUANTIZABLE)
+            and any(p.dim() >= 2 for p in m.parameters(recurse=False))}
 
-    Grouped and depthwise convs are included (their weight is (C_out, C_in/groups, kH, kW)).
-    Raises ValueError when there is none, or when a weight is not finite.
+
+def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers of ``model`` to quantize, by qualified name, in registration order: every
+    ``nn.Linear``, ``nn.Conv1d/2d/3d`` and ``nn.ConvTranspose1d/2d/3d`` (:data:`QUANTIZABLE`).
+
+    Grouped and depthwise convs are included. Their weights are quantized per output channel in the
+    rows layout (:mod:`qevo_lite.quant.layout`; dimension 1 of a transposed conv's weight).
+    Any other module with a weight of dimension >= 2 (:func:`unquantized_weighted_modules`) stays in
+    float: one warning per call names them all.
+    Raises ValueError when there is no layer to quantize, or when a weight is not finite.
     """
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+    left = unquantized_weighted_modules(model)
+    listed = ", ".join(f"{n!r} ({type(m).__name__})" for n, m in left.items())
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no Conv2d or Linear layer to quantize.")
+        raise ValueError(f"{type(model).__name__} has no layer to quantize (nn.Linear, nn.Conv1d/2d/3d or "
+                         "nn.ConvTranspose1d/2d/3d)" + (f"; its other weighted modules: {listed}." if left else "."))
     for name, m in layers.items():
         if not torch.isfinite(m.weight).all():
             raise ValueError(f"Layer {name!r} has non-finite weights (NaN or inf); fix the model before quantizing.")
+    if left:
+        warnings.warn(f"Left in float, not quantized: {listed}. Only nn.Linear, nn.Conv1d/2d/3d and "
+                      "nn.ConvTranspose1d/2d/3d weights are quantized.", stacklevel=2)
     return layers

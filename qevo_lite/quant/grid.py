@@ -1,4 +1,4 @@
-"""Uniform (linear) quantization of conv and linear weights with nearest-neighbour rounding.
+"""Uniform (linear) quantization of linear, conv and transposed-conv weights with nearest-neighbour rounding.
 
 A weight ``w`` of a layer is stored as an integer *code* ``q`` on a grid
 ``qmin..qmax`` and decoded as ``w_hat = scale * (q - zero_point)``. Nearest rounding
@@ -17,7 +17,9 @@ Scale rules (``QuantConfig.scale_rule``):
 
 Asymmetric schemes use ``0 .. 2^b-1`` (narrow: ``0 .. 2^b-2``) over ``[min(w,0), max(w,0)]``
 (``mse`` shrinks that range by ``alpha``). Granularity is per tensor or per output
-channel (dimension 0 of the weight).
+channel: dimension 0 of the weight in the rows layout of :mod:`qevo_lite.quant.layout` (the weight
+itself for linear and conv layers; dimension 1, per group, of a transposed conv's weight). Codes and
+float weights are kept in that layout; :meth:`QuantState.apply` converts back to each module's own.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from .fold import quantizable_layers
+from .layout import from_rows, to_rows
 
 SCALE_RULES = ("maxabs_full", "maxabs_narrow", "mse")
 SCHEMES = ("symmetric", "asymmetric")
@@ -93,7 +96,7 @@ def quantize_tensor(w: torch.Tensor, cfg: QuantConfig):
     """Nearest-neighbour quantization of one weight tensor.
 
     Args:
-        w: float weight, (C_out, ...) for conv/linear.
+        w: float weight in the rows layout (:mod:`qevo_lite.quant.layout`): (C_out, ...).
         cfg: the quantization settings.
     Returns:
         ``(codes, scale, zero_point)``: int16 codes shaped like ``w``; float32 scale and
@@ -127,11 +130,13 @@ class LayerQuant:
     """The quantized state of one layer.
 
     Attributes:
-        codes: int16, same shape as the weight, values in ``qmin..qmax``.
+        codes: int16, values in ``qmin..qmax``, shaped like the weight in the rows layout of
+            :mod:`qevo_lite.quant.layout` (dimension 0 = output channel; for a transposed conv
+            (C_out, C_in/groups, *k), not the module's (C_in, C_out/groups, *k)).
         scale: float32 (R,), R = output channels (per channel) or 1 (per tensor), in weight units per code.
         zero_point: int16 (R,).
         qmin, qmax: the code grid.
-        weight: the float32 weight the codes were rounded from (kept for residuals; not exported).
+        weight: the float32 weight the codes were rounded from, rows layout (kept for residuals; not exported).
     """
 
     codes: torch.Tensor
@@ -149,7 +154,7 @@ class LayerQuant:
         return self.scale.reshape(self._bshape()).expand(self.codes.shape)
 
     def dequantize(self) -> torch.Tensor:
-        """Float weight ``scale * (codes - zero_point)``, shaped like the codes."""
+        """Float weight ``scale * (codes - zero_point)``, shaped like the codes (rows layout)."""
         zp = self.zero_point.reshape(self._bshape()).float()
         return self.scale.reshape(self._bshape()) * (self.codes.float() - zp)
 
@@ -169,7 +174,8 @@ class LayerQuant:
 
 @dataclass
 class QuantState:
-    """A quantized model as data: one :class:`LayerQuant` per Conv2d/Linear, by qualified module name."""
+    """A quantized model as data: one :class:`LayerQuant` per quantized layer (see
+    :func:`~qevo_lite.quant.fold.quantizable_layers`), by qualified module name."""
 
     config: QuantConfig
     layers: dict[str, LayerQuant] = field(default_factory=dict)
@@ -191,11 +197,12 @@ class QuantState:
                                                       lq.qmax, lq.weight) for n, lq in self.layers.items()})
 
     def apply(self, model: nn.Module) -> nn.Module:
-        """Write the decoded weights into ``model`` in place (biases untouched) and return it."""
+        """Write the decoded weights into ``model`` in place, each in its module's layout (biases
+        untouched), and return it."""
         with torch.no_grad():
             for name, lq in self.layers.items():
-                weight = model.get_submodule(name).weight
-                weight.copy_(lq.dequantize().to(weight.device, weight.dtype))
+                module = model.get_submodule(name)
+                module.weight.copy_(from_rows(lq.dequantize(), module).to(module.weight.device, module.weight.dtype))
         return model
 
     def to_model(self, model: nn.Module) -> nn.Module:
@@ -211,7 +218,8 @@ class QuantState:
 
 
 def quantize_model(model: nn.Module, config: QuantConfig | None = None, **kwargs) -> QuantState:
-    """Nearest-rounding quantization of every Conv2d/Linear weight of ``model`` (not modified).
+    """Nearest-rounding quantization of every Linear, Conv1d/2d/3d and ConvTranspose1d/2d/3d weight of
+    ``model`` (not modified; other weighted modules stay in float, with a warning).
 
     Pass a :class:`QuantConfig` or its fields as keywords (``bits=3, scale_rule="mse"``).
     Fold batch-norm first (:func:`qevo_lite.quant.fold.fold_batchnorm`).
@@ -223,7 +231,7 @@ def quantize_model(model: nn.Module, config: QuantConfig | None = None, **kwargs
     state = QuantState(config)
     qmin, qmax = config.grid()
     for name, module in quantizable_layers(model).items():
-        w = module.weight.detach().float().cpu()
+        w = to_rows(module.weight.detach().float().cpu(), module)
         codes, scale, zp = quantize_tensor(w, config)
         state.layers[name] = LayerQuant(codes, scale, zp, qmin, qmax, w.clone())
     return state

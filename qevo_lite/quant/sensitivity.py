@@ -9,6 +9,7 @@ from torch import nn
 from ..core.data import Split
 from ..core.evaluate import evaluate
 from .grid import QuantState
+from .layout import from_rows
 
 
 def layer_sensitivity(fmodel: nn.Module, state: QuantState, search: Split, score=None) -> dict:
@@ -22,10 +23,11 @@ def layer_sensitivity(fmodel: nn.Module, state: QuantState, search: Split, score
     model = copy.deepcopy(fmodel)
     out = {}
     for name, lq in state.layers.items():
-        weight = model.get_submodule(name).weight
+        module = model.get_submodule(name)
+        weight = module.weight
         original = weight.detach().clone()
         with torch.no_grad():
-            weight.copy_(lq.dequantize().to(weight))
+            weight.copy_(from_rows(lq.dequantize(), module).to(weight))
         out[name] = score(model, search) - base
         with torch.no_grad():
             weight.copy_(original)
