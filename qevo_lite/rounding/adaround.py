@@ -6,7 +6,8 @@ to the rectified sigmoid ``h(v) = clamp(sigmoid(v) (zeta - gamma) + gamma, 0, 1)
 gamma = -0.1) of a free variable ``v`` per weight, and minimises, layer by layer, the output error against
 the FP32 layer plus a regulariser that pushes every ``h`` to 0 or 1:
 
-    mean over images of ||f(x; W_soft) - y||^2 + lambda * sum over weights of (1 - |2 h(v) - 1|^beta),
+    mean over images and positions of ||f(x; W_soft) - y||^2 (summed over output channels)
+    + lambda * sum over weights of (1 - |2 h(v) - 1|^beta),
 
 with ``beta`` decaying linearly from 20 to 2 after a warm-up (the first 20% of the steps) without the
 regulariser. At the end ``h`` is rounded
@@ -22,6 +23,7 @@ from torch.func import functional_call
 
 from ..core.data import Split
 from ..quant.grid import QuantState
+from ..quant.layout import from_rows
 from .layers import grid_of, layer_by_layer
 
 ZETA, GAMMA = 1.1, -0.1
@@ -36,7 +38,7 @@ def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor,
                    qmin: int, qmax: int, inputs: torch.Tensor, targets: torch.Tensor, steps: int = 1000,
                    batch_size: int = 64, lam: float = 0.01, beta: tuple = (20.0, 2.0), warmup: float = 0.2,
                    lr: float = 1e-3, generator: torch.Generator | None = None) -> torch.Tensor:
-    """AdaRound codes of one layer (shaped like ``weight``). ``scale`` and ``zero_point`` are broadcast to
+    """AdaRound codes of one layer (shaped like ``weight``, rows layout: dim 0 = output channel). ``scale`` and ``zero_point`` are broadcast to
     the weight's shape; ``inputs`` (N, ...) and ``targets`` (N, ...) the layer's captured inputs and FP32
     outputs; each step uses ``batch_size`` of them drawn with ``generator``."""
     w = weight.detach().float()
@@ -50,9 +52,9 @@ def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor,
     for step in range(steps):
         idx = torch.randint(len(inputs), (min(batch_size, len(inputs)),), generator=g)
         codes = torch.clamp(base + rectified_sigmoid(v), qmin, qmax)
-        params = {"weight": scale * (codes - zero_point)} | ({"bias": bias} if bias is not None else {})
+        params = {"weight": from_rows(scale * (codes - zero_point), module)} | ({"bias": bias} if bias is not None else {})
         out = functional_call(module, params, (inputs[idx],))
-        loss = (out - targets[idx]).pow(2).flatten(1).sum(1).mean()
+        loss = (out - targets[idx]).pow(2).sum(1).mean()   # sum over channels, mean over images and positions
         if step >= start:
             b = beta[0] + (beta[1] - beta[0]) * (step - start) / max(1, steps - start)
             loss = loss + lam * (1 - (2 * rectified_sigmoid(v) - 1).abs().pow(b)).sum()
