@@ -14,27 +14,20 @@ Here the grid is the state's: scale and zero point per output channel stay fixed
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.data import Split
+from ..evaluators.quadratic import unfolded_inputs
 from ..quant.grid import QuantState
+from ..quant.layout import rows_shape
 from .layers import grid_of, layer_by_layer
 
 
 def input_hessian(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """``H = X X^T / P`` per group, (groups, K, K): ``X`` the layer's unfolded inputs (Conv2d) or the inputs
-    themselves (Linear; leading dimensions flattened)."""
-    x = inputs.double()
-    if isinstance(module, nn.Conv2d):
-        g = module.groups
-        cols = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)   # (N, C*kh*kw, L)
-        cols = cols.transpose(0, 1).reshape(g, -1, cols.shape[0] * cols.shape[2])              # (g, K, N*L)
-    elif isinstance(module, nn.Linear):
-        cols = x.reshape(-1, x.shape[-1]).T.unsqueeze(0)                                       # (1, K, N)
-    else:
-        raise TypeError(f"GPTQ here handles Conv2d and Linear layers, not {type(module).__name__}.")
-    return cols @ cols.transpose(1, 2) / cols.shape[-1]
+    """``H = X X^T / P`` per group, (groups, K, K), in float64: ``X`` the layer's unfolded inputs
+    (:func:`~qevo_lite.evaluators.quadratic.unfolded_inputs`: any Linear, Conv or ConvTranspose layer)."""
+    x = unfolded_inputs(module, inputs.double(), rows_shape(module.weight.shape, module))
+    return x @ x.transpose(1, 2) / x.shape[-1]
 
 
 def gptq_codes(weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
@@ -60,7 +53,8 @@ def gptq_codes(weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tens
 
 def gptq(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 256, damp: float = 0.01) -> QuantState:
     """The state with every layer's codes chosen by GPTQ on ``samples`` search images (layers in graph
-    order, inputs from the already-rounded layers before). Conv2d (grouped too) and Linear layers."""
+    order, inputs from the already-rounded layers before). Linear, Conv and ConvTranspose layers (grouped
+    too)."""
     x = search.x[:samples]
 
     def choose(name, module, inputs, targets, codes):
