@@ -34,7 +34,8 @@ def one_thread():
 
 def tiny_profile(**kw):
     base = dict(name="fast", task="autoencoder", dataset="digits", models={"ae": ae.ARCH}, bits=(2, 8), seeds=(0, 1),
-                search_size=64, test_size=120, local_samples=32, local_evaluations=8, local_moves=2, budget=8, lam=4,
+                search_size=64, test_size=120, local_samples=32, local_method="sampled", local_evaluations=8, local_moves=2,
+                peers=(), budget=8, lam=4,
                 report_every=1, es_bits=None, min_rise_percent=2.0, extra_granularities=("per_tensor",),
                 options={"normal_classes": (0, 1, 2, 3, 4)})
     base.update(kw)
@@ -180,7 +181,7 @@ def test_run_task_writes_json_markdown_and_figures(first):
     rows = {r["bits"]: r for r in saved["summary"]}
     assert rows[2]["es_run"] and rows[2]["es_test_mse_std"] >= 0 and not rows[8]["es_run"]
     md = (out / "results.md").read_text()
-    assert md.startswith("## Autoencoder") and "| conv_autoencoder | W2 | ES (local + global) |" in md
+    assert md.startswith("## Autoencoder") and "| conv_autoencoder | W2 | ES from RTN (local + global) |" in md
     assert res["figures"] and all((out / f).stat().st_size > 1000 for f in res["figures"])
     assert all(f"]({f})" in md for f in res["figures"])
     assert "conv_autoencoder_W2_reconstructions.png" in res["figures"]

@@ -141,7 +141,7 @@ def test_run_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(det_data, "_SPLITS_CACHE", {})
     out, ck = tmp_path / "out", tmp_path / "pretrained"
     prof = get_profile("detection", "fast", dataset="glyph_boxes_digits", models={"vgg": "det_vgg_small"}, bits=[2],
-                       seeds=[0], budget=4, search_size=16, test_size=16, local_evaluations=2, local_samples=8,
+                       seeds=[0], budget=4, search_size=16, test_size=16, local_method="sampled", local_evaluations=2, local_samples=8, peers=[],
                        min_drop_points=-100.0, train_epochs=1, lam=4,
                        options={**D.PROFILES["fast"].options, "compare_budget": 4})
     ctx = Context(D.TASK, prof, device="cpu", checkpoint_dir=ck)
@@ -156,7 +156,7 @@ def test_run_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert cell["gain_map"] == pytest.approx(cell["es_test_map"] - cell["rtn_test_map"])
     assert res["comparison"]["loss"]["test_map50"] == data["comparisons"][0]["loss"]["test_map50"]
     md = (out / "results.md").read_text()
-    assert md.startswith("## Detection") and "| det_vgg_small | W2 | ES (local + global) |" in md
+    assert md.startswith("## Detection") and "| det_vgg_small | W2 | ES from RTN (local + global) |" in md
     assert "Fitness comparison" in md
     assert "detection_W2_boxes.png" in res["figures"] and "det_vgg_small_map_vs_bits.png" in res["figures"]
     for f in res["figures"]:

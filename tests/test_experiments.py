@@ -27,8 +27,8 @@ KEY = "classification/vgg_small/W{}/seed{}"
 
 def tiny_profile(**kw):
     base = dict(name="fast", task="classification", dataset="digits", models={"vgg": "vgg_small"}, bits=(2, 8),
-                seeds=(0, 1), search_size=96, test_size=150, local_samples=32, local_evaluations=8, local_moves=2,
-                budget=8, lam=4, report_every=1)
+                seeds=(0, 1), search_size=96, test_size=150, local_samples=32, local_method="sampled", local_evaluations=8,
+                local_moves=2, peers=(), budget=8, lam=4, report_every=1)
     base.update(kw)
     return Profile(**base)
 
@@ -96,7 +96,7 @@ def test_run_task_writes_json_markdown_codes_and_figures(first):
     assert set(saved["checks"]["vgg_small"]) >= {"target_bits", "gap_recovered", "target_met",
                                                  "es_within_noise_of_rtn_or_above"}
     md = (out / "results.md").read_text()
-    assert "| vgg_small | W2 | ES (local + global) |" in md and "| vgg_small | W8 | RTN per-channel (" in md
+    assert "| vgg_small | W2 | ES from RTN (local + global) |" in md and "| vgg_small | W8 | RTN per-channel (" in md
     assert "gap recovered" in md
     for f in ("vgg_small_accuracy_vs_bits.png", "vgg_small_W2_curves.png", "vgg_small_W2_moved.png"):
         assert (out / f).stat().st_size > 1000 and f in saved["figures"]
@@ -230,7 +230,7 @@ def test_full_profile_path_on_an_image_folder_stand_in(tmp_path, capsys):
     assert cell["test_images"] == 40 and cell["search_images"] == 24
     assert list((out / "pretrained").glob("resnet20-folder*.pt"))          # trained there, not in data/
     text = capsys.readouterr().out
-    assert "| resnet20 | W2 | ES (local + global) |" in text and "results.json" in text
+    assert "| resnet20 | W2 | ES from RTN (local + global) |" in text and "results.json" in text
 
 
 def test_cli_rejects_unknown_experiment_and_bad_numbers(capsys):
@@ -275,3 +275,28 @@ def test_corrupt_results_json_is_named_and_left_untouched(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and str(bad) in err and "not valid JSON" in err and "line 1" in err
     assert bad.read_text() == '{"cells": {oops'
+
+
+def test_peers_and_the_es_from_their_codes_fill_the_table(tmp_path, ckpt):
+    """Quadratic local stage + both peers: every method's held-out numbers and times are in the cell, the
+    summary averages them over the seeds, the table has one line per method and the targets are computed."""
+    res = run(tmp_path, ckpt, bits=(2,), local_method="quadratic", local_generations=30, local_samples=32,
+              peers=("gptq", "adaround"), adaround_steps=20)
+    cell = res["cells"][KEY.format(2, 0)]
+    for peer in ("gptq", "adaround"):
+        assert {f"{peer}_test_accuracy", f"{peer}_search_accuracy", f"{peer}_seconds", f"es_{peer}_test_accuracy",
+                f"es_{peer}_seconds", f"es_{peer}_moved_share", f"gain_over_{peer}_accuracy"} <= set(cell)
+        assert cell[f"gain_over_{peer}_accuracy"] == pytest.approx(cell[f"es_{peer}_test_accuracy"]
+                                                                   - cell[f"{peer}_test_accuracy"])
+    assert cell["local_method"] == "quadratic" and cell["local_evaluations"] > 0
+    a, b = (res["cells"][KEY.format(2, s)]["adaround_test_accuracy"] for s in (0, 1))
+    row = res["summary"][0]
+    assert row["adaround_test_accuracy"] == pytest.approx((a + b) / 2)
+    assert row["gptq_test_accuracy_std"] == 0.0          # GPTQ is deterministic: one run serves every seed
+    md = (tmp_path / "results.md").read_text()
+    for label in ("ES from RTN (local + global)", "GPTQ", "ES from GPTQ", "AdaRound", "ES from AdaRound"):
+        assert f"| vgg_small | W2 | {label} |" in md
+    targets = res["peer_targets"]
+    assert [(t["arch"], t["bits"]) for t in targets] == [("vgg_small", 2)]
+    assert targets[0]["time_ratio"] == pytest.approx(row["wall_seconds"] / row["adaround_seconds"])
+    assert "target (i)" in md

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,9 +23,11 @@ from ..core.io import save_torch
 from ..evaluators.base import Codes
 from ..evaluators.incremental import IncrementalEvaluator
 from ..evaluators.layerwise import LayerwiseEvaluator
+from ..evaluators.quadratic import LayerQuadratic, NotQuadratic
 from ..quant.grid import QuantState
 from ..rounding.layers import layer_by_layer
 from .engine import ESConfig, run_es
+from .quadratic import evolve_layer
 
 
 @contextmanager
@@ -63,18 +66,20 @@ def run_layerwise(fmodel: nn.Module, state: QuantState, search: Split, config, s
 
 
 def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int, p: float, local_moves: int | None,
-                samples: int, seed: int, checkpoint: Path | None = None, threads: int | None = 1) -> tuple:
+                samples: int, seed: int, checkpoint: Path | None = None, threads: int | None = 1,
+                start: Codes | None = None) -> tuple:
     """Layer-wise (local) ES, one layer at a time in graph order, each on its layer-output MSE against the
     FP32 layer (:func:`run_layerwise`). Works for any task: it only needs the float
     model, the RTN state and search inputs ``search.x``.
 
     ``evaluations`` per layer; a mutation moves ``local_moves`` weights of the layer on average (rate
-    ``local_moves / layer size``; None: rate ``p``), adapted by the 1/5 rule. ``checkpoint``: a file the
+    ``local_moves / layer size``; None: rate ``p``), adapted by the 1/5 rule; from ``start`` codes (default
+    RTN's). ``checkpoint``: a file the
     codes are saved to after each layer, so an interrupted run resumes between layers. ``threads``: CPU
     threads during the stage (many tiny operations). Returns ``(codes, per-layer log, seconds)``; raises
     KeyboardInterrupt when a layer was interrupted (after saving the layers before it).
     """
-    codes, log, seconds, done = rtn_state.codes(), [], 0.0, 0
+    codes, log, seconds, done = dict(start if start is not None else rtn_state.codes()), [], 0.0, 0
     if checkpoint is not None and checkpoint.exists():
         ck = torch.load(checkpoint, weights_only=False)
         codes, log, seconds, done = ck["codes"], ck["log"], ck["seconds"], ck["done"]
@@ -93,6 +98,46 @@ def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int,
         log += layer_log
         if checkpoint is not None:
             save_torch({"codes": codes, "log": log, "seconds": seconds, "done": i + 1}, checkpoint)
+    return codes, log, seconds
+
+
+def quadratic_stage(fmodel, rtn_state, search: Split, start: Codes | None = None, *, samples: int = 1024,
+                    generations: int = 2000, lam: int = 16, topk: int = 32, patience: int = 100, seed: int = 0,
+                    checkpoint: Path | None = None, threads: int | None = 1) -> tuple:
+    """The local stage on the exact quadratic fitness (:mod:`qevo_lite.es.quadratic`): layer by layer in graph
+    order, each layer's inputs from the model whose earlier layers are already evolved, targets from the FP32
+    model, on ``samples`` search images; from ``start`` codes (default: RTN's; e.g. a peer's codes).
+
+    A layer the quadratic form cannot describe (:class:`~qevo_lite.evaluators.quadratic.NotQuadratic`) keeps
+    its codes, with one warning naming it (the global stage still moves it). ``checkpoint``: the codes are
+    saved after each layer, so an interrupted run resumes between layers. Returns ``(codes, per-layer log,
+    seconds)``."""
+    codes, log, seconds, done = dict(start if start is not None else rtn_state.codes()), [], 0.0, 0
+    if checkpoint is not None and checkpoint.exists():
+        ck = torch.load(checkpoint, weights_only=False)
+        codes, log, seconds, done = ck["codes"], ck["log"], ck["seconds"], ck["done"]
+    names, skipped = list(rtn_state.layers), []
+
+    def evolve(name, module, inputs, targets, current):
+        try:
+            q = LayerQuadratic(module, rtn_state.layers[name], inputs, targets, current[name])
+        except NotQuadratic:
+            skipped.append(name)
+            return current[name]
+        entry = evolve_layer(q, generations, lam, topk, patience, seed=seed * 1009 + names.index(name))
+        log.append({"layer": name, **entry})
+        return q.codes_like_layer()
+
+    for i in range(done, len(names)):
+        t0 = time.perf_counter()
+        with torch_threads(threads):
+            codes = layer_by_layer(fmodel, rtn_state, search.x[:samples], evolve, [names[i]], codes)
+        seconds += time.perf_counter() - t0
+        if checkpoint is not None:
+            save_torch({"codes": codes, "log": log, "seconds": seconds, "done": i + 1}, checkpoint)
+    if skipped:
+        warnings.warn(f"The quadratic local fitness does not describe {skipped}: their codes were left as they "
+                      "were for the global stage.", stacklevel=2)
     return codes, log, seconds
 
 

@@ -6,10 +6,14 @@
 2. nearest rounding (RTN) on the profile's grid with the scale rule of lowest search loss (the
    baseline), and on the profile's extra grids (e.g. per tensor);
 3. unless the task says RTN is close enough to FP32 (:meth:`Task.es_skip_reason`), the ES in two
-   stages: *local* (layer by layer on the layer-output MSE, :func:`~qevo_lite.es.stages.local_stage`;
-   skipped when the profile's ``local_evaluations`` is 0), then *global* (a (1+lambda) ES on the task's
-   per-sample loss over the search split, :func:`~qevo_lite.es.stages.global_stage`), with held-out
-   numbers at reporting points only (never used for selection);
+   stages: *local* (layer by layer on the layer-output error, by default the per-channel ES on its exact
+   quadratic form, :func:`~qevo_lite.es.stages.quadratic_stage`; skipped when the profile has no local
+   stage), then *global* (a (1+lambda) ES on the task's per-sample loss over the search split,
+   :func:`~qevo_lite.es.stages.global_stage`), with held-out numbers at reporting points only (never used
+   for selection);
+   and the profile's rounding peers (GPTQ, AdaRound: ``<peer>_<split>_<metric>``, ``<peer>_seconds``), each
+   also as the start of both ES stages (``es_<peer>_<split>_<metric>``, ``es_<peer>_seconds``: the ES's
+   own time, without the peer's);
 4. the final search and held-out numbers, the improvement over RTN per metric (``gain_<metric>``,
    positive = better), the share of the RTN->FP32 gap recovered (headline metric), evaluations, wall
    time and where the weights moved.
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..es.stages import global_stage, local_stage
+from ..es.stages import global_stage, local_stage, quadratic_stage
 from .moved import moved_analysis
 
 
@@ -67,6 +71,66 @@ def _improvements(task, out: dict) -> dict:
     return res
 
 
+def _local(ctx, fmodel, rtn_state, start, seed: int, checkpoint):
+    """The local stage of the profile's kind from codes ``start``: ``(codes, log, seconds)``."""
+    p = ctx.profile
+    if not p.has_local_stage:
+        return dict(start), [], 0.0
+    if p.local_method == "quadratic":
+        return quadratic_stage(fmodel, rtn_state, ctx.search, start, samples=p.local_samples,
+                               generations=p.local_generations, lam=p.local_lam, topk=p.local_topk,
+                               patience=p.local_patience, seed=seed, checkpoint=checkpoint, threads=ctx.local_threads)
+    return local_stage(fmodel, rtn_state, ctx.search, evaluations=p.local_evaluations, lam=p.lam, p=p.p,
+                       local_moves=p.local_moves, samples=p.local_samples, seed=seed, checkpoint=checkpoint,
+                       threads=ctx.local_threads, start=start)
+
+
+def _evolve(ctx, arch: str, bits: int, seed: int, start, files, progress: bool, report: bool):
+    """Both ES stages from codes ``start``: ``(ESResult, local log, local seconds, start Evaluation of the
+    global stage, setup seconds)``."""
+    p, task = ctx.profile, ctx.task
+    fmodel, _ = ctx.model(arch)
+    rtn_state = ctx.rtn(arch, bits)["state"]
+    local_codes, local_log, local_seconds = _local(ctx, fmodel, rtn_state, start, seed, files[0])
+    reporter = (lambda m: ctx.evaluate(m, "test")) if report and p.report_every else None
+    result, start_eval, setup_seconds = global_stage(
+        fmodel, rtn_state, ctx.search, local_codes, budget=p.budget, lam=p.lam, p=p.p, seed=seed,
+        loss=task.es_loss, metric=task.es_metric, report=reporter, report_every=p.report_every or 1,
+        checkpoint=files[1], progress=progress)
+    return result, local_log, local_seconds, start_eval, setup_seconds
+
+
+def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> dict:
+    """Each peer's numbers and wall time, and the ES started from its codes (``es_<peer>_*``)."""
+    task, out = ctx.task, {}
+    head = task.metrics[0]
+    rtn_state = ctx.rtn(arch, bits)["state"]
+    fmodel, _ = ctx.model(arch)
+    for peer in ctx.profile.peers:
+        res = ctx.peer(arch, bits, peer, seed)
+        out[f"{peer}_seconds"] = res["seconds"]
+        for split in ("search", "test"):
+            out.update(_numbers(peer, res[split], split))
+        result, _, local_seconds, _, setup = _evolve(ctx, arch, bits, seed, res["state"].codes(),
+                                                    [f.with_name(f.name.replace(".pt", f"-{peer}.pt")) if f else None
+                                                     for f in files], progress, report=False)
+        model = result.state(rtn_state).to_model(fmodel)
+        prefix = f"es_{peer}"
+        out.update(_numbers(prefix, ctx.evaluate(model, "search"), "search"))
+        out.update(_numbers(prefix, ctx.evaluate(model, "test"), "test"))
+        out[f"{prefix}_seconds"] = local_seconds + result.seconds + setup
+        out[f"{prefix}_moved_share"] = sum(rtn_state.with_codes(res["state"].codes()).moved(result.state(rtn_state)).values()) \
+            / rtn_state.num_weights
+        out[f"gain_over_{peer}_{head.key}"] = head.improvement(out[f"{prefix}_test_{head.key}"],
+                                                              out[f"{peer}_test_{head.key}"])
+    for f in files:
+        for peer in ctx.profile.peers:
+            g = f.with_name(f.name.replace(".pt", f"-{peer}.pt")) if f else None
+            if g is not None and g.exists():
+                g.unlink()
+    return out
+
+
 def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | None = None,
              progress: bool = False) -> tuple[dict, dict | None]:
     """Run one (arch, bits, seed) cell of ``ctx``'s task (see the module docstring).
@@ -86,25 +150,14 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     stem = cell_stem(task.name, arch, bits, seed)
     files = [ck / f"{stem}-{stage}.pt" if ck else None for stage in ("local", "global")]
 
-    if p.local_evaluations > 0:
-        local_codes, local_log, local_seconds = local_stage(
-            fmodel, rtn_state, ctx.search, evaluations=p.local_evaluations, lam=p.lam, p=p.p,
-            local_moves=p.local_moves, samples=p.local_samples, seed=seed, checkpoint=files[0],
-            threads=ctx.local_threads)
-    else:  # no local stage: the global ES starts from the rounding baseline
-        local_codes, local_log, local_seconds = rtn_state.codes(), [], 0.0
-    report = (lambda m: ctx.evaluate(m, "test")) if p.report_every else None
-    result, start_eval, setup_seconds = global_stage(
-        fmodel, rtn_state, ctx.search, local_codes, budget=p.budget, lam=p.lam, p=p.p, seed=seed,
-        loss=task.es_loss, metric=task.es_metric, report=report, report_every=p.report_every or 1,
-        checkpoint=files[1], progress=progress)
-
+    result, local_log, local_seconds, start_eval, setup_seconds = _evolve(
+        ctx, arch, bits, seed, rtn_state.codes(), files, progress, report=True)
     es_state = result.state(rtn_state)
     es_model = es_state.to_model(fmodel)
     es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")
     local_evals = sum(e["evaluations"] for e in local_log)
-    out.update(es_run=True, local_search_loss=start_eval.fitness, local_evaluations=local_evals,
-               local_seconds=local_seconds,
+    out.update(es_run=True, local_method=p.local_method if p.has_local_stage else None,
+               local_search_loss=start_eval.fitness, local_evaluations=local_evals, local_seconds=local_seconds,
                local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log])
     if result.reports:
         out.update({f"local_test_{k}": v for k, v in result.reports[0].items() if k not in ("generation", "evaluations")})
@@ -119,6 +172,7 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
                  for h in result.history],
         reports=list(result.reports),
         moved=moved_analysis(rtn_state, es_state, ctx.sensitivity(arch, bits)))
+    out.update(_peer_columns(ctx, arch, bits, seed, files, progress))
     for f in files:
         if f is not None and f.exists():
             f.unlink()

@@ -2,6 +2,7 @@
 pretrained models, their FP32 numbers, the RTN baselines and the layer sensitivities."""
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from ..core.evaluate import default_device
 from ..quant.fold import fold_batchnorm
 from ..quant.rtn import best_rtn
 from ..quant.sensitivity import layer_sensitivity
+from ..rounding.adaround import adaround
+from ..rounding.gptq import gptq
 from .pretrained import load_pretrained
 
 # profile fields a cell's numbers do not depend on (the grid's coordinates and training settings)
@@ -41,7 +44,7 @@ class Context:
         self.download = download
         self.local_threads = local_threads if self.device.type == "cpu" else None
         self._splits = None
-        self._models, self._fp32, self._rtn, self._sensitivity = {}, {}, {}, {}
+        self._models, self._fp32, self._rtn, self._sensitivity, self._peers = {}, {}, {}, {}, {}
         self.es_codes: dict = {}   # (arch, bits, seed) -> evolved codes of the cells run in this session
 
     # -- data and models --------------------------------------------------------------------------
@@ -101,6 +104,28 @@ class Context:
                               "scores": {rule: v["loss"] for rule, v in res.scores.items()},
                               "search": self.evaluate(qmodel, "search"), "test": self.evaluate(qmodel, "test")}
         return self._rtn[key]
+
+    def peer(self, arch: str, bits: int, method: str, seed: int = 0) -> dict:
+        """A rounding peer's codes on the RTN grid ``{"state", "seconds", "search", "test"}``: ``gptq``
+        (deterministic: one run serves every seed) or ``adaround`` (``seed`` draws its batches). ``seconds``:
+        its wall time from the RTN state, layer captures included."""
+        key = (arch, bits, method, seed if method == "adaround" else 0)
+        if key not in self._peers:
+            fmodel, _ = self.model(arch)
+            rtn = self.rtn(arch, bits)["state"]
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                if method == "gptq":
+                    state = gptq(fmodel, rtn, self.search)
+                elif method == "adaround":
+                    state = adaround(fmodel, rtn, self.search, steps=self.profile.adaround_steps, seed=seed)
+                else:
+                    raise ValueError(f"Unknown rounding peer {method!r}; choose 'gptq' or 'adaround'.")
+            seconds = time.perf_counter() - t0
+            model = state.to_model(fmodel)
+            self._peers[key] = {"state": state, "seconds": seconds, "search": self.evaluate(model, "search"),
+                                "test": self.evaluate(model, "test")}
+        return self._peers[key]
 
     def sensitivity(self, arch: str, bits: int) -> dict:
         """``{layer: search-loss increase with only that layer quantized}`` on the RTN grid, most

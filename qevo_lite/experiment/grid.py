@@ -21,7 +21,7 @@ from ..core.io import jsonable, read_json, save_torch, write_json, write_text
 from .cell import cell_stem, run_cell
 from .context import Context
 from .figures import write_figures
-from .summary import checks, results_markdown, summarize
+from .summary import checks, peer_targets, results_markdown, summarize
 
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 
@@ -116,6 +116,7 @@ def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: 
     results = {**header, "cells": cells, "summary": summarize(cells, task), "search_images": len(ctx.search),
                "test_images": len(ctx.test), "cells_reused": reused}
     results["checks"] = checks(results["summary"], task)
+    results["peer_targets"] = peer_targets(results["summary"], task)
     results.update(task.extra(ctx, results, out, progress))
     results["seconds_this_run"] = time.perf_counter() - t0
     return jsonable(results)

@@ -39,9 +39,18 @@ class Profile(Overridable):
         search_size: images of the search split (the ES fitness set, held back from pretraining).
         test_size: held-out test images (None: the whole official test split).
         local_samples: search images whose layer inputs/outputs the local stage matches.
-        local_evaluations: local-stage evaluations per layer (0: no local stage).
-        local_moves: weights a local-stage mutation moves on average (rate ``local_moves / layer
+        local_method: ``quadratic`` (the per-channel ES on each layer's exact quadratic output error,
+            :mod:`qevo_lite.es.quadratic`) or ``sampled`` (the general ES on the same error, candidate by
+            candidate, :func:`qevo_lite.es.stages.run_layerwise`).
+        local_generations, local_lam, local_topk, local_patience: the quadratic local ES's generations per
+            layer (0: no local stage), offspring per channel, first moves drawn from the ``topk`` of best
+            predicted gain, and the generations without improvement after which a layer stops.
+        local_evaluations: the sampled local stage's evaluations per layer (0: no local stage).
+        local_moves: weights a sampled local-stage mutation moves on average (rate ``local_moves / layer
             size``, then adapted by the 1/5 rule); None: the rate ``p`` for every layer.
+        peers: the rounding methods run beside the ES (``gptq``, ``adaround``), each also as a start of the
+            ES, where the ES runs.
+        adaround_steps: AdaRound's Adam steps per layer (1,000 as in its paper; fewer only for tests).
         budget: global-stage evaluations per cell.
         lam: offspring per generation (both stages); p: initial share of a layer's weights moved.
         report_every: generations between held-out reports in the global stage (never used for
@@ -67,9 +76,16 @@ class Profile(Overridable):
     seeds: tuple = (0, 1, 2)
     search_size: int = 1024
     test_size: int | None = None
-    local_samples: int = 128
+    local_samples: int = 512
+    local_method: str = "quadratic"
+    local_generations: int = 2000
+    local_lam: int = 16
+    local_topk: int = 32
+    local_patience: int = 100
     local_evaluations: int = 200
     local_moves: int | None = 4
+    peers: tuple = ("gptq", "adaround")
+    adaround_steps: int = 1000
     budget: int = 64
     lam: int = 8
     p: float = 0.002
@@ -82,6 +98,18 @@ class Profile(Overridable):
     split_seed: int = 0
     train_epochs: int | None = None
     options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.local_method not in ("quadratic", "sampled"):
+            raise ValueError(f"local_method must be 'quadratic' or 'sampled', got {self.local_method!r}.")
+        unknown = set(self.peers) - {"gptq", "adaround"}
+        if unknown:
+            raise ValueError(f"Unknown peers {sorted(unknown)}; choose among 'gptq' and 'adaround'.")
+
+    @property
+    def has_local_stage(self) -> bool:
+        """Whether the ES starts with its local (layer-wise) stage."""
+        return (self.local_generations if self.local_method == "quadratic" else self.local_evaluations) > 0
 
     def option(self, key: str, default=None):
         """A task-specific setting from :attr:`options`."""

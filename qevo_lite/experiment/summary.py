@@ -7,13 +7,16 @@ measures the ES's own randomness).
 """
 from __future__ import annotations
 
+from functools import partial
+
 from ..core.stats import mean_std
 
 # cell keys that are the same for every seed of an (arch, bits) row
 _FIXED_PREFIXES = ("fp32_", "rtn_")
 # cell keys averaged over the seeds
-_ES_PREFIXES = ("es_", "local_", "gain_", "search_gain_")
+_ES_PREFIXES = ("es_", "local_", "gain_", "search_gain_", "gptq_", "adaround_")
 _ES_KEYS = ("evaluations", "global_evaluations", "wall_seconds", "global_seconds")
+PEER_LABELS = {"gptq": "GPTQ", "adaround": "AdaRound"}
 
 
 def _number(v) -> bool:
@@ -84,9 +87,10 @@ def _row(cells: list) -> str:
 
 
 def markdown_table(rows: list[dict], task, timing: bool = True) -> str:
-    """The held-out table: one line per (model, bits, method): FP32, RTN on each grid, the ES (local +
-    global, mean ± std over seeds). ``timing=False`` leaves out the wall time (for outputs that must be
-    deterministic)."""
+    """The held-out table: one line per (model, bits, method): FP32, RTN on each grid, the ES from RTN (local +
+    global), and each rounding peer (GPTQ, AdaRound) followed by the ES started from its codes; mean ± std over
+    the seeds. Wall time: end to end from the RTN state (an ES from a peer's codes includes the peer's time).
+    ``timing=False`` leaves out the wall time (for outputs that must be deterministic)."""
     ms, head = task.metrics, task.metrics[0]
     cols = (["model", "bits", "method"] + [f"test {m.label}" for m in ms] + [f"search {head.label}",
             f"gain vs RTN ({head.cost_unit})", "gap recovered", "evaluations (local + global)"]
@@ -109,19 +113,76 @@ def markdown_table(rows: list[dict], task, timing: bool = True) -> str:
                                 f"W{r['bits']}")))
         if not r["es_run"]:
             continue
-        gain = r[f"gain_{head.key}"]
-        gain_txt = (f"{head.scale * gain:+.{head.digits}f} ± {head.scale * r[f'gain_{head.key}_std']:.{head.digits}f}"
-                    if head.higher_is_better else
-                    f"{100 * gain / r[f'rtn_test_{head.key}']:+.1f}%")
-        cells = [r["arch"], f"W{r['bits']}", "ES (local + global)" if r.get("local_evaluations") else "ES (global)"]
-        cells += [m.fmt(r.get(f"es_test_{m.key}"), r.get(f"es_test_{m.key}_std")) for m in ms]
-        cells += [head.fmt(r.get(f"es_search_{head.key}"), r.get(f"es_search_{head.key}_std")), gain_txt,
-                  "-" if r["gap_recovered"] is None else f"{100 * r['gap_recovered']:.0f}%",
-                  f"{r['local_evaluations']:.0f} + {r['global_evaluations']:.0f}"]
-        cells += [f"{r['wall_seconds']:.0f}"] if timing else []
-        cells += [f"{100 * r['moved_share']:.2f}%", ",".join(str(s) for s in r["seeds"])]
-        lines.append(_row(cells))
+        local = "local + global" if r.get("local_method") or r.get("local_evaluations") else "global"
+        method = partial(_method_row, lines, r, ms, timing)
+        method("es", f"ES from RTN ({local})", r["wall_seconds"],
+               f"{r['local_evaluations']:.3g} + {r['global_evaluations']:.0f}", f"{100 * r['moved_share']:.2f}%")
+        for peer in [k.removesuffix("_seconds") for k in r if k.endswith("_seconds") and k.removesuffix("_seconds")
+                     in PEER_LABELS]:
+            name = PEER_LABELS[peer]
+            method(peer, name, r[f"{peer}_seconds"])
+            method(f"es_{peer}", f"ES from {name}", r[f"{peer}_seconds"] + r[f"es_{peer}_seconds"],
+                   moved=f"{100 * r[f'es_{peer}_moved_share']:.2f}% of {name}'s")
     return "\n".join(lines)
+
+
+def _method_row(lines, r, ms, timing, prefix, label, seconds, evaluations="-", moved="-"):
+    """Append the table line of method ``prefix`` (``es``, ``gptq``, ``es_gptq``, ...) of row ``r``."""
+    head = ms[0]
+    mean, std = r.get(f"{prefix}_test_{head.key}"), r.get(f"{prefix}_test_{head.key}_std")
+    gain = head.improvement(mean, r[f"rtn_test_{head.key}"])
+    gain_txt = (f"{head.scale * gain:+.{head.digits}f}" + (f" ± {head.scale * std:.{head.digits}f}" if std else "")
+                if head.higher_is_better else f"{100 * gain / r[f'rtn_test_{head.key}']:+.1f}%")
+    fp32_gap = head.improvement(r[f"fp32_test_{head.key}"], r[f"rtn_test_{head.key}"])
+    cells = [r["arch"], f"W{r['bits']}", label]
+    cells += [m.fmt(r.get(f"{prefix}_test_{m.key}"), r.get(f"{prefix}_test_{m.key}_std")) for m in ms]
+    cells += [head.fmt(r.get(f"{prefix}_search_{head.key}"), r.get(f"{prefix}_search_{head.key}_std")),
+              gain_txt, f"{100 * gain / fp32_gap:.0f}%" if fp32_gap > 0 else "-", evaluations]
+    cells += [f"{seconds:.0f}"] if timing else []
+    cells += [moved, ",".join(str(s) for s in r["seeds"])]
+    lines.append(_row(cells))
+
+
+def peer_targets(rows: list[dict], task) -> list[dict]:
+    """The peers issue's targets at every (model, bits) where RTN costs at least ``task.hurt`` and the ES and
+    AdaRound ran: (i) the ES from RTN beats AdaRound's held-out headline metric by more than the larger seed
+    std in at most half its wall time, or matches it (within that std) in at most a quarter; (ii) the global
+    stage adds a held-out gain beyond the seed std on top of the local stage (where the local stage's held-out
+    number was measured); (iii) the ES from each peer's codes against that peer."""
+    head, out = task.metrics[0], []
+    for r in rows:
+        if not r["es_run"] or "adaround_seconds" not in r or rtn_cost(r, task) < task.hurt:
+            continue
+        k = f"test_{head.key}"
+        std = max(r[f"es_{k}_std"], r[f"adaround_{k}_std"])
+        margin = head.improvement(r[f"es_{k}"], r[f"adaround_{k}"])
+        ratio = r["wall_seconds"] / r["adaround_seconds"]
+        local = r.get(f"local_{k}")
+        t = {"arch": r["arch"], "bits": r["bits"], "margin": margin, "std": std, "time_ratio": ratio,
+             "beats": margin > std and ratio <= 0.5, "matches": abs(margin) <= std and ratio <= 0.25,
+             "global_gain": None if local is None else head.improvement(r[f"es_{k}"], local),
+             "peers": {peer: head.improvement(r[f"es_{peer}_{k}"], r[f"{peer}_{k}"])
+                       for peer in PEER_LABELS if f"es_{peer}_{k}" in r}}
+        t["global_beyond_noise"] = None if local is None else t["global_gain"] > r[f"es_{k}_std"]
+        out.append(t)
+    return out
+
+
+def peer_targets_markdown(targets: list[dict], task) -> list[str]:
+    """:func:`peer_targets` as Markdown bullet lines (numbers in the headline metric's table units)."""
+    head = task.metrics[0]
+    unit = (lambda v: f"{head.scale * v:+.{head.digits}f}") if head.higher_is_better else \
+        (lambda v: f"{head.scale * v:+.{head.digits + 2}f}")
+    lines = []
+    for t in targets:
+        verdict = "met (beats)" if t["beats"] else "met (matches)" if t["matches"] else "not met"
+        glob = ("not measured" if t["global_gain"] is None else
+                f"{unit(t['global_gain'])} ({'beyond' if t['global_beyond_noise'] else 'within'} the seed std)")
+        peers = "; ".join(f"ES from {PEER_LABELS[p]} vs {PEER_LABELS[p]} {unit(v)}" for p, v in t["peers"].items())
+        lines.append(f"- {t['arch']} W{t['bits']}: ES from RTN vs AdaRound {unit(t['margin'])} (larger seed std "
+                     f"{head.scale * t['std']:.{head.digits + 1}f}) in {100 * t['time_ratio']:.0f}% of AdaRound's wall "
+                     f"time: target (i) {verdict}; global stage over local: {glob}; {peers}.")
+    return lines
 
 
 def _amount(value: float, unit: str) -> str:
@@ -152,6 +213,10 @@ def results_markdown(results: dict, task, timing: bool = True) -> str:
     lines = [f"## {task.title} (profile `{p['name']}`)", "", task.describe(results), "",
              markdown_table(results["summary"], task, timing), ""]
     lines += checks_markdown(results, task)
+    targets = peer_targets(results["summary"], task)
+    if targets:
+        lines += ["", "Against the peers (positive = the ES is better; wall times end to end from the RTN state, "
+                  "same machine and threads):", ""] + peer_targets_markdown(targets, task)
     lines += ["", "Noise: the seed-to-seed sample std of the ES's held-out result at that bit width (the data "
               "split and RTN are fixed, so it measures the ES's randomness).", ""]
     extra = task.extra_markdown(results)

@@ -51,6 +51,27 @@ class Metric:
         return "points" if self.higher_is_better else "%"
 
 
+def describe_es(p: dict, samples: str, loss: str) -> str:
+    """How a profile's ES and peers ran, in a sentence or two (for :meth:`Task.describe`); ``p`` the profile as
+    a dict, ``samples`` what the local stage's samples are (``images``), ``loss`` the global stage's loss."""
+    if p.get("local_method", "sampled") == "quadratic" and p.get("local_generations", 0) > 0:
+        local = (f"local stage: per output channel, a (1+{p['local_lam']}) ES on the layer's exact quadratic output "
+                 f"error over {p['local_samples']} {samples} (up to {p['local_generations']} generations per layer), "
+                 "layer by layer; then ")
+    elif p.get("local_evaluations", 0) > 0:
+        local = (f"local stage: {p['local_evaluations']} evaluations per layer on the layer-output MSE of "
+                 f"{p['local_samples']} {samples}; then ")
+    else:
+        local = ""
+    peers = p.get("peers", ())
+    peer_txt = (" Peers on the same grid: " + ", ".join({"gptq": "GPTQ (256 search " + samples + ", damping 0.01)",
+                "adaround": "AdaRound (1,000 Adam steps per layer, batch 64 of 1,024 search " + samples +
+                ", beta 20 -> 2, lambda 0.01; its seed draws the batches)"}[x] for x in peers) +
+                "; each is also the start of the same ES (\"ES from ...\"). Wall times are end to end from the RTN "
+                "state on one machine and thread setting.") if peers else ""
+    return (f"ES = {local}a global (1+{p['lam']}) ES with {p['budget']} evaluations on the search {loss}." + peer_txt)
+
+
 class Task:
     """The hooks of one task. Subclasses set the class attributes and override the methods that raise.
 

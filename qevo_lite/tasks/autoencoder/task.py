@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ...core.evaluate import default_device
 from ...core.train import train_loop
 from ...experiment.profile import Profile
-from ...experiment.task import Metric, Task
+from ...experiment.task import Metric, Task, describe_es
 from .data import DEFAULT_NORMAL_CLASSES, ae_splits
 from .metrics import ae_metrics, anomaly_scores, search_mse
 from .model import ARCH, LATENT_DIM, build_model
@@ -40,10 +40,10 @@ PROFILES = {
     # model, MSE 16x FP32's and AUROC below chance, so there is no detector left to preserve; at 3 bits RTN
     # doubles the MSE and costs 0.09 AUROC; at 4 bits it costs 17% MSE). full: wherever RTN hurts.
     "fast": Profile("fast", "autoencoder", "fashion_mnist", {"ae": ARCH}, search_size=1024, test_size=2000,
-                    local_samples=128, local_evaluations=500, budget=96, report_every=4, min_rise_percent=2.0,
+                    local_samples=512, budget=96, report_every=4, min_rise_percent=2.0,
                     es_bits=(3, 4), options=_OPTIONS),
     "full": Profile("full", "autoencoder", "fashion_mnist", {"ae": ARCH}, seeds=(0, 1, 2, 3, 4), search_size=2048,
-                    test_size=None, local_samples=512, local_evaluations=1000, budget=2000, report_every=25,
+                    test_size=None, local_samples=1024, budget=2000, report_every=25,
                     min_rise_percent=2.0, options=_OPTIONS),
 }
 
@@ -127,9 +127,8 @@ class AutoencoderTask(Task):
                 "test images (MSE and PSNR on their normal-class images; AUROC on all, anomalies = the other "
                 "classes). MSE is per pixel on the normalised scale the model reconstructs; PSNR (dB) on the [0, 1] "
                 "pixel scale; AUROC by scikit-learn. RTN = nearest rounding with the scale rule of lowest search "
-                f"MSE. ES = local layer-wise ES ({p['local_evaluations']} evaluations per layer on {p['local_samples']} "
-                f"images) then global (1+{p['lam']}) ES ({p['budget']} evaluations on the search MSE, early "
-                f"rejection), run where RTN raises the search MSE by at least {p['min_rise_percent']:g}%{es_bits}; "
+                "MSE. " + describe_es(p, "images", "MSE") + " The ES and the peers run where "
+                f"RTN raises the search MSE by at least {p['min_rise_percent']:g}%{es_bits}; "
                 "mean ± sample std over seeds. Gain vs RTN: the held-out MSE's relative reduction. Gap recovered = "
                 "(RTN MSE - ES MSE) / (RTN MSE - FP32 MSE), held-out.")
 

@@ -15,7 +15,7 @@ from ...core.evaluate import default_device, evaluate
 from ...core.models import ARCHITECTURES, build_model
 from ...core.train import train_classifier
 from ...experiment.profile import Profile
-from ...experiment.task import Metric, Task
+from ...experiment.task import Metric, Task, describe_es
 
 # Training recipes of the committed checkpoints (epochs chosen to train in ~2 minutes on 2 CPU cores).
 RECIPES = {
@@ -30,11 +30,11 @@ DEFAULT_RECIPE = {"epochs": 3, "lr": 3e-3}
 
 PROFILES = {
     "fast": Profile("fast", "classification", "fashion_mnist", {"vgg": "vgg_small", "resnet": "resnet_small"},
-                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=1024, test_size=5000, local_samples=128,
-                    local_evaluations=200, budget=64, report_every=2, min_drop_points=0.5),
+                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=1024, test_size=5000, local_samples=512,
+                    budget=64, report_every=2, min_drop_points=0.5),
     "full": Profile("full", "classification", "cifar10", {"vgg": "vgg11", "resnet": "resnet20"},
-                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=4096, test_size=None, local_samples=512,
-                    local_evaluations=1000, budget=2000, report_every=25, min_drop_points=0.5),
+                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=4096, test_size=None, local_samples=1024,
+                    budget=2000, report_every=25, min_drop_points=0.5),
 }
 
 
@@ -79,14 +79,12 @@ class ClassificationTask(Task):
 
     def describe(self, results: dict) -> str:
         p = results["profile"]
-        local = (f"local layer-wise ES ({p['local_evaluations']} evaluations per layer on the layer-output MSE of "
-                 f"{p['local_samples']} images), then global " if p["local_evaluations"] else "global ")
         return (f"Dataset `{p['dataset']}`; search split {p['search_size']} images (the ES fitness set, held back "
                 f"from pretraining); held-out test {results.get('test_images', '?')} images (reported only, never "
                 "used to select). Accuracies in %, the ES as mean ± sample std over the seeds. RTN = nearest "
-                "rounding with the scale rule of lowest search loss. ES = " + local +
-                f"(1+{p['lam']}) ES ({p['budget']} evaluations on the search cross-entropy, early rejection), run "
-                f"where RTN is at least {p['min_drop_points']:g} points below FP32 on the search split. Gap "
+                "rounding with the scale rule of lowest search loss. " + describe_es(p, "images", "cross-entropy") +
+                f" The ES and the peers run where RTN is at least {p['min_drop_points']:g} points below FP32 on the "
+                "search split. Gap "
                 "recovered = (ES test - RTN test) / (FP32 test - RTN test). Weights moved = share of codes that "
                 "differ from RTN.")
 
