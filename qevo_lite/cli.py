@@ -64,11 +64,17 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     """Evaluations per second: naive vs fast evaluator (one process, same load)."""
-    from .bench import bench_model, format_bench
+    from .bench import bench_local, bench_model, format_bench, format_bench_local
+    archs = args.models.split(",")
+    local = [bench_local(arch, bits=args.bits) for arch in archs]
+    print("Local evaluators (one layer, identical candidate sets of 2 code moves):\n")
+    print(format_bench_local(local))
+    print("\nGlobal evaluators (the whole network on the search split):\n")
     results = [bench_model(arch, bits=args.bits, generations=args.generations, lam=args.lam,
-                           search_size=args.search_size) for arch in args.models.split(",")]
+                           search_size=args.search_size) for arch in archs]
     print(format_bench(results))
     ok = all(r["same_fitness_values"] and r["same_trajectory"] for r in results)
+    ok = ok and all(d <= 1e-5 for r in local for d in r["max_rel_diff"].values())
     return 0 if ok else 1
 
 
@@ -173,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/demo")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="evaluations/s of the naive vs the fast evaluator, and their equivalence")
+    p = sub.add_parser("bench", help="evaluations/s of the local evaluators (quadratic vs sparse vs dense) and of the naive vs "
+                       "the fast global evaluator, and their equivalence")
     p.add_argument("--models", default="vgg_small,resnet_small")
     p.add_argument("--bits", type=int, default=2)
     p.add_argument("--generations", type=int, default=25)
