@@ -6,6 +6,7 @@ the evolved codes; see :mod:`qevo_lite.experiment.grid`), and ``out/results.md``
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 from .core.io import write_text
@@ -38,7 +39,9 @@ def reproduce(experiments=("all",), profile: str | None = "fast", out: str | Pat
               **overrides) -> dict:
     """Run experiments headless into ``out`` and resume from what it already holds. ``overrides`` are
     :class:`~qevo_lite.experiment.profile.Profile` fields (``bits``, ``seeds``, ``budget``, ``dataset``, ...)
-    applied to every task (``dataset`` to classification only). Returns ``{task: results dict}``."""
+    applied to every task (``dataset`` to classification only). A task that cannot run the profile
+    (:meth:`~qevo_lite.experiment.task.Task.unavailable`, e.g. detection's full profile) raises ValueError
+    when named, and is skipped with a warning under ``all``. Returns ``{task: results dict}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results, sections = {}, []
@@ -46,6 +49,13 @@ def reproduce(experiments=("all",), profile: str | None = "fast", out: str | Pat
         task = get_task(name)
         task_overrides = {k: v for k, v in overrides.items() if k != "dataset" or name == "classification"}
         prof = get_profile(name, profile, **task_overrides)
+        reason = task.unavailable(prof)
+        if reason is not None:
+            if "all" not in experiments:
+                raise ValueError(reason)
+            warnings.warn(f"skipping {name}: {reason}", stacklevel=2)
+            sections.append(f"## {task.title} (profile `{prof.name}`)\n\nNot run: {reason}\n")
+            continue
         ck_dir = checkpoint_dir
         if ck_dir is None and prof.dataset.startswith("folder:"):
             ck_dir = out / "pretrained"   # never register stand-in models in the package's registry

@@ -170,3 +170,12 @@ def test_run_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(det_task, "run_fitness_comparison", fail)
     again = run_task(Context(D.TASK, prof, device="cpu", checkpoint_dir=ck), out, progress=False, figures=False)
     assert again["cells_reused"] == 2
+
+
+def test_the_full_detection_profile_stops_with_a_clear_error(tmp_path, capsys):
+    from qevo_lite.cli import main
+    from qevo_lite.reproduce import reproduce
+    with pytest.raises(ValueError, match="no paper-scale path"):
+        reproduce(["detection"], "full", tmp_path)
+    assert main(["reproduce", "--experiment", "detection", "--profile", "full", "--out", str(tmp_path)]) != 0
+    assert "no paper-scale path" in capsys.readouterr().err

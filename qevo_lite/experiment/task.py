@@ -103,6 +103,11 @@ class Task:
     profiles: dict = {}
 
     # -- data and models --------------------------------------------------------------------------
+    def unavailable(self, profile) -> str | None:
+        """Why this task cannot run ``profile`` at all (None: it can). ``qevo reproduce`` stops with this
+        message when the task was asked for by name, and skips the task with it under ``all``."""
+        return None
+
     def load_splits(self, profile, download: bool = False):
         """The task's data for ``profile``: an object with ``search`` and ``test`` splits (``x``,
         ``y``, ``subset``), ``test`` already cut to ``profile.test_size``."""

@@ -98,6 +98,13 @@ class DetectionTask(Task):
                        "train_seconds": round(seconds, 1), "final_train_loss": round(history[-1]["loss"], 4),
                        "fp32_test_map50": round(test["map50"], 4), "fp32_test_map": round(test["map"], 4)}
 
+    def unavailable(self, profile) -> str | None:
+        if profile.dataset == "voc":
+            return ("Detection has no paper-scale path yet: the full profile would need Pascal VOC and a real "
+                    "detector, and only the loader of VOC exists (its training and evaluation do not). Run detection "
+                    "with --profile fast (generated glyph canvases); the other experiments of the full profile run.")
+        return None
+
     def evaluate(self, ctx, model, split: str) -> dict:
         return evaluate_detector(model, ctx.search if split == "search" else ctx.test)
 
