@@ -18,6 +18,7 @@ from .quant.grid import SCALE_RULES, LayerQuant, QuantConfig, QuantState, quanti
 from .quant.rtn import best_rtn
 from .rounding.adaround import adaround
 from .rounding.gptq import gptq
+from .user_model import QuantizeReport, quantize
 from .tasks import load_pretrained, train_checkpoint
 
 __version__ = "0.1.0"
@@ -25,5 +26,6 @@ __all__ = ["ARCHITECTURES", "DatasetUnavailable", "ESConfig", "ESResult", "FullE
            "IncrementalEvaluator", "LayerQuant", "QuantConfig", "QuantState", "SCALE_RULES", "Split", "Splits",
            "adaround", "best_rtn", "build_model", "default_device", "evaluate", "float_size_bytes",
            "fold_batchnorm", "gptq", "load_pretrained", "load_splits", "load_state", "predict_logits",
+           "quantize", "QuantizeReport",
            "quantizable_layers", "quantize_model", "quantize_tensor", "run_es", "save_state",
            "train_checkpoint", "train_classifier"]
