@@ -9,9 +9,12 @@ and the next parents selected:
   candidate replaces the worst of them.
 
 (1+lambda) is ``mu=1, selection="plus"``. The mutation rate ``p`` (the share of a layer's
-weights moved) can adapt by the 1/5 success rule. The run stops on a budget of
+weights moved) can adapt by the 1/5 success rule (below). The run stops on a budget of
 evaluations, generations or seconds, or after ``patience`` generations without
-improvement. Held-out metrics are computed only by the ``report`` callback at reporting
+improvement. The 1/5 rule is Rechenberg's, per mutation: every ``adapt_window`` generations, the share
+of the window's offspring that beat the best parent of their generation (a rejected or early-rejected
+child is a failure) multiplies ``p`` by 1.22 when above 1/5, by 0.82 when below, and keeps it when exactly
+1/5. Held-out metrics are computed only by the ``report`` callback at reporting
 points and never used for selection.
 
 Runs are reproducible (one seeded ``torch.Generator``), show a ``tqdm`` progress bar,
@@ -122,7 +125,8 @@ def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None,
             Ctrl-C; if it exists when the run starts, the run resumes from it.
     Returns:
         an :class:`ESResult`; ``history`` has one dict per generation
-        (generation, best, mean, best_metric, p, evaluations, seconds, accepted).
+        (generation, best, mean, best_metric, p, evaluations, seconds, accepted: the generation's best child
+        beat the parent, successes: how many of its children did).
     """
     state = evaluator.state
     names = list(layers or state.layers)
@@ -200,6 +204,7 @@ def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None,
             new_parents = pool[:config.mu]
             gen_best = min(complete, key=lambda c: c[1].fitness) if complete else None
             success = gen_best is not None and gen_best[1].fitness < parents[0][1].fitness
+            wins = sum(1 for o in complete if o[1].fitness < parents[0][1].fitness)   # successful mutations
             improved = gen_best is not None and gen_best[1].fitness < best[1].fitness
             if improved:
                 best, since_improvement = gen_best, 0
@@ -211,15 +216,15 @@ def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None,
             if parents[0][0] is not evaluator.reference:
                 evaluator.set_reference(parents[0][0], parents[0][1])
             gen += 1
-            successes.append(bool(success))
+            successes.append(wins)
             if config.adapt == "one_fifth" and gen % config.adapt_window == 0:
-                rate = sum(successes[-config.adapt_window:]) / config.adapt_window
+                rate = sum(successes[-config.adapt_window:]) / (config.adapt_window * config.lam)
                 p = min(1.0, max(config.p_min, p * (1.22 if rate > 0.2 else 0.82 if rate < 0.2 else 1.0)))
             elapsed = time.perf_counter() - t_start
             fits = [o[1].fitness for o in complete] or [float("nan")]
             history.append({"generation": gen, "best": best[1].fitness, "mean": sum(fits) / len(fits),
                             "best_metric": best[1].metric, "p": p, "evaluations": evals, "seconds": elapsed,
-                            "accepted": bool(success), "complete": len(complete)})
+                            "accepted": bool(success), "successes": wins, "complete": len(complete)})
             bar.set_postfix(best=f"{best[1].fitness:.4f}", p=f"{p:.2g}")
             if config.report_every and gen % config.report_every == 0:
                 do_report()

@@ -11,7 +11,8 @@
    stage), then *global* (a (1+lambda) ES on the task's per-sample loss over the search split,
    :func:`~qevo_lite.es.stages.global_stage`), with held-out numbers at reporting points only (never used
    for selection);
-   and the profile's rounding peers (GPTQ, AdaRound: ``<peer>_<split>_<metric>``, ``<peer>_seconds``), each
+   and, where RTN costs at least the task's ``hurt`` on the search split, the profile's rounding peers
+   (GPTQ, AdaRound: ``<peer>_<split>_<metric>``, ``<peer>_seconds``), each
    also as the start of both ES stages (``es_<peer>_<split>_<metric>``, ``es_<peer>_seconds``: the ES's
    own time, without the peer's);
 4. the final search and held-out numbers, the improvement over RTN per metric (``gain_<metric>``,
@@ -172,7 +173,10 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
                  for h in result.history],
         reports=list(result.reports),
         moved=moved_analysis(rtn_state, es_state, ctx.sensitivity(arch, bits)))
-    out.update(_peer_columns(ctx, arch, bits, seed, files, progress))
+    head = task.metrics[0]
+    rtn_s, fp32_s = ctx.rtn(arch, bits)["search"].get(head.key), ctx.fp32(arch)["search"].get(head.key)
+    if rtn_s is None or fp32_s is None or head.cost(rtn_s, fp32_s) >= task.hurt:
+        out.update(_peer_columns(ctx, arch, bits, seed, files, progress))
     for f in files:
         if f is not None and f.exists():
             f.unlink()

@@ -49,7 +49,7 @@ class Profile(Overridable):
         local_moves: weights a sampled local-stage mutation moves on average (rate ``local_moves / layer
             size``, then adapted by the 1/5 rule); None: the rate ``p`` for every layer.
         peers: the rounding methods run beside the ES (``gptq``, ``adaround``), each also as a start of the
-            ES, where the ES runs.
+            ES, where the ES runs and RTN costs at least the task's ``hurt`` on the search split.
         adaround_steps: AdaRound's Adam steps per layer (1,000 as in its paper; fewer only for tests).
         budget: global-stage evaluations per cell.
         lam: offspring per generation (both stages); p: initial share of a layer's weights moved.

@@ -30,7 +30,7 @@ DEFAULT_RECIPE = {"epochs": 3, "lr": 3e-3}
 
 PROFILES = {
     "fast": Profile("fast", "classification", "fashion_mnist", {"vgg": "vgg_small", "resnet": "resnet_small"},
-                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=1024, test_size=5000, local_samples=512,
+                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=1024, test_size=5000, local_samples=256,
                     budget=64, report_every=2, min_drop_points=0.5),
     "full": Profile("full", "classification", "cifar10", {"vgg": "vgg11", "resnet": "resnet20"},
                     bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=4096, test_size=None, local_samples=1024,
