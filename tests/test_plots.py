@@ -141,3 +141,21 @@ def test_random_boundary_flips_deterministic_exact_and_restoring(tiny_vgg, digit
         assert d1[t].item() == pytest.approx(acc - base, abs=1e-6)
     with pytest.raises(ValueError, match="fewer than n_flips"):
         random_boundary_flips(tiny_vgg, state, digits.search, n_trials=1, n_flips=10**7)
+
+
+def test_methods_vs_time_draws_every_method_and_the_pareto_front():
+    from qevo_lite.experiment.task import Metric
+    from qevo_lite.viz.experiment_plots import method_points, plot_methods_vs_time
+    row = {"rtn_test_accuracy": 0.5, "es_test_accuracy": 0.8, "es_test_accuracy_std": 0.01, "wall_seconds": 10.0,
+           "gptq_seconds": 5.0, "gptq_test_accuracy": 0.7, "es_gptq_seconds": 10.0, "es_gptq_test_accuracy": 0.78,
+           "adaround_seconds": 60.0, "adaround_test_accuracy": 0.85, "es_adaround_seconds": 10.0,
+           "es_adaround_test_accuracy": 0.86}
+    pts = method_points(row, Metric("accuracy", "accuracy (%)"))
+    assert [p["label"] for p in pts] == ["RTN", "ES from RTN", "GPTQ", "ES from GPTQ", "AdaRound", "ES from AdaRound"]
+    assert pts[3]["seconds"] == 15.0                       # a peer's ES is timed from RTN: peer + ES
+    fig = plot_methods_vs_time(pts, Metric("accuracy", "accuracy (%)"), "t")
+    ax = fig.axes[0]
+    front = ax.lines[-1]                                    # the step line: RTN, GPTQ, ES from RTN, AdaRound, ES from AdaRound
+    assert list(front.get_ydata()) == pytest.approx([50, 70, 80, 85, 86])
+    assert {t.get_text() for t in ax.texts} == {p["label"] for p in pts}
+    plt.close(fig)

@@ -1,10 +1,11 @@
-"""The figures of one task's grid: the shared ones (metric vs bits per model, and per ES bit width the
-search curves and the moved weights) and the task's own (:meth:`Task.figures`)."""
+"""The figures of one task's grid: the shared ones (per model, every method's held-out metric against wall
+time at the lowest width where the peers ran; metric vs bits; and per ES bit width the search curves and
+the moved weights) and the task's own (:meth:`Task.figures`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..viz.experiment_plots import plot_curves, plot_metric_vs_bits, plot_moved
+from ..viz.experiment_plots import method_points, plot_curves, plot_methods_vs_time, plot_metric_vs_bits, plot_moved
 
 
 def write_figures(ctx, results: dict, out: Path) -> list[str]:
@@ -19,6 +20,12 @@ def write_figures(ctx, results: dict, out: Path) -> list[str]:
         names.append(name)
 
     for arch in dict.fromkeys(r["arch"] for r in rows):
+        with_peers = [r for r in rows if r["arch"] == arch and r["es_run"] and "adaround_seconds" in r]
+        if with_peers:   # the lowest width where the peers ran (RTN hurts on the search split)
+            low = min(with_peers, key=lambda r: r["bits"])
+            save(plot_methods_vs_time(method_points(low, head), head,
+                                      f"{arch} W{low['bits']}: held-out {head.label} vs wall time"),
+                 f"{arch}_W{low['bits']}_methods.png")
         for m in task.metrics[:task.plotted_metrics]:
             save(plot_metric_vs_bits(rows, arch, m), f"{arch}_{m.key}_vs_bits.png")
         for b in sorted({r["bits"] for r in rows if r["arch"] == arch and r["es_run"]}):

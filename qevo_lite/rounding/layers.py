@@ -33,3 +33,16 @@ def layer_by_layer(fmodel: nn.Module, state: QuantState, x: torch.Tensor, choose
         inputs, targets = capture_layer_io(qmodel, fmodel, name, x)
         codes[name] = choose(name, qmodel.get_submodule(name), inputs, targets, codes).to(torch.int16)
     return codes
+
+
+def layer_output_errors(fmodel: nn.Module, state: QuantState, x: torch.Tensor) -> dict:
+    """``{layer: mean squared error of its output}`` of ``state``'s model against the FP32 model on images
+    ``x``, each layer fed what enters it in ``state``'s model (errors of earlier layers included): the error
+    the layer-wise methods (GPTQ, AdaRound, the ES's local stage) reduce."""
+    qmodel = state.to_model(fmodel).eval()
+    out = {}
+    for name in state.layers:
+        inputs, targets = capture_layer_io(qmodel, fmodel.eval(), name, x)
+        with torch.no_grad():
+            out[name] = float((qmodel.get_submodule(name)(inputs) - targets).pow(2).mean())
+    return out

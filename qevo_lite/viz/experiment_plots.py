@@ -111,3 +111,45 @@ def plot_moved(cells: dict, arch: str, bits: int, path=None):
     a2.set_title("rounding residuals of the moved weights")
     a2.legend(fontsize=8)
     return finish(fig, path=path)
+
+
+def plot_methods_vs_time(points: list[dict], metric, title: str, ax=None, path=None):
+    """Held-out ``metric`` against wall time (log scale) for rounding methods, with the Pareto front (the
+    methods no other method beats in both). ``points``: ``[{label, seconds, value, std (or None), kind}]``
+    with ``kind`` one of ``rtn``, ``peer``, ``es`` (colour) and values in the metric's own units."""
+    fig, ax = new_axes(ax, figsize=(7.2, 4.4))
+    colours = {"rtn": "tab:blue", "peer": "tab:green", "es": "tab:red"}
+    s, better = metric.scale, (1 if getattr(metric, "higher_is_better", True) else -1)
+    for p in points:
+        ax.errorbar(max(p["seconds"], 0.1), s * p["value"], yerr=None if p.get("std") is None else s * p["std"],
+                    fmt="o", color=colours.get(p.get("kind"), "tab:gray"), capsize=3)
+        ax.annotate(p["label"], (max(p["seconds"], 0.1), s * p["value"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    front, best = [], None
+    for p in sorted(points, key=lambda p: (p["seconds"], -better * p["value"])):
+        if best is None or better * p["value"] > better * best:
+            front.append(p)
+            best = p["value"]
+    ax.step([max(p["seconds"], 0.1) for p in front], [s * p["value"] for p in front], where="post",
+            color="black", alpha=0.35, lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("wall time from the RTN state (s, log scale)")
+    ax.set_ylabel(f"held-out {metric.label}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    return finish(fig, ax, title, path)
+
+
+def method_points(row: dict, metric) -> list[dict]:
+    """The points of :func:`plot_methods_vs_time` for one summary row with peers (seed means and stds)."""
+    k = f"test_{metric.key}"
+    pts = [{"label": "RTN", "seconds": 0.0, "value": row[f"rtn_{k}"], "std": None, "kind": "rtn"},
+           {"label": "ES from RTN", "seconds": row["wall_seconds"], "value": row[f"es_{k}"],
+            "std": row.get(f"es_{k}_std"), "kind": "es"}]
+    for peer, label in (("gptq", "GPTQ"), ("adaround", "AdaRound")):
+        if f"{peer}_seconds" in row:
+            pts.append({"label": label, "seconds": row[f"{peer}_seconds"], "value": row[f"{peer}_{k}"],
+                        "std": row.get(f"{peer}_{k}_std"), "kind": "peer"})
+            pts.append({"label": f"ES from {label}", "seconds": row[f"{peer}_seconds"] + row[f"es_{peer}_seconds"],
+                        "value": row[f"es_{peer}_{k}"], "std": row.get(f"es_{peer}_{k}_std"), "kind": "es"})
+    return pts

@@ -40,10 +40,10 @@ PROFILES = {
     # model, MSE 16x FP32's and AUROC below chance, so there is no detector left to preserve; at 3 bits RTN
     # doubles the MSE and costs 0.09 AUROC; at 4 bits it costs 17% MSE). full: wherever RTN hurts.
     "fast": Profile("fast", "autoencoder", "fashion_mnist", {"ae": ARCH}, search_size=1024, test_size=2000,
-                    local_samples=256, budget=96, report_every=4, min_rise_percent=2.0,
+                    local_samples=256, local_evaluations=500, budget=96, report_every=4, min_rise_percent=2.0,
                     es_bits=(3, 4), options=_OPTIONS),
     "full": Profile("full", "autoencoder", "fashion_mnist", {"ae": ARCH}, seeds=(0, 1, 2, 3, 4), search_size=2048,
-                    test_size=None, local_samples=1024, budget=2000, report_every=25,
+                    test_size=None, local_samples=1024, local_evaluations=1000, budget=2000, report_every=25,
                     min_rise_percent=2.0, options=_OPTIONS),
 }
 

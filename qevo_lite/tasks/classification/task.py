@@ -34,7 +34,7 @@ PROFILES = {
                     budget=64, report_every=2, min_drop_points=0.5),
     "full": Profile("full", "classification", "cifar10", {"vgg": "vgg11", "resnet": "resnet20"},
                     bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=4096, test_size=None, local_samples=1024,
-                    budget=2000, report_every=25, min_drop_points=0.5),
+                    local_evaluations=1000, budget=2000, report_every=25, min_drop_points=0.5),
 }
 
 
