@@ -22,7 +22,7 @@ setup() {
   fi
   if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[test]"
+    .venv/bin/python -m pip install -q -e ".[test,crosscheck]"
     touch .venv/.installed
   fi
   if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
