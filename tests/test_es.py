@@ -217,6 +217,25 @@ def test_plus_selection_improves_search_fitness(tiny_vgg, digits):
     assert sum(h["accepted"] for h in res.history) >= 3
 
 
+def test_one_fifth_rule_counts_children_not_generations(tiny_vgg, digits):
+    """Rechenberg's rule per mutation: after each window, p grows when more than 1/5 of the window's children
+    beat their parent, shrinks when fewer do; a generation with a winning child is not a success by itself."""
+    state = quantize_model(tiny_vgg, bits=2)
+    ev = IncrementalEvaluator(fold_batchnorm(tiny_vgg), state, digits.search)
+    res = run_es(ev, small_config(max_generations=20, lam=6, adapt_window=2, p=0.01), progress=False)
+    ps = [0.01] + [h["p"] for h in res.history]
+    rates = []
+    for end in range(2, 21, 2):
+        window = res.history[end - 2:end]
+        assert all(h["successes"] >= h["accepted"] for h in window)   # an accepted generation has >= 1 winner
+        rate = sum(h["successes"] for h in window) / 12
+        rates.append(rate)
+        before, after = ps[end - 2], ps[end]
+        assert after == pytest.approx(before * (1.22 if rate > 0.2 else 0.82 if rate < 0.2 else 1.0))
+    generation_rates = [sum(h["accepted"] for h in res.history[e - 2:e]) / 2 for e in range(2, 21, 2)]
+    assert rates != generation_rates                                 # the two readings differ on this run
+
+
 def test_same_seed_same_trajectory_and_full_equals_incremental(tiny_vgg, rtn, digits):
     runs = [run_es(cls(fold_batchnorm(tiny_vgg), rtn, digits.search), small_config(), progress=False)
             for cls in (FullEvaluator, IncrementalEvaluator, IncrementalEvaluator)]

@@ -120,11 +120,15 @@ def plot_methods_vs_time(points: list[dict], metric, title: str, ax=None, path=N
     fig, ax = new_axes(ax, figsize=(7.2, 4.4))
     colours = {"rtn": "tab:blue", "peer": "tab:green", "es": "tab:red"}
     s, better = metric.scale, (1 if getattr(metric, "higher_is_better", True) else -1)
+    placed = []
     for p in points:
-        ax.errorbar(max(p["seconds"], 0.1), s * p["value"], yerr=None if p.get("std") is None else s * p["std"],
+        xy = (max(p["seconds"], 0.1), s * p["value"])
+        ax.errorbar(*xy, yerr=None if p.get("std") is None else s * p["std"],
                     fmt="o", color=colours.get(p.get("kind"), "tab:gray"), capsize=3)
-        ax.annotate(p["label"], (max(p["seconds"], 0.1), s * p["value"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+        # labels of points that nearly coincide are stacked instead of printed on top of each other
+        near = sum(1 for q in placed if abs(q[0] / xy[0] - 1) < 0.5 and abs(q[1] - xy[1]) < 1.5 * s / 100)
+        ax.annotate(p["label"], xy, textcoords="offset points", xytext=(5, 4 - 11 * near), fontsize=8)
+        placed.append(xy)
     front, best = [], None
     for p in sorted(points, key=lambda p: (p["seconds"], -better * p["value"])):
         if best is None or better * p["value"] > better * best:

@@ -37,7 +37,7 @@ from .targets import STRIDE, detection_loss
 _MODELS = {"vgg": "det_vgg_small", "resnet": "det_resnet_small"}
 PROFILES = {
     "fast": Profile("fast", "detection", "glyph_boxes", _MODELS, bits=(2, 3, 4), search_size=192, test_size=400,
-                    local_samples=192, local_evaluations=0, budget=24, report_every=None, min_drop_points=1.0,
+                    local_samples=64, local_evaluations=0, budget=24, report_every=None, min_drop_points=1.0,
                     extra_granularities=(),
                     options={"compare_budget": 12, "compare_model": "det_vgg_small", "compare_seeds": (0,)}),
     "full": Profile("full", "detection", "voc", _MODELS, bits=(2, 3, 4, 8), search_size=2048, test_size=5000,
