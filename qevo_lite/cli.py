@@ -65,16 +65,18 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     """Evaluations per second: naive vs fast evaluator (one process, same load)."""
     from .bench import bench_local, bench_model, format_bench, format_bench_local
-    archs = args.models.split(",")
-    local = [bench_local(arch, bits=args.bits) for arch in archs]
-    print("Local evaluators (one layer, identical candidate sets of 2 code moves):\n")
-    print(format_bench_local(local))
-    print("\nGlobal evaluators (the whole network on the search split):\n")
-    results = [bench_model(arch, bits=args.bits, generations=args.generations, lam=args.lam,
-                           search_size=args.search_size) for arch in archs]
-    print(format_bench(results))
-    ok = all(r["same_fitness_values"] and r["same_trajectory"] for r in results)
-    ok = ok and all(d <= 1e-5 for r in local for d in r["max_rel_diff"].values())
+    archs, ok = args.models.split(","), True
+    if args.only in (None, "local"):
+        local = [bench_local(arch, bits=args.bits) for arch in archs]
+        print("Local evaluators (one layer, identical candidate sets of 2 code moves):\n")
+        print(format_bench_local(local))
+        ok = all(d <= 1e-5 for r in local for d in r["max_rel_diff"].values())
+    if args.only in (None, "global"):
+        print("\nGlobal evaluators (the whole network on the search split):\n")
+        results = [bench_model(arch, bits=args.bits, generations=args.generations, lam=args.lam,
+                               search_size=args.search_size) for arch in archs]
+        print(format_bench(results))
+        ok = ok and all(r["same_fitness_values"] and r["same_trajectory"] for r in results)
     return 0 if ok else 1
 
 
@@ -187,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generations", type=int, default=25)
     p.add_argument("--lam", type=int, default=8)
     p.add_argument("--search-size", type=int, default=2048)
+    p.add_argument("--only", choices=("local", "global"), default=None, help="run one of the two benchmarks")
     p.set_defaults(func=cmd_bench)
 
     _add_reproduce(sub)
