@@ -36,14 +36,15 @@ def one_plus_one(evaluator, state, steps, p, seed):
     return parent, trace
 
 
-def one_fifth_p(history, p0, window, p_min=1e-5):
-    """Exercise 3: the mutation rate after each generation under the 1/5 success rule, recomputed
-    from the ``accepted`` flags of an ES history."""
-    p, out, successes = p0, [], []
+def one_fifth_p(history, p0, window, lam, p_min=1e-5):
+    """Exercise 3: the mutation rate after each generation under Rechenberg's 1/5 success rule, recomputed
+    from the ``successes`` (children that beat the parent) of an ES history with ``lam`` children per
+    generation."""
+    p, out, wins = p0, [], []
     for h in history:
-        successes.append(h["accepted"])
-        if len(successes) % window == 0:
-            rate = sum(successes[-window:]) / window
+        wins.append(h["successes"])
+        if len(wins) % window == 0:
+            rate = sum(wins[-window:]) / (window * lam)
             p = min(1.0, max(p_min, p * (1.22 if rate > 0.2 else 0.82 if rate < 0.2 else 1.0)))
         out.append(p)
     return out

@@ -337,33 +337,36 @@ for label, r in runs.items():
 # ## 6. Step-size adaptation: the 1/5 success rule
 #
 # The mutation rate `p` is the ES's step size: too large and almost every child is worse, too small
-# and progress is slow. Rechenberg's 1/5 rule adapts it: every `adapt_window` generations, if more
-# than 1/5 of them were *successful* (the best child beat the parent), multiply `p` by 1.22; if fewer,
-# by 0.82. The runs above used a window of 2 generations. Starting from 2-bit RTN, which is far from
-# the best assignment, almost every generation succeeds, so `p` grows steadily; closer to an optimum
-# successes become rare and `p` shrinks again (the explorer of section 11 lets you try fixed rates).
+# and progress is slow. Rechenberg's 1/5 rule adapts it, counting *mutations*: every `adapt_window`
+# generations, if more than 1/5 of the window's children were *successful* (beat the parent), multiply
+# `p` by 1.22; if fewer, by 0.82; if exactly 1/5, keep it. (A (1+lambda) ES could instead count a
+# generation as a success when its best child wins; that variant succeeds far more often and is not
+# Rechenberg's rule, so the package counts children.) The runs above used a window of 2 generations of
+# `demo_lam` children each (4 in the fast profile: 8 children per window). Starting from 2-bit RTN, which is far from the best assignment, many children succeed and
+# `p` grows; closer to an optimum successes become rare and `p` shrinks again (the explorer of section 11 lets you try fixed rates).
 
 # %%
 es_plots.plot_step_size({k: r.history for k, r in runs.items()},
                         title=f"mutation rate p under the 1/5 rule (window {demo_base['adapt_window']})");
 
 # %% [markdown]
-# The rule, checked against the recorded histories: after each window, `p` grew when the window's
-# success rate was above 1/5, shrank when it was below and stayed when it was exactly 1/5.
+# The rule, checked against the recorded histories: after each window, `p` grew when the share of the
+# window's children that beat their parent was above 1/5, shrank when it was below and stayed when it was
+# exactly 1/5.
 
 # %%
 window = demo_base["adapt_window"]
 for label, r in runs.items():
     ps = [demo_base["p"]] + [h["p"] for h in r.history]
     for end in range(window, len(r.history) + 1, window):
-        rate = sum(h["accepted"] for h in r.history[end - window:end]) / window
+        rate = sum(h["successes"] for h in r.history[end - window:end]) / (window * dl)
         before, after = ps[end - window], ps[end]
         assert (after > before) if rate > 0.2 else (after < before) if rate < 0.2 else (after == before), label
 
 # %%
 # NBVAL_CHECK_OUTPUT
 for label, r in runs.items():
-    print(f"{label:20s} successful generations {sum(h['accepted'] for h in r.history):2d} of {r.generations}, "
+    print(f"{label:20s} successful children {sum(h['successes'] for h in r.history):3d} of {r.evaluations}, "
           f"p {demo_base['p']:.4f} -> {r.p:.4f}")
 
 # %% [markdown]
@@ -675,21 +678,22 @@ def check_exercise_2(fn):
 check_exercise_2(one_plus_one)
 
 # %% [markdown]
-# **Exercise 3.** Recompute the 1/5 rule: `one_fifth_p(history, p0, window)` returns the mutation rate
-# after each generation, starting from `p0`, given an ES `history` (each entry has `accepted`, whether
-# that generation was a success). After every `window` generations, multiply `p` by 1.22 if more
-# than 1/5 of the window's generations succeeded, by 0.82 if fewer, and keep it if exactly 1/5.
+# **Exercise 3.** Recompute the 1/5 rule: `one_fifth_p(history, p0, window, lam)` returns the mutation
+# rate after each generation, starting from `p0`, given an ES `history` (each entry has `successes`, how
+# many of that generation's `lam` children beat the parent). After every `window` generations, multiply
+# `p` by 1.22 if more than 1/5 of the window's children succeeded, by 0.82 if fewer, and keep it if
+# exactly 1/5.
 # The check compares your rates with those the runs of section 5 recorded (`h["p"]`).
 
 # %%
-def one_fifth_p(history, p0, window):
+def one_fifth_p(history, p0, window, lam):
     # YOUR CODE HERE
     return None
 
 # %%
 def check_exercise_3(fn):
     for label, r in runs.items():
-        got = fn(r.history, demo_base["p"], demo_base["adapt_window"])
+        got = fn(r.history, demo_base["p"], demo_base["adapt_window"], demo_base["lam"])
         if got is None:
             print("Exercise 3: not done yet (one_fifth_p returns None).")
             return
@@ -709,7 +713,7 @@ check_exercise_3(one_fifth_p)
 # | mutation | uniform moves random weights +/-1; residual moves weights near a rounding boundary to their other neighbour |
 # | layer choice | uniform, by size (every weight equally likely) or a sensitivity schedule |
 # | selection | plus selection and elitism never lose the best parent; comma selection without elitism does |
-# | step size | the 1/5 rule grows `p` while more than 1/5 of the generations succeed (as from 2-bit RTN) and shrinks it when fewer do |
+# | step size | the 1/5 rule grows `p` while more than 1/5 of the children beat their parent (as from 2-bit RTN) and shrinks it when fewer do |
 # | search vs test | a tiny search set is partly fitted rather than learned from: its search gain far exceeds the held-out gain |
 # | operators | at equal budget over seeds, every variant beats RTN on test; 3 seeds of 96 evaluations cannot rank them |
 # | local fitness | far cheaper per evaluation; at no more wall time it beats global fitness on held-out data |

@@ -60,8 +60,12 @@ seeds = None     # ES seeds, e.g. (0, 1, 2); None: the profile's
 budget = None    # global-stage fitness evaluations per run; None: the profile's
 
 # %%
+# This notebook walks the ES as first built, with its *sampled* local stage and without the rounding peers
+# (the package's default local stage is now the per-channel ES on each layer's exact quadratic error; the
+# README's tables, from `./run.sh demo`, compare it with GPTQ and AdaRound).
+first_es = dict(local_method="sampled", peers=(), local_samples=128 if profile == "fast" else 512)
 ctx = walk.context(profile, experiment, session.device, download=session.in_colab, bits=bits, seeds=seeds,
-                   budget=budget)
+                   budget=budget, **first_es)
 prof, arch = ctx.profile, ctx.profile.models[experiment]
 
 # %% [markdown]
