@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 import qevo_lite as qv
-from qevo_lite import Split
 
 
 class Custom(nn.Module):

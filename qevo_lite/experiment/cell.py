@@ -112,9 +112,9 @@ def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -
         out[f"{peer}_seconds"] = res["seconds"]
         for split in ("search", "test"):
             out.update(_numbers(peer, res[split], split))
-        result, _, local_seconds, _, setup = _evolve(ctx, arch, bits, seed, res["state"].codes(),
-                                                    [f.with_name(f.name.replace(".pt", f"-{peer}.pt")) if f else None
-                                                     for f in files], progress, report=False)
+        peer_files = [f.with_name(f"{f.stem}-{peer}.pt") if f is not None else None for f in files]
+        result, _, local_seconds, _, setup = _evolve(ctx, arch, bits, seed, res["state"].codes(), peer_files,
+                                                    progress, report=False)
         model = result.state(rtn_state).to_model(fmodel)
         prefix = f"es_{peer}"
         out.update(_numbers(prefix, ctx.evaluate(model, "search"), "search"))
@@ -124,11 +124,9 @@ def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -
             / rtn_state.num_weights
         out[f"gain_over_{peer}_{head.key}"] = head.improvement(out[f"{prefix}_test_{head.key}"],
                                                               out[f"{peer}_test_{head.key}"])
-    for f in files:
-        for peer in ctx.profile.peers:
-            g = f.with_name(f.name.replace(".pt", f"-{peer}.pt")) if f else None
-            if g is not None and g.exists():
-                g.unlink()
+        for f in peer_files:
+            if f is not None and f.exists():
+                f.unlink()
     return out
 
 
