@@ -300,3 +300,26 @@ def test_peers_and_the_es_from_their_codes_fill_the_table(tmp_path, ckpt):
     assert [(t["arch"], t["bits"]) for t in targets] == [("vgg_small", 2)]
     assert targets[0]["time_ratio"] == pytest.approx(row["wall_seconds"] / row["adaround_seconds"])
     assert "target (i)" in md
+
+
+def test_side_by_side_reuses_the_context_and_shows_every_method(ckpt, monkeypatch):
+    """The notebooks' side-by-side run: a context derived with another profile shares the loaded data and RTN
+    baselines (no reload), every method gets a table line, and the check fails when the ES falls behind a peer."""
+    from qevo_lite.experiment.side_by_side import check_side_by_side, run_side_by_side, side_by_side_markdown
+    ctx = Context(TASK, tiny_profile(), device="cpu", checkpoint_dir=ckpt)
+    rtn = ctx.rtn("vgg_small", 2)
+    monkeypatch.setattr(TASK, "load_splits", lambda *a, **k: pytest.fail("the data was loaded again"))
+    base = tiny_profile(local_method="quadratic", local_generations=30, peers=("gptq", "adaround"), adaround_steps=20)
+    res = run_side_by_side(ctx, bits=(2,), seeds=(0,), base=base, progress=False)
+    assert ctx.with_profile(base).rtn("vgg_small", 2) is rtn
+    md = side_by_side_markdown(res, TASK)
+    for label in ("ES from RTN (local + global)", "GPTQ", "ES from GPTQ", "AdaRound", "ES from AdaRound"):
+        assert f"| vgg_small | W2 | {label} |" in md
+    assert "target (i)" in md and res["summary"][0]["seeds"] == [0]
+    assert "comparisons" not in res or not res["comparisons"]
+    row = res["summary"][0]
+    row["es_test_accuracy"] = row["adaround_test_accuracy"] - 0.05       # five points behind AdaRound
+    with pytest.raises(AssertionError):
+        check_side_by_side(res, TASK, tolerance=0.01)
+    with pytest.raises(ValueError, match="other data"):
+        ctx.with_profile(tiny_profile(search_size=64))

@@ -18,6 +18,9 @@ from .pretrained import load_pretrained
 
 # profile fields a cell's numbers do not depend on (the grid's coordinates and training settings)
 NOT_SETTINGS = ("name", "models", "bits", "seeds", "train_epochs", "es_bits")
+# profile fields the cached data, models and baselines depend on (a context shares its caches only with a
+# profile that agrees on all of them)
+DATA_FIELDS = ("task", "dataset", "search_size", "test_size", "split_seed", "train_epochs", "granularity")
 
 
 class Context:
@@ -28,13 +31,13 @@ class Context:
         profile: its :class:`~qevo_lite.experiment.profile.Profile`.
         device: where models run (default: CUDA if available, else the CPU).
         checkpoint_dir: where pretrained checkpoints live (default: the package's registry,
-            ``data/checkpoints``); missing ones are trained there.
-        download: allow torchvision to download the dataset.
+            ``qevo_lite/checkpoints``); missing ones are trained there.
+        download: None (default): download a missing dataset when online; True: always try; False: never.
         local_threads: CPU threads of the local stage (many tiny operations: one thread is as fast as
             two on an idle machine and far faster when the cores are shared).
     """
 
-    def __init__(self, task, profile, device=None, checkpoint_dir=None, download: bool = False,
+    def __init__(self, task, profile, device=None, checkpoint_dir=None, download: bool | None = None,
                  local_threads: int | None = 1):
         if profile.task != task.name:
             raise ValueError(f"Profile {profile.name!r} is a {profile.task} profile, not a {task.name} one.")
@@ -136,6 +139,26 @@ class Context:
             self._sensitivity[key] = layer_sensitivity(fmodel, self.rtn(arch, bits)["state"], self.search,
                                                        score=self.task.rtn_score)
         return self._sensitivity[key]
+
+    def with_profile(self, profile) -> "Context":
+        """A context for ``profile``, another profile of the same task on the same data (other bit widths, seeds,
+        ES settings or peers), sharing this one's caches: data, models, FP32, RTN and sensitivity numbers, and
+        the peers' codes when AdaRound's steps agree. Only what differs then costs time.
+
+        Raises ValueError when ``profile`` differs in a field the caches depend on (:data:`DATA_FIELDS`, or a
+        task option other than the ``compare_*`` study settings)."""
+        data = lambda p: ({k: getattr(p, k) for k in DATA_FIELDS},  # noqa: E731
+                          {k: v for k, v in p.options.items() if not k.startswith("compare_")})
+        if data(profile) != data(self.profile):
+            raise ValueError(f"Profile {profile.name!r} uses other data than this context's (fields "
+                             f"{list(DATA_FIELDS)} and the task options must agree); make a new Context.")
+        other = Context(self.task, profile, device=self.device, checkpoint_dir=self.checkpoint_dir,
+                        download=self.download, local_threads=self.local_threads)
+        other._splits, other._models, other._fp32 = self._splits, self._models, self._fp32
+        other._rtn, other._sensitivity = self._rtn, self._sensitivity
+        if profile.adaround_steps == self.profile.adaround_steps:
+            other._peers = self._peers
+        return other
 
     def settings(self, arch: str) -> dict:
         """What a cell's numbers depend on (a finished cell is reused only when these match)."""

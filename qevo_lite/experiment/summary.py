@@ -10,13 +10,13 @@ from __future__ import annotations
 from functools import partial
 
 from ..core.stats import mean_std
+from ..rounding import PEER_LABELS
 
 # cell keys that are the same for every seed of an (arch, bits) row
 _FIXED_PREFIXES = ("fp32_", "rtn_")
 # cell keys averaged over the seeds
 _ES_PREFIXES = ("es_", "local_", "gain_", "search_gain_", "gptq_", "adaround_")
 _ES_KEYS = ("evaluations", "global_evaluations", "wall_seconds", "global_seconds")
-PEER_LABELS = {"gptq": "GPTQ", "adaround": "AdaRound"}
 
 
 def _number(v) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 
+from ..rounding import PEER_LABELS
 from .style import finish, new_axes, new_figure
 
 
@@ -150,7 +151,7 @@ def method_points(row: dict, metric) -> list[dict]:
     pts = [{"label": "RTN", "seconds": 0.0, "value": row[f"rtn_{k}"], "std": None, "kind": "rtn"},
            {"label": "ES from RTN", "seconds": row["wall_seconds"], "value": row[f"es_{k}"],
             "std": row.get(f"es_{k}_std"), "kind": "es"}]
-    for peer, label in (("gptq", "GPTQ"), ("adaround", "AdaRound")):
+    for peer, label in PEER_LABELS.items():
         if f"{peer}_seconds" in row:
             pts.append({"label": label, "seconds": row[f"{peer}_seconds"], "value": row[f"{peer}_{k}"],
                         "std": row.get(f"{peer}_{k}_std"), "kind": "peer"})

@@ -20,7 +20,7 @@ from .task import TASK
 ACCURACY = TASK.metrics[0]
 
 
-def context(profile: str, experiment: str, device=None, download: bool = False, **overrides) -> Context:
+def context(profile: str, experiment: str, device=None, download: bool | None = None, **overrides) -> Context:
     """The experiment's :class:`~qevo_lite.experiment.context.Context` for profile ``profile`` (None values
     in ``overrides`` keep the profile's); prints what it runs for ``experiment`` (``vgg`` or ``resnet``)."""
     if profile not in TASK.profiles:
@@ -216,10 +216,19 @@ def print_summary(rows: list[dict], arch: str, fp32_test: float, seeds) -> None:
     print(f"FP32 {fp32_test:.3f}")
 
 
-def print_target(target: dict, fp32_test: float) -> None:
-    """The lowest bit width where RTN loses at least 2 points (no ES number: a checked output)."""
-    print(f"lowest bit width where RTN loses >= 2 points: W{target['bits']} "
-          f"(RTN {target['rtn_test_accuracy']:.3f}, FP32 {fp32_test:.3f})")
+def target_bits(rows: list[dict], fp32_search: float, points: float = 2.0) -> int:
+    """The lowest bit width where per-channel RTN loses at least ``points`` of accuracy on the **search**
+    split (the held-out split is never used to choose)."""
+    return min(r["bits"] for r in rows if r["granularity"] == "per_channel"
+               and 100 * (fp32_search - r["search"]) >= points)
+
+
+def print_target(target: dict, fp32: dict) -> None:
+    """The bit width :func:`target_bits` chose, with RTN's and FP32's search and held-out accuracy (no ES number:
+    a checked output); ``fp32`` as :meth:`Context.fp32` returns it."""
+    print(f"lowest bit width where RTN loses >= 2 points on the search split: W{target['bits']} "
+          f"(RTN search {target['rtn_search_accuracy']:.3f}, test {target['rtn_test_accuracy']:.3f}; "
+          f"FP32 search {fp32['search']['accuracy']:.3f}, test {fp32['test']['accuracy']:.3f})")
 
 
 def print_es_at_target(target: dict) -> None:

@@ -1,0 +1,79 @@
+"""The rounding methods side by side, for the experiment notebooks (03-06): the package's default ES (the
+quadratic local stage, then the global stage) next to the rounding peers GPTQ and AdaRound and the ES started
+from each peer's codes, on the data, models and RTN baselines of a context that has already run.
+
+It is the same pipeline as ``qevo reproduce`` (:func:`~qevo_lite.experiment.grid.run_grid`) with the task's
+default profile's ES settings, cut to a few bit widths and seeds so that a notebook stays within minutes.
+"""
+from __future__ import annotations
+
+from ..rounding import PEER_LABELS
+from ..viz.experiment_plots import method_points, plot_methods_vs_time
+from .context import Context
+from .grid import run_grid
+from .summary import markdown_table, peer_targets, peer_targets_markdown
+
+
+def run_side_by_side(ctx: Context, bits, seeds=None, archs=None, base=None, progress: bool = True) -> dict:
+    """RTN, GPTQ, AdaRound, the ES from RTN and the ES from each peer's codes at ``bits`` (a sequence of bit
+    widths) for ``archs`` (default: the profile's models) and ``seeds`` (default: ``ctx``'s).
+
+    The ES and the peers take the settings of ``base`` (default: the task's profile of the same name in
+    ``ctx.task.profiles``), so a notebook that walked a variant of the ES (e.g. its sampled local stage) shows
+    here what ``qevo reproduce`` and the README report. Peers run only where the ES runs and RTN costs at least the task's
+    ``hurt`` on the search split. Task studies (detection's fitness comparison) are left out. Returns
+    :func:`~qevo_lite.experiment.grid.run_grid`'s results (``summary`` rows carry the peers' columns)."""
+    default = base if base is not None else ctx.task.profiles[ctx.profile.name]
+    prof = default.with_overrides(bits=tuple(bits), seeds=tuple(seeds) if seeds is not None else ctx.profile.seeds,
+                                  options={**default.options, "compare_budget": 0})
+    return run_grid(ctx.with_profile(prof), archs=archs, progress=progress)
+
+
+def side_by_side_markdown(results: dict, task) -> str:
+    """The results table (one line per method, held-out metrics and wall time) and the peers issue's targets
+    (i)-(iii) per (model, bits), as Markdown."""
+    lines = [markdown_table(results["summary"], task), ""]
+    lines += peer_targets_markdown(peer_targets(results["summary"], task), task) or [
+        "- RTN costs less than the task's threshold on the search split here, so the peers did not run."]
+    return "\n".join(lines)
+
+
+def print_side_by_side(results: dict, task) -> None:
+    """Each method's held-out headline metric (seed mean ± std) and wall time from the RTN state, as text."""
+    head = task.metrics[0]
+    for r in results["summary"]:
+        if "adaround_seconds" not in r:
+            continue
+        print(f"{r['arch']} W{r['bits']}, held-out {head.label} (seeds {list(r['seeds'])}), wall time from RTN:")
+        for p in method_points(r, head):
+            print(f"  {p['label']:18s} {head.fmt(p['value'], p['std']):>16s} {p['seconds']:7.1f} s")
+
+
+def plot_side_by_side(results: dict, task, ax=None):
+    """Held-out headline metric against wall time for every method at the lowest bit width with peers (first
+    model that has them), with the Pareto front."""
+    head = task.metrics[0]
+    rows = [r for r in results["summary"] if "adaround_seconds" in r]
+    if not rows:
+        raise ValueError("No row with peers: RTN did not cost enough on the search split at these bit widths.")
+    r = min(rows, key=lambda r: r["bits"])
+    return plot_methods_vs_time(method_points(r, head), head, f"{r['arch']} W{r['bits']}: held-out {head.label} "
+                                f"vs wall time", ax=ax)
+
+
+def check_side_by_side(results: dict, task, tolerance: float) -> list[dict]:
+    """Assert what the notebooks say about the side-by-side run, for every (model, bits) with peers: the ES from
+    RTN is not behind AdaRound or GPTQ, and the ES from each peer's codes is not behind that peer, by more than
+    the larger of the two seed stds or ``tolerance`` (in the headline metric's own unit, e.g. 0.01 = one
+    accuracy point; it covers another CPU's rounding and a single seed). Returns :func:`peer_targets`."""
+    head = task.metrics[0]
+    k = f"test_{head.key}"
+    for r in results["summary"]:
+        if "adaround_seconds" not in r:
+            continue
+        for peer in PEER_LABELS:
+            allowed = max(r.get(f"es_{k}_std") or 0.0, r.get(f"{peer}_{k}_std") or 0.0, tolerance)
+            for mine in ("es", f"es_{peer}"):
+                margin = head.improvement(r[f"{mine}_{k}"], r[f"{peer}_{k}"])
+                assert margin >= -allowed, (r["arch"], r["bits"], mine, peer, margin, allowed)
+    return peer_targets(results["summary"], task)
