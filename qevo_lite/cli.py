@@ -148,9 +148,11 @@ def _add_reproduce(sub) -> None:
                    help="autoencoder: run the ES only where RTN raises the search MSE by at least this many "
                         "percent (default: the profile's, 2)")
     p.add_argument("--checkpoints", default=None,
-                   help="pretrained-checkpoint directory (default data/checkpoints; <out>/pretrained for folder:)")
+                   help="pretrained-checkpoint directory (default qevo_lite/checkpoints; <out>/pretrained for folder:)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--download", action="store_true", help="allow downloading the dataset")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                   help="a missing dataset is downloaded when the machine is online; --download always tries "
+                        "(errors shown), --no-download never does")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default=None, help="output folder (default results/reproduce-<profile>)")
     p.set_defaults(func=cmd_reproduce)
@@ -169,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
-    p.add_argument("--out", default=None, help="checkpoint directory (default data/checkpoints)")
-    p.add_argument("--download", action="store_true", help="allow downloading the dataset")
+    p.add_argument("--out", default=None, help="checkpoint directory (default qevo_lite/checkpoints)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                   help="a missing dataset is downloaded when the machine is online; --download always tries "
+                        "(errors shown), --no-download never does")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="nearest rounding at several bit widths: table + figure")

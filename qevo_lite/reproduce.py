@@ -35,7 +35,7 @@ def plan(experiments) -> dict:
 
 
 def reproduce(experiments=("all",), profile: str | None = "fast", out: str | Path = "results/reproduce",
-              progress: bool = True, device=None, checkpoint_dir=None, download: bool = False, figures: bool = True,
+              progress: bool = True, device=None, checkpoint_dir=None, download: bool | None = None, figures: bool = True,
               **overrides) -> dict:
     """Run experiments headless into ``out`` and resume from what it already holds. ``overrides`` are
     :class:`~qevo_lite.experiment.profile.Profile` fields (``bits``, ``seeds``, ``budget``, ``dataset``, ...)

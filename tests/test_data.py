@@ -70,7 +70,30 @@ def test_missing_fashion_mnist_names_the_apt_package(monkeypatch, tmp_path):
         load_splits("fashion_mnist", root=tmp_path / "empty")
     msg = str(err.value)
     assert "apt-get install -y dataset-fashion-mnist" in msg
-    assert "download=True" in msg and "digits" in msg
+    assert "downloads by itself" in msg and "digits" in msg
+
+
+def test_missing_fashion_mnist_downloads_by_default_and_never_with_download_false(monkeypatch, tmp_path):
+    """The default (download=None) tries torchvision's download when the files are missing; an offline failure
+    becomes the clear DatasetUnavailable; download=False never tries."""
+    import torchvision.datasets
+    monkeypatch.setattr(qdata, "DEBIAN_FASHION_MNIST", tmp_path / "not-installed")
+    calls = []
+
+    class OfflineFashionMNIST:
+        def __init__(self, root, train=True, download=False):
+            calls.append(download)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", OfflineFashionMNIST)
+    with pytest.raises(qevo_lite.DatasetUnavailable, match="A download was tried and failed"):
+        load_splits("fashion_mnist", root=tmp_path / "a")
+    assert calls == [True]
+    with pytest.raises(qevo_lite.DatasetUnavailable) as err:
+        load_splits("fashion_mnist", root=tmp_path / "b", download=False)
+    assert calls == [True] and "tried" not in str(err.value)
+    with pytest.raises(RuntimeError, match="no network"):       # download=True: torchvision's own error
+        load_splits("fashion_mnist", root=tmp_path / "c", download=True)
 
 
 def test_fashion_mnist_debian_files_are_decompressed(monkeypatch, tmp_path):
@@ -132,9 +155,9 @@ def test_cifar10_without_download_raises_with_the_command(monkeypatch, tmp_path)
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
     FakeCIFAR10.calls = []
     with pytest.raises(DatasetUnavailable) as err:
-        load_splits("cifar10", root=tmp_path)
+        load_splits("cifar10", root=tmp_path, download=False)
     assert FakeCIFAR10.calls[0]["download"] is False
-    assert "download=True" in str(err.value) and "--download" in str(err.value)
+    assert "downloads by itself" in str(err.value)
 
 
 def _write_image_folder(root, n_per_class):

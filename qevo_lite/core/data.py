@@ -13,11 +13,15 @@ Splits (see DESIGN.md):
 
 Datasets:
 
-* ``fashion_mnist`` (default): torchvision's FashionMNIST. Online it downloads;
-  offline it uses the Debian package ``dataset-fashion-mnist``.
+* ``fashion_mnist`` (default): torchvision's FashionMNIST. Files already on disk first, then the
+  Debian package ``dataset-fashion-mnist``, then a download when online.
 * ``digits``: scikit-learn's bundled 8x8 digits, upsampled to 28x28; always
   available, the embedded fallback.
-* ``cifar10``: torchvision's CIFAR10 (full profile, needs internet once).
+* ``cifar10``: torchvision's CIFAR10 (full profile, downloaded once when online).
+
+``download`` everywhere: ``None`` (the default) downloads a missing dataset when the machine is online and
+otherwise raises :class:`DatasetUnavailable` with what to do; ``True`` downloads (a failure raises
+torchvision's error); ``False`` never downloads.
 * ``folder:<path>``: any dataset in torchvision's ``ImageFolder`` layout
   (``<path>/train/<class>/*.png`` and ``<path>/test/<class>/*.png``), e.g. a
   small stand-in for CIFAR-10 when offline.
@@ -92,13 +96,13 @@ class Splits:
 
 
 # ----------------------------------------------------------------------------- raw loaders
-def prepare_fashion_mnist(root: Path | str | None = None, download: bool = False) -> Path:
+def prepare_fashion_mnist(root: Path | str | None = None, download: bool | None = None) -> Path:
     """Make ``<root>/FashionMNIST/raw/*-ubyte`` exist and return ``root``.
 
     Order: files already there; the Debian package's files (decompressed, since
     the package re-compressed them and torchvision's md5 check would fail on the
-    ``.gz``); a torchvision download if ``download`` is true. Otherwise raises
-    :class:`DatasetUnavailable` naming the commands that fix it.
+    ``.gz``); a torchvision download unless ``download`` is False. When none works
+    (offline) raises :class:`DatasetUnavailable` naming the commands that fix it.
     """
     root = Path(root) if root is not None else default_root()
     raw = root / "FashionMNIST" / "raw"
@@ -112,20 +116,25 @@ def prepare_fashion_mnist(root: Path | str | None = None, download: bool = False
             with gzip.open(DEBIAN_FASHION_MNIST / f"{n}.gz", "rb") as src, open(raw / n, "wb") as dst:
                 shutil.copyfileobj(src, dst)
         return root
-    if download:
-        from torchvision.datasets import FashionMNIST
+    message = (f"Fashion-MNIST is not in {raw} and the Debian package is not installed.\n"
+               "Get it with one of:\n"
+               "  sudo apt-get install -y dataset-fashion-mnist      (offline-friendly, Debian/Ubuntu)\n"
+               "  connect to the internet: it downloads by itself (about 30 MB)\n"
+               "or use the embedded fallback dataset 'digits'.")
+    if download is False:
+        raise DatasetUnavailable(message)
+    from torchvision.datasets import FashionMNIST
+    try:
         FashionMNIST(str(root), train=True, download=True)
         FashionMNIST(str(root), train=False, download=True)
-        return root
-    raise DatasetUnavailable(
-        f"Fashion-MNIST is not in {raw} and the Debian package is not installed.\n"
-        "Get it with one of:\n"
-        "  sudo apt-get install -y dataset-fashion-mnist      (offline-friendly, Debian/Ubuntu)\n"
-        "  load_splits('fashion_mnist', download=True)        (or `qevo ... --download`, needs internet)\n"
-        "or use the embedded fallback dataset 'digits'.")
+    except (RuntimeError, OSError) as exc:   # torchvision: "Error downloading ..." (no network, blocked)
+        if download:
+            raise
+        raise DatasetUnavailable(f"{message}\n(A download was tried and failed: {str(exc).splitlines()[0]})") from exc
+    return root
 
 
-def _fashion_mnist_arrays(root: Path | None, download: bool):
+def _fashion_mnist_arrays(root: Path | None, download: bool | None):
     from torchvision.datasets import FashionMNIST
     root = prepare_fashion_mnist(root, download)
     train = FashionMNIST(str(root), train=True, download=False)
@@ -149,16 +158,18 @@ def _digits_arrays():
     return x[train], y[train], x[test], y[test], tuple(str(i) for i in range(10))
 
 
-def _cifar10_arrays(root: Path | None, download: bool):
+def _cifar10_arrays(root: Path | None, download: bool | None):
     from torchvision.datasets import CIFAR10
     root = Path(root) if root is not None else default_root()
+    message = (f"CIFAR-10 is not in {root}. It downloads by itself once (about 170 MB) when the machine is "
+               "online; or put torchvision's cifar-10-batches-py folder there.")
     try:
-        train = CIFAR10(str(root), train=True, download=download)
-        test = CIFAR10(str(root), train=False, download=download)
-    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
-        raise DatasetUnavailable(
-            f"CIFAR-10 is not in {root}. Download it once (about 170 MB, needs internet) with\n"
-            "  load_splits('cifar10', download=True)   or   qevo train --dataset cifar10 --download") from exc
+        train = CIFAR10(str(root), train=True, download=download is not False)
+        test = CIFAR10(str(root), train=False, download=download is not False)
+    except (RuntimeError, OSError) as exc:  # not found (download=False) or the download failed (offline)
+        if download:
+            raise
+        raise DatasetUnavailable(f"{message}\n({str(exc).splitlines()[0]})") from exc
     to_t = lambda a: torch.from_numpy(np.asarray(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
     return (to_t(train.data), torch.tensor(train.targets), to_t(test.data), torch.tensor(test.targets),
             tuple(train.classes))
@@ -178,7 +189,7 @@ def _folder_arrays(path: Path):
     return (*out, tuple(ImageFolder(str(path / "train")).classes))
 
 
-def load_arrays(name: str, root: Path | str | None = None, download: bool = False):
+def load_arrays(name: str, root: Path | str | None = None, download: bool | None = None):
     """Raw uint8 arrays ``(x_train, y_train, x_test, y_test, classes)`` of a dataset by name."""
     if name == "fashion_mnist":
         return _fashion_mnist_arrays(root, download)
@@ -193,7 +204,7 @@ def load_arrays(name: str, root: Path | str | None = None, download: bool = Fals
 
 def load_splits(name: str = "fashion_mnist", search_size: int = 2048, train_size: int | None = None,
                 test_size: int | None = None, seed: int = 0, root: Path | str | None = None,
-                download: bool = False) -> Splits:
+                download: bool | None = None) -> Splits:
     """Load a dataset as seeded, disjoint train / search / test splits.
 
     Args:
@@ -203,7 +214,8 @@ def load_splits(name: str = "fashion_mnist", search_size: int = 2048, train_size
             the first ``max(search_size, min(SEARCH_POOL, n/3))`` of the shuffle, which are reserved).
         test_size: cap on the held-out test images (default: the whole official test split).
         seed: seeds the shuffling that decides which training images become ``search``.
-        download: allow torchvision to download (needs internet).
+        download: None (default): download a missing dataset when online, else raise a clear
+            :class:`DatasetUnavailable`; True: download; False: never download.
     """
     if not isinstance(search_size, int) or search_size < 1:
         raise ValueError(f"search_size must be a positive int, got {search_size!r}")

@@ -45,7 +45,7 @@ def get_profile(task: str, name: str | None = None, **overrides) -> Profile:
     return t.profiles[name].with_overrides(**overrides)
 
 
-def context(task: str, profile: str | None = None, device=None, download: bool = False, **overrides):
+def context(task: str, profile: str | None = None, device=None, download: bool | None = None, **overrides):
     """The :class:`~qevo_lite.experiment.context.Context` of task ``task`` with its profile ``profile``
     (None values in ``overrides`` keep the profile's)."""
     return Context(get_task(task), get_profile(task, profile, **overrides), device=device, download=download)

@@ -50,7 +50,7 @@ def _select(split: Split, mask: torch.Tensor) -> Split:
 
 
 def ae_splits(dataset: str = "fashion_mnist", seed: int = 0, normal_classes=DEFAULT_NORMAL_CLASSES,
-              search_size: int | None = None, test_size: int | None = None, download: bool = False) -> AESplits:
+              search_size: int | None = None, test_size: int | None = None, download: bool | None = None) -> AESplits:
     """Load ``dataset`` as the autoencoder's splits (seeded by ``seed``, the checkpoint's split seed).
 
     ``search_size``: normal-class images of the search split (None: all in the reserved pool);

@@ -50,7 +50,7 @@ class ClassificationTask(Task):
     architectures = tuple(ARCHITECTURES)
     profiles = PROFILES
 
-    def load_splits(self, profile, download: bool = False):
+    def load_splits(self, profile, download: bool | None = None):
         return load_splits(profile.dataset, search_size=profile.search_size, seed=profile.split_seed,
                            download=download)
 

@@ -176,7 +176,7 @@ def make_canvases(glyphs: torch.Tensor, labels: torch.Tensor, n: int, canvas: in
 
 def load_detection_splits(train_size: int = 6000, search_size: int = 256, test_size: int = 1000,
                           seed: int = 0, canvas: int = CANVAS, glyphs: str = "auto", root=None,
-                          download: bool = False) -> DetectionSplits:
+                          download: bool | None = None) -> DetectionSplits:
     """The generated ``glyph_boxes`` dataset as train / search / test canvases.
 
     The official training glyphs are shuffled with ``seed``; the first third goes to the search
@@ -204,7 +204,7 @@ def load_detection_splits(train_size: int = 6000, search_size: int = 256, test_s
         classes=tuple(classes), canvas=canvas, train_glyphs=train_idx, search_glyphs=search_idx)
 
 
-def load_voc(root=None, year: str = "2012", download: bool = False):
+def load_voc(root=None, year: str = "2012", download: bool | None = None):
     """Pascal VOC detection through torchvision (the full profile's real data; needs internet once).
 
     Returns torchvision's ``VOCDetection`` train and val datasets. Offline and without the files this
@@ -229,7 +229,7 @@ _SPLITS_CACHE: dict = {}
 
 
 def load_dataset(dataset: str = "glyph_boxes", seed: int = 0, train_size: int = TRAIN_CANVASES,
-                 search_size: int = 256, test_size: int = 1000, download: bool = False):
+                 search_size: int = 256, test_size: int = 1000, download: bool | None = None):
     """The detection splits of ``dataset`` (cached per arguments).
 
     ``glyph_boxes``: generated canvases of Fashion-MNIST glyphs (digits when Fashion-MNIST is missing,
