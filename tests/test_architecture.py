@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # every folder directly under qevo_lite/ must be here; a new one must be placed in a layer
 LAYERS = {"core": 0, "quant": 1, "evaluators": 2, "rounding": 3, "es": 4, "viz": 5, "experiment": 6, "tasks": 7}
 TOP = 8  # qevo_lite/__init__.py and every module directly in qevo_lite/
-NON_CODE_FOLDERS: set[str] = set()  # folders of data files only (none yet)
+NON_CODE_FOLDERS = {"checkpoints"}  # folders of data files only (the shipped pretrained models)
 LAZY_IMPORTS_ALLOWED = {f"{PACKAGE}.cli"}
 MAX_LINES = 400
 

@@ -1,4 +1,5 @@
-"""The checkpoint registry: small pretrained models under ``data/checkpoints`` with a manifest.
+"""The checkpoint registry: small pretrained models shipped inside the package (``qevo_lite/checkpoints``, so
+a ``pip install`` from git brings them) with a manifest.
 
 ``manifest.json`` holds one entry per checkpoint (``<arch>-<dataset>``): the file, the
 architecture and dataset, the split seed it was trained against, the epochs, the command that
@@ -20,8 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import default_root
 from .io import atomic_write, read_json, write_text
+
+PACKAGE_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
 
 class CheckpointMissing(FileNotFoundError):
@@ -29,8 +31,8 @@ class CheckpointMissing(FileNotFoundError):
 
 
 def checkpoint_dir() -> Path:
-    """``$QEVO_CHECKPOINTS`` if set, else ``<data root>/checkpoints``."""
-    return Path(os.environ.get("QEVO_CHECKPOINTS", default_root() / "checkpoints"))
+    """``$QEVO_CHECKPOINTS`` if set, else the package's own ``qevo_lite/checkpoints`` (package data)."""
+    return Path(os.environ.get("QEVO_CHECKPOINTS", PACKAGE_CHECKPOINTS))
 
 
 def checkpoint_key(arch: str, dataset: str) -> str:
@@ -59,7 +61,7 @@ def read_manifest(directory: Path | None = None) -> dict:
     A corrupt manifest raises ValueError naming the file and how to recover it."""
     path = Path(directory or checkpoint_dir()) / "manifest.json"
     return read_json(path, "the checkpoint manifest",
-                     "Restore it with `git checkout -- data/checkpoints/manifest.json` (the committed models), "
+                     "Restore it with `git checkout -- qevo_lite/checkpoints/manifest.json` (the committed models), "
                      "or delete it and retrain with `qevo train --model <arch>`.")
 
 
