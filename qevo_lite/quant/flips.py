@@ -19,12 +19,16 @@ from .grid import QuantState
 from .layout import rows_shape, weight_positions
 
 
-def boundary_candidates(state: QuantState, near: float = 0.1) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """Weights within ``near`` of the rounding boundary whose other neighbouring code is on the grid.
+def boundary_candidates(state: QuantState, near: float = 0.1, region: str = "boundary"
+                        ) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Weights close to the rounding boundary (or, as a control, close to their grid point) whose other
+    neighbouring code is on the grid.
 
-    A weight qualifies when ``| |residual| - 0.5 | <= near`` (residual in steps, see
-    :meth:`LayerQuant.residual`) and ``code + sign(residual)`` lies in ``qmin..qmax``
-    (a move that the grid would clamp back is no move at all).
+    With ``region="boundary"`` a weight qualifies when ``| |residual| - 0.5 | <= near`` (residual in steps,
+    see :meth:`LayerQuant.residual`): the move to its other neighbour costs almost no weight error. With
+    ``region="grid_point"`` (the control arm) it qualifies when ``0 < |residual| <= near``: it sits almost on
+    its grid point, and the same one-step move adds almost a whole step of weight error. Either way
+    ``code + sign(residual)`` must lie in ``qmin..qmax`` (a move the grid would clamp back is no move).
 
     Returns:
         One ``(layer name, flat indices, new codes)`` triple per layer, in the state's layer order;
@@ -33,12 +37,15 @@ def boundary_candidates(state: QuantState, near: float = 0.1) -> list[tuple[str,
     """
     if not 0 < near <= 0.5:
         raise ValueError(f"near must be in (0, 0.5], got {near!r}.")
+    if region not in ("boundary", "grid_point"):
+        raise ValueError(f"region must be 'boundary' or 'grid_point', got {region!r}.")
     out = []
     for name, lq in state.layers.items():
         r = lq.residual().reshape(-1)
         codes = lq.codes.reshape(-1)
         target = codes.to(torch.int32) + torch.sign(r).to(torch.int32)
-        ok = ((r.abs() - 0.5).abs() <= near) & (r != 0) & (target >= lq.qmin) & (target <= lq.qmax)
+        close = (r.abs() - 0.5).abs() <= near if region == "boundary" else r.abs() <= near
+        ok = close & (r != 0) & (target >= lq.qmin) & (target <= lq.qmax)
         idx = torch.nonzero(ok).reshape(-1)
         out.append((name, idx, target[idx].to(torch.int16)))
     return out
@@ -62,7 +69,7 @@ def _write_codes(state: QuantState, name: str, module: nn.Module, flat: torch.Te
 @torch.no_grad()
 def random_boundary_flips(model: nn.Module, state: QuantState, search_split: Split, n_trials: int = 100,
                           n_flips: int = 8, seed: int = 0, near: float = 0.1, subset: int | None = 512,
-                          return_flips: bool = False):
+                          return_flips: bool = False, region: str = "boundary"):
     """Accuracy changes, versus the RTN state, of ``n_trials`` random sets of ``n_flips`` near-boundary flips.
 
     Each trial draws ``n_flips`` distinct weights from :func:`boundary_candidates` with a
@@ -79,6 +86,7 @@ def random_boundary_flips(model: nn.Module, state: QuantState, search_split: Spl
         n_trials, n_flips: number of trials and weights flipped per trial.
         seed: seeds the choice of weights.
         near: how close to the boundary a weight must be (in steps, see :func:`boundary_candidates`).
+        region: ``boundary`` (the experiment) or ``grid_point`` (the control: weights near their grid point).
         subset: evaluate on this many images of ``search_split``.
         return_flips: also return, per trial, the flipped weights as ``(layer name, flat index)`` pairs
             (flat indices into the codes).
@@ -89,11 +97,11 @@ def random_boundary_flips(model: nn.Module, state: QuantState, search_split: Spl
     """
     if n_trials < 1 or n_flips < 1:
         raise ValueError(f"n_trials and n_flips must be >= 1, got {n_trials} and {n_flips}.")
-    candidates = boundary_candidates(state, near)
+    candidates = boundary_candidates(state, near, region)
     sizes = torch.tensor([len(idx) for _, idx, _ in candidates])
     total = int(sizes.sum())
     if total < n_flips:
-        raise ValueError(f"Only {total} weights lie within {near} of the rounding boundary; "
+        raise ValueError(f"Only {total} weights lie within {near} of the {region.replace('_', ' ')}; "
                          f"ask for fewer than n_flips={n_flips} or widen `near`.")
     offsets = torch.cumsum(sizes, 0) - sizes  # start of each layer's candidates in the global list
     split = search_split.subset(subset) if subset is not None else search_split

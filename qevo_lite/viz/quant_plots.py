@@ -127,26 +127,37 @@ def plot_residuals(state: QuantState, ax=None, bins: int = 60, title: str | None
 
 
 def plot_flip_experiment(deltas, ax=None, title: str | None = None, n_flips: int | None = None,
-                         path=None) -> Figure:
+                         path=None, control=None) -> Figure:
     """Histogram of search-accuracy changes (percentage points) of random boundary-flip trials versus RTN.
 
     Args:
         deltas: accuracy changes as fractions, as returned by
             :func:`qevo_lite.quant.flips.random_boundary_flips`.
         n_flips: weights flipped per trial (only for the title).
+        control: optional changes of the control arm (flips of weights near their grid point,
+            ``region="grid_point"``), drawn as an outline over the same bins.
     """
     d = 100 * torch.as_tensor(deltas, dtype=torch.float64).reshape(-1)
     if d.numel() == 0:
         raise ValueError("deltas is empty.")
     fig, ax = new_axes(ax)
+    c = None if control is None else 100 * torch.as_tensor(control, dtype=torch.float64).reshape(-1)
     values, counts = torch.unique(d.round(decimals=6), return_counts=True)
-    width = float(values.diff().min()) * 0.8 if len(values) > 1 else 0.1
+    every = values if c is None else torch.unique(torch.cat([d, c]).round(decimals=6))
+    width = float(every.diff().min()) * 0.8 if len(every) > 1 else 0.1
     colors = ["tab:green" if v > 0 else "tab:red" if v < 0 else "tab:gray" for v in values.tolist()]
-    ax.bar(values.numpy(), counts.numpy(), width=width, color=colors)
+    ax.bar(values.numpy(), counts.numpy(), width=width, color=colors, label="near the boundary")
+    if c is not None:
+        cv, cc = torch.unique(c.round(decimals=6), return_counts=True)
+        ax.bar(cv.numpy(), cc.numpy(), width=width, fill=False, edgecolor="black", linewidth=0.8,
+               label="control: near the grid point")
+        ax.legend(fontsize=8, loc="upper left")
     ax.axvline(0.0, color="black", linestyle="--", linewidth=1.0)
     up, down = float((d > 0).double().mean()), float((d < 0).double().mean())
-    ax.text(0.98, 0.97, f"better than RTN: {100 * up:.0f}% of trials\nworse: {100 * down:.0f}%",
-            transform=ax.transAxes, va="top", ha="right", fontsize=9)
+    text = f"better than RTN: {100 * up:.0f}% of trials\nworse: {100 * down:.0f}%"
+    if c is not None:
+        text += f"\ncontrol: better {100 * float((c > 0).double().mean()):.0f}%, worse {100 * float((c < 0).double().mean()):.0f}%"
+    ax.text(0.98, 0.97, text, transform=ax.transAxes, va="top", ha="right", fontsize=9)
     ax.set_xlabel("search-set accuracy change vs RTN (percentage points)")
     ax.set_ylabel("number of trials")
     what = f"{n_flips} random near-boundary weights" if n_flips else "random near-boundary weights"
