@@ -1,5 +1,5 @@
 """Detection's fitness comparison: the global ES from the RTN codes with two fitnesses at equal budget,
-the per-image detection loss and ``1 - mAP@0.5`` of the search split (no per-image value, so no early
+the per-image detection loss and ``1 - mAP@[.5:.95]`` of the search split (no per-image value, so no early
 rejection); held-out mAP of both, time and accepted generations."""
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def comparison_markdown(comp: dict) -> str:
             f"seeds {','.join(map(str, comp['seeds']))}): held-out mAP@0.5 / mAP@[.5:.95] {pct(comp['rtn_test_map50'])} "
             f"/ {pct(comp['rtn_test_map'])} (RTN) -> {pct(lo['test_map50'])} / {pct(lo['test_map'])} with the per-image "
             f"detection loss as fitness ({lo['seconds']:.0f} s, {lo['accepted']:.1f} accepted generations) and "
-            f"{pct(ma['test_map50'])} / {pct(ma['test_map'])} with 1 - mAP@0.5 of the search split as fitness "
+            f"{pct(ma['test_map50'])} / {pct(ma['test_map'])} with 1 - mAP@[.5:.95] of the search split as fitness "
             f"({ma['seconds']:.0f} s, {ma['accepted']:.1f} accepted generations). The experiment uses the loss: it "
             "changes with every small change of the outputs where mAP sits on plateaus, it needs no decoding and "
             "matching, and it has a value per image, which the evaluator's paired early rejection needs (on search "

@@ -58,10 +58,11 @@ def detection_loss_on(model: nn.Module, split, batch_size: int = 256) -> float:
 
 
 def map_fitness(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """mAP as an ES fitness: ``1 - mAP@0.5`` of the whole chunk, repeated for every image (N,).
+    """mAP as an ES fitness: ``1 - mAP@[.5:.95]`` of the whole chunk (the metric the tables report), repeated
+    for every image (N,).
 
     mAP is a statistic of a whole set of images (detections of all images are ranked together), so it
     has no per-image value: every image of a chunk gets the same number, which leaves the evaluator's
     paired early rejection nothing to test. Ground truth is recovered from the dense targets."""
-    m = mean_average_precision(decode(outputs.cpu()), targets_from_dense(y.cpu()))["map50"]
+    m = mean_average_precision(decode(outputs.cpu()), targets_from_dense(y.cpu()))["map"]
     return torch.full((len(y),), 1.0 - m)

@@ -59,27 +59,32 @@ def plot_before_after(split, preds_by_name: dict, indices, classes=None, path=No
 
 
 def plot_fitness_comparison(comparisons: list[dict], path=None):
-    """Left: held-out mAP@0.5 of RTN and of the ES with each fitness (one dot per seed). Right: the best
-    fitness against generations, normalised to its start (1 = RTN), for both fitnesses."""
+    """Left: held-out mAP@[.5:.95] and mAP@0.5 of RTN and of the ES with each fitness (one dot per seed, bars
+    at the seed mean; the axis starts at 0, so small differences look small). Right: the best fitness against
+    generations, normalised to its start (1 = RTN), for both fitnesses."""
     fig, axes = new_figure(1, 2, figsize=(10.5, 3.6))
     a1, a2 = axes[0]
     c0 = comparisons[0]
-    a1.axhline(100 * c0["rtn_test_map50"], color="tab:blue", ls=":", label="RTN")
-    for x, name, label in ((0, "loss", "detection loss"), (1, "map", "1 - mAP@0.5")):
-        vals = [100 * c[name]["test_map50"] for c in comparisons]
-        a1.plot([x] * len(vals), vals, "o", color="tab:red" if name == "loss" else "tab:purple", alpha=0.8)
-        a1.bar(x, statistics.fmean(vals) - 100 * c0["rtn_test_map50"], bottom=100 * c0["rtn_test_map50"],
-               color="tab:red" if name == "loss" else "tab:purple", alpha=0.3, width=0.5)
-    a1.set_xticks([0, 1], ["fitness: detection loss", "fitness: 1 - mAP@0.5"])
-    a1.set_ylabel("held-out mAP@0.5 (%)")
-    a1.set_title(f"{c0['arch']} W{c0['bits']}: {c0['budget']} evaluations from RTN")
-    a1.legend(fontsize=8)
+    colours = {"rtn": "tab:blue", "loss": "tab:red", "map": "tab:purple"}
+    for group, metric in enumerate(("map", "map50")):
+        for offset, name in ((-0.27, "rtn"), (0.0, "loss"), (0.27, "map")):
+            vals = [100 * (c[f"rtn_test_{metric}"] if name == "rtn" else c[name][f"test_{metric}"]) for c in comparisons]
+            x = group + offset
+            a1.bar(x, statistics.fmean(vals), color=colours[name], alpha=0.35, width=0.25,
+                   label={"rtn": "RTN", "loss": "ES, fitness: detection loss",
+                          "map": "ES, fitness: 1 - mAP@[.5:.95]"}[name] if group == 0 else None)
+            a1.plot([x] * len(vals), vals, "o", color=colours[name], ms=4)
+    a1.set_xticks([0, 1], ["mAP@[.5:.95]", "mAP@0.5"])
+    a1.set_ylim(0, 100)
+    a1.set_ylabel("held-out mAP (%)")
+    a1.set_title(f"{c0['arch']} W{c0['bits']}: {c0['budget']} evaluations from RTN, {len(comparisons)} seed(s)")
+    a1.legend(fontsize=7, loc="upper left")
     for c in comparisons:
         for name, color in (("loss", "tab:red"), ("map", "tab:purple")):
             curve = c[name]["curve"]
             if curve and curve[0]:
                 a2.plot(range(1, len(curve) + 1), [v / curve[0] for v in curve], color=color, alpha=0.7,
-                        label=("detection loss" if name == "loss" else "1 - mAP@0.5") if c is c0 else None)
+                        label=("detection loss" if name == "loss" else "1 - mAP@[.5:.95]") if c is c0 else None)
     a2.set_xlabel("generation")
     a2.set_ylabel("best search fitness / first generation's")
     a2.set_title("search fitness during the run (lower is better)")

@@ -39,7 +39,7 @@ PROFILES = {
     "fast": Profile("fast", "detection", "glyph_boxes", _MODELS, bits=(2, 3, 4), search_size=192, test_size=400,
                     local_samples=64, local_evaluations=0, budget=24, report_every=None, min_drop_points=1.0,
                     extra_granularities=(),
-                    options={"compare_budget": 12, "compare_model": "det_vgg_small", "compare_seeds": (0,)}),
+                    options={"compare_budget": 12, "compare_model": "det_vgg_small", "compare_seeds": (0, 1, 2)}),
     "full": Profile("full", "detection", "voc", _MODELS, bits=(2, 3, 4, 8), search_size=2048, test_size=5000,
                     local_samples=512, local_evaluations=0, budget=2000, report_every=None, min_drop_points=1.0,
                     extra_granularities=(),
@@ -72,7 +72,7 @@ class DetectionTask(Task):
     architectures = tuple(ARCHITECTURES)
     profiles = PROFILES
 
-    def load_splits(self, profile, download: bool = False):
+    def load_splits(self, profile, download: bool | None = None):
         return load_dataset(profile.dataset, seed=profile.split_seed, train_size=0, search_size=profile.search_size,
                             test_size=profile.test_size, download=download)
 
