@@ -60,6 +60,8 @@ class Profile(Overridable):
             below FP32's. Negative: always.
         min_rise_percent: for tasks whose headline metric is lower-is-better (reconstruction MSE):
             run the ES where RTN raises the search-split metric by at least this many percent.
+        max_rise_percent: for lower-is-better tasks: do not run the ES where RTN raises the search-split metric
+            by more than this many percent (the model is destroyed: nothing is left to preserve); None: no limit.
         es_bits: bit widths where the ES may run at all (None: every one where RTN hurts).
         granularity: the grid of RTN and the ES (``per_channel``: the strongest rounding baseline).
         extra_granularities: further RTN grids reported beside it (e.g. ``per_tensor``).
@@ -92,6 +94,7 @@ class Profile(Overridable):
     report_every: int | None = 4
     min_drop_points: float = 0.5
     min_rise_percent: float = 2.0
+    max_rise_percent: float | None = None
     es_bits: tuple | None = None
     granularity: str = "per_channel"
     extra_granularities: tuple = ("per_tensor",)

@@ -108,7 +108,7 @@ class Task:
         message when the task was asked for by name, and skips the task with it under ``all``."""
         return None
 
-    def load_splits(self, profile, download: bool = False):
+    def load_splits(self, profile, download: bool | None = None):
         """The task's data for ``profile``: an object with ``search`` and ``test`` splits (``x``,
         ``y``, ``subset``), ``test`` already cut to ``profile.test_size``."""
         raise NotImplementedError
@@ -139,8 +139,8 @@ class Task:
 
     def es_skip_reason(self, profile, bits: int, fp32_search: dict, rtn_search: dict) -> str | None:
         """Why the ES is not run at ``bits`` (None: run it): RTN is close to FP32 on the search split
-        (``min_drop_points`` / ``min_rise_percent`` of the profile, by the headline metric's direction),
-        or ``bits`` is not in the profile's ``es_bits``."""
+        (``min_drop_points`` / ``min_rise_percent`` of the profile, by the headline metric's direction), RTN
+        destroys the model there (``max_rise_percent``), or ``bits`` is not in the profile's ``es_bits``."""
         m = self.metrics[0]
         key = m.key if m.key in fp32_search else "loss"
         cost = m.cost(rtn_search[key], fp32_search[key])
@@ -149,6 +149,9 @@ class Task:
                     f"({cost:+.2f})")
         if not m.higher_is_better and cost < profile.min_rise_percent:
             return f"RTN raises the search {key} by only {cost:.1f}% (< {profile.min_rise_percent:.0f}%)"
+        if not m.higher_is_better and profile.max_rise_percent is not None and cost > profile.max_rise_percent:
+            return (f"RTN raises the search {key} by {cost:.0f}% (> {profile.max_rise_percent:.0f}%): the model is "
+                    "destroyed, nothing is left to preserve")
         if profile.es_bits is not None and bits not in profile.es_bits:
             return f"the profile runs the ES only at {list(profile.es_bits)} bits"
         return None
