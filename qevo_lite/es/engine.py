@@ -108,6 +108,15 @@ class ESResult:
         return rtn.with_codes({n: c.clone() for n, c in self.best.items()})
 
 
+def one_fifth_rule(p: float, successes, lam: int, p_min: float) -> float:
+    """Rechenberg's 1/5 success rule, per offspring: ``successes`` are the successful children (those that
+    beat their parent) of each generation of one window, ``lam`` children per generation. With ``rate`` their
+    sum over ``len(successes) * lam``, the mutation rate ``p`` is multiplied by 1.22 above 1/5, by 0.82 below,
+    kept at exactly 1/5, and held within ``[p_min, 1]``."""
+    rate = sum(successes) / (len(successes) * lam)
+    return min(1.0, max(p_min, p * (1.22 if rate > 0.2 else 0.82 if rate < 0.2 else 1.0)))
+
+
 def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None, sensitivity_order=None,
            checkpoint: str | Path | None = None, checkpoint_every: int = 10, progress: bool = True,
            start: dict | None = None) -> ESResult:
@@ -218,8 +227,7 @@ def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None,
             gen += 1
             successes.append(wins)
             if config.adapt == "one_fifth" and gen % config.adapt_window == 0:
-                rate = sum(successes[-config.adapt_window:]) / (config.adapt_window * config.lam)
-                p = min(1.0, max(config.p_min, p * (1.22 if rate > 0.2 else 0.82 if rate < 0.2 else 1.0)))
+                p = one_fifth_rule(p, successes[-config.adapt_window:], config.lam, config.p_min)
             elapsed = time.perf_counter() - t_start
             fits = [o[1].fitness for o in complete] or [float("nan")]
             history.append({"generation": gen, "best": best[1].fitness, "mean": sum(fits) / len(fits),

@@ -34,6 +34,12 @@ def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
 
+def rounding_regulariser(h: torch.Tensor, beta: float) -> torch.Tensor:
+    """AdaRound's regulariser ``sum(1 - |2 h - 1|^beta)`` over relaxed roundings ``h`` in [0, 1] (a scalar):
+    0 when every ``h`` is 0 or 1, largest at 0.5; flat for a large ``beta``, pushing to 0 or 1 as it falls."""
+    return (1 - (2 * h - 1).abs().pow(beta)).sum()
+
+
 def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
                    qmin: int, qmax: int, inputs: torch.Tensor, targets: torch.Tensor, steps: int = 1000,
                    batch_size: int = 64, lam: float = 0.01, beta: tuple = (20.0, 2.0), warmup: float = 0.2,
@@ -57,7 +63,7 @@ def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor,
         loss = (out - targets[idx]).pow(2).sum(1).mean()   # sum over channels, mean over images and positions
         if step >= start:
             b = beta[0] + (beta[1] - beta[0]) * (step - start) / max(1, steps - start)
-            loss = loss + lam * (1 - (2 * rectified_sigmoid(v) - 1).abs().pow(b)).sum()
+            loss = loss + lam * rounding_regulariser(rectified_sigmoid(v), b)
         opt.zero_grad()
         loss.backward()
         opt.step()

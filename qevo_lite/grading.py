@@ -1,0 +1,69 @@
+"""Helpers for the graded assignments (``grading/``): hidden tests that a student cannot pass by calling the
+package's own implementation of what the exercise asks for.
+
+A hidden test computes the reference answer with the package first, then calls the student's function inside
+:func:`forbidden`, which replaces every reference to the package's function (in the loaded modules and in the
+student's notebook namespace) with one that raises :class:`ForbiddenCall`.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+
+class ForbiddenCall(RuntimeError):
+    """Raised by a function a graded exercise must not call."""
+
+
+def _blocker(name: str):
+    def blocked(*args, **kwargs):
+        raise ForbiddenCall(f"This exercise asks you to write {name} yourself; calling the library's own "
+                            f"{name} is not allowed here.")
+    return blocked
+
+
+@contextmanager
+def forbidden(*targets, namespaces=(), modules=("qevo_lite", "torchvision", "sklearn", "torchmetrics")):
+    """Within the block, every reference to the objects in ``targets`` raises :class:`ForbiddenCall` when
+    called.
+
+    Args:
+        targets: ``(owner, attribute)`` pairs, e.g. ``(qevo_lite.quant.grid, "quantize_tensor")`` or
+            ``(LayerQuadratic, "delta")``.
+        namespaces: further dicts to patch, e.g. the student function's ``__globals__`` (where a name
+            imported with ``from ... import`` lives).
+        modules: prefixes of the loaded modules whose attributes are patched too.
+
+    Example::
+
+        want = reference(x)                                   # the package's answer, computed first
+        with forbidden((grid, "quantize_tensor"), namespaces=[student_fn.__globals__]):
+            got = student_fn(x)
+    """
+    originals = [getattr(owner, attr) for owner, attr in targets]
+    ids = {id(o): (o, _blocker(getattr(o, "__qualname__", attr))) for o, (_, attr) in zip(originals, targets)}
+    patched = []   # (dict-like owner or object, key, original)
+
+    def patch_dict(d):
+        for k, v in list(d.items()):
+            if id(v) in ids and v is ids[id(v)][0]:
+                patched.append((d, k, v))
+                d[k] = ids[id(v)][1]
+
+    for owner, attr in targets:
+        original = getattr(owner, attr)
+        patched.append((owner, attr, original))
+        setattr(owner, attr, ids[id(original)][1])
+    for name, mod in list(sys.modules.items()):
+        if mod is not None and name.split(".")[0] in modules:
+            patch_dict(vars(mod))
+    for ns in namespaces:
+        patch_dict(ns)
+    try:
+        yield
+    finally:
+        for owner, key, original in reversed(patched):
+            if isinstance(owner, dict):
+                owner[key] = original
+            else:
+                setattr(owner, key, original)
