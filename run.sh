@@ -3,7 +3,8 @@
 # test tools, and on Debian/Ubuntu the offline Fashion-MNIST package), then runs what you ask:
 #   ./run.sh demo        the main job: the fast reproduction of the classification experiments
 #                        (qevo reproduce --profile fast; JSON, Markdown table and figures in results/reproduce-fast)
-#   ./run.sh test        the whole test suite: unit tests + every notebook executed by nbval
+#   ./run.sh test        the whole test suite: unit tests, grading, the Colab path, the browser test, and
+#                        every notebook executed by nbval
 #   ./run.sh notebooks   rebuild notebooks/*.ipynb from notebooks/src/ and execute them (fast profile)
 #   ./run.sh qevo ...    any other qevo command, e.g. ./run.sh qevo bench
 set -euo pipefail
@@ -22,7 +23,7 @@ setup() {
   fi
   if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[test,crosscheck]"
+    .venv/bin/python -m pip install -q -e ".[test,crosscheck,classroom]"
     touch .venv/.installed
   fi
   if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
@@ -33,12 +34,20 @@ setup() {
   export PATH="$PWD/.venv/bin:$PATH"
 }
 
+browser() {   # the widget test drives Debian's chromium (Playwright's own browser download is not used)
+  if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium (for tests/test_browser_widgets.py)" >&2
+    as_root apt-get install -y -qq chromium || as_root sh -c 'apt-get update -qq && apt-get install -y -qq chromium' \
+      || echo "could not install chromium: the browser test will be skipped" >&2
+  fi
+}
+
 cmd=${1:-demo}; shift || true
 setup
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 case "$cmd" in
   demo)      qevo reproduce --profile fast --out results/reproduce-fast "$@" ;;
-  test)      python -m pytest -q --nbval-lax tests notebooks/*.ipynb "$@" ;;
+  test)      browser; python -m pytest -q --nbval-lax --durations=15 tests notebooks/*.ipynb "$@" ;;
   notebooks) python scripts/notebooks.py build "$@" && QEVO_PROFILE=fast python scripts/notebooks.py execute "$@" ;;
   qevo)      qevo "$@" ;;
   *) echo "usage: ./run.sh demo|test|notebooks|qevo ..." >&2; exit 2 ;;

@@ -37,6 +37,12 @@ def setup(threads: int = 2, needs: str = "the fast profile") -> Session:
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", category=UserWarning, module="torchmetrics")
     in_colab = "google.colab" in sys.modules
+    if in_colab:   # Colab renders ipywidgets only through its custom widget manager
+        try:
+            from google.colab import output
+            output.enable_custom_widget_manager()
+        except Exception:  # noqa: BLE001 - widgets then fall back to nothing worse than a text repr
+            print("Colab's widget manager could not be enabled: set QEVO_STATIC_WIDGETS=1 for static figures.")
     device = default_device()
     if device.type == "cuda":
         print(f"GPU on: {torch.cuda.get_device_name(0)}")

@@ -10,14 +10,24 @@ jupytext (https://jupytext.readthedocs.io, format ``py:percent``):
     # %%
     code ...
 
+Two markers in a source are generated from the repository URL in ``pyproject.toml`` (``[project.urls]
+Repository``, the one place it is written):
+
+* ``{{colab_badge}}`` (in a markdown cell): the notebook's "Open in Colab" badge;
+* a code cell holding only ``# {{install_cell}}``: a cell that installs qevo-lite where it is missing (Colab,
+  a fresh machine) with ``pip install "qevo-lite @ git+<URL>"``; ``QEVO_LITE_URL`` overrides the URL (a fork,
+  or a ``git+file://`` clone for the offline test).
+
 ``python scripts/notebooks.py build``   writes ``notebooks/<name>.ipynb`` from each source (no outputs);
 ``python scripts/notebooks.py execute`` runs them top to bottom in a fresh kernel (fast profile)
-and saves the outputs, as committed. Pass notebook names to restrict either step.
+and saves the outputs, as committed; ``python scripts/notebooks.py sync-markdown`` copies edited markdown into
+the executed notebooks without re-running them. Pass notebook names to restrict any step.
 """
 from __future__ import annotations
 
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import jupytext
@@ -26,6 +36,42 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 SRC, OUT = ROOT / "notebooks" / "src", ROOT / "notebooks"
 FMT = "py:percent"
+BADGE_MARKER, INSTALL_MARKER = "{{colab_badge}}", "# {{install_cell}}"
+
+
+def repository_url() -> str:
+    """``[project.urls] Repository`` of pyproject.toml (https, no ``.git``)."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return meta["urls"]["Repository"].removesuffix(".git").rstrip("/")
+
+
+def colab_url(notebook: str) -> str:
+    """Colab's address of ``notebooks/<notebook>.ipynb`` on the repository's main branch (GitHub only)."""
+    path = repository_url().split("github.com/", 1)[-1]
+    return f"https://colab.research.google.com/github/{path}/blob/main/notebooks/{notebook}.ipynb"
+
+
+def colab_badge(notebook: str) -> str:
+    """The Markdown "Open in Colab" badge of one notebook."""
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
+
+
+def install_cell() -> str:
+    """The source of the generated install cell (the same in every notebook)."""
+    return f'''# Installs qevo-lite where it is missing (Colab, a fresh machine); generated from pyproject.toml's URL.
+# QEVO_LITE_URL overrides where it comes from, e.g. a fork or git+file:///path/to/a/clone.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("qevo_lite") is None:
+    url = os.environ.get("QEVO_LITE_URL", "git+{repository_url()}.git")
+    print(f"installing qevo-lite from {{url}} (a minute; the pretrained models come with it)")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"qevo-lite @ {{url}}"], check=True)
+import qevo_lite
+
+print(f"qevo-lite {{qevo_lite.__version__}} from {{os.path.dirname(qevo_lite.__file__)}}")'''
 
 
 def read_source(path: Path) -> nbformat.NotebookNode:
@@ -43,7 +89,10 @@ def read_source(path: Path) -> nbformat.NotebookNode:
         meta = {"tags": list(cell.metadata["tags"])} if cell.metadata.get("tags") else {}
         new = {"markdown": nbformat.v4.new_markdown_cell, "raw": nbformat.v4.new_raw_cell}.get(
             cell.cell_type, nbformat.v4.new_code_cell)
-        cells.append(new(cell.source, metadata=meta))
+        source = cell.source.replace(BADGE_MARKER, colab_badge(path.stem))
+        if cell.cell_type == "code" and source.strip() == INSTALL_MARKER:
+            source = install_cell()
+        cells.append(new(source, metadata=meta))
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -61,6 +110,23 @@ def build(names: list[str]) -> None:
         print(f"built {src.stem}.ipynb")
 
 
+def sync_markdown(names: list[str]) -> None:
+    """Copy edited markdown cells from the sources into the executed notebooks, keeping their outputs. Refuses
+    when a code cell or the cell structure changed (then the notebook must be re-executed)."""
+    for src in selected(names):
+        path = OUT / f"{src.stem}.ipynb"
+        built, nb = read_source(src), nbformat.read(path, as_version=4)
+        same_code = len(built.cells) == len(nb.cells) and all(
+            b.cell_type == c.cell_type and (b.cell_type == "markdown" or b.source == c.source)
+            for b, c in zip(built.cells, nb.cells))
+        if not same_code:
+            raise SystemExit(f"{path.name}: code or cell structure changed; run build and execute instead.")
+        for b, c in zip(built.cells, nb.cells):
+            c.source = b.source
+        nbformat.write(nb, path)
+        print(f"synced the markdown of {path.name}")
+
+
 def execute(names: list[str]) -> None:
     from nbclient import NotebookClient
     for src in selected(names):
@@ -74,4 +140,5 @@ def execute(names: list[str]) -> None:
 
 if __name__ == "__main__":
     action, names = (sys.argv[1] if len(sys.argv) > 1 else "build"), sys.argv[2:]
-    {"build": build, "execute": execute, "all": lambda n: (build(n), execute(n))}[action](names)
+    {"build": build, "execute": execute, "sync-markdown": sync_markdown,
+     "all": lambda n: (build(n), execute(n))}[action](names)

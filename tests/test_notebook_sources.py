@@ -56,3 +56,18 @@ def test_source_matches_committed_notebook(src):
     assert len(built) == len(committed), f"{hint} ({len(built)} cells in the source, {len(committed)} in the notebook)"
     for i, (b, c) in enumerate(zip(built, committed)):
         assert b == c, f"{hint} (first difference in cell {i}: {b[0]} {b[1][:80]!r} vs {c[0]} {c[1][:80]!r})"
+
+
+def test_install_cell_and_badges_come_from_pyproject_url():
+    """The repository URL is written once (pyproject's [project.urls] Repository): every notebook's install cell
+    and Colab badge, and the README's badge table, are generated from it."""
+    url = builder.repository_url()
+    readme = (ROOT / "README.md").read_text()
+    for src in SOURCES:
+        nb = builder.read_source(src)
+        text = "\n".join(c.source for c in nb.cells)
+        assert builder.colab_badge(src.stem) in nb.cells[0].source, f"{src.name}: no Colab badge in the first cell"
+        assert [c.source for c in nb.cells if c.cell_type == "code"][0] == builder.install_cell(), \
+            f"{src.name}: the first code cell is not the generated install cell"
+        assert f"git+{url}.git" in text and "{{" not in text, src.name
+        assert builder.colab_url(src.stem) in readme, f"README.md has no Colab badge for {src.stem}"

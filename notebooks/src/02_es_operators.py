@@ -1,6 +1,8 @@
 # %% [markdown]
 # # 02 · The evolution strategy, piece by piece
 #
+# {{colab_badge}}
+#
 # Notebook 01 showed that nearest rounding (RTN) is not the best assignment of weights to grid
 # points: moving a few weights to their *other* neighbouring code can raise accuracy. This notebook
 # builds the tool that searches for such moves systematically, an **evolution strategy (ES)**, and
@@ -19,9 +21,10 @@
 #   error), and both in sequence, at about the same wall time;
 # * why the fast evaluator (partial re-execution of the network) matters.
 #
-# **Run time:** about 2 to 3 minutes on an idle 2-core laptop CPU with the default `fast` profile
-# (2-bit VGG, small budgets). The `full` profile uses larger budgets and the whole test split, and takes several
-# times longer.
+# **Run time:** about 1 minute on an idle 2-core CPU with the default `fast` profile (65 s when the committed
+# outputs were made; the last cell prints this run's time). Cores shared with other work slow it down,
+# several times over with two busy processes on two cores.
+# The `full` profile uses larger budgets and the whole test split.
 
 # %% [markdown]
 # ## Setup
@@ -30,18 +33,15 @@
 # install it first; the cell below says how if it is missing.
 
 # %%
+# {{install_cell}}
+
+# %%
 import copy
 import os
+import statistics
 import time
 from dataclasses import replace
 
-try:
-    import qevo_lite
-except ImportError as exc:
-    raise ImportError(
-        "qevo_lite is not installed. In Colab or a fresh environment run\n"
-        "    %pip install 'qevo-lite @ git+<URL of the qevo-lite repository>'\n"
-        "(or `pip install -e .` in a clone of the repository), then re-run this cell.") from exc
 
 import matplotlib.pyplot as plt
 import torch
@@ -62,17 +62,20 @@ from qevo_lite.es.operators import layer_weights, mutate, mutate_residual, mutat
 from qevo_lite.quant.sensitivity import layer_sensitivity
 
 session = setup(threads=2, needs="this notebook")  # the committed outputs were computed with 2 threads
-device, IN_COLAB = session.device, session.in_colab
+device = session.device
 
 # %% [markdown]
 # ## Parameters
 #
 # `profile="fast"` keeps the run to a few minutes on a laptop CPU: a 2-bit VGG, a search
-# split of 1,024 images, held-out accuracy on 2,000 test images and budgets of about a hundred
-# evaluations per run. `profile="full"` uses bigger budgets, more seeds and the whole test split.
+# split of 1,024 images, held-out accuracy on the first 5,000 test images (the same subset in every
+# classification notebook) and budgets of about a hundred evaluations per run. `profile="full"` uses
+# bigger budgets, more seeds and the whole test split.
 # The environment variable `QEVO_PROFILE` overrides the default, and the cell is tagged
 # `parameters` so papermill can override any value. Every budget is a number of *evaluations* or
-# *generations*, never of seconds, so the same seed gives the same result on any machine.
+# *generations*, never of seconds, so a seed fixes a run on one machine; another CPU or torch build rounds
+# float sums a little differently, the ES then accepts other mutations, and the last digits move (that is
+# why claims below are checked over several seeds, with their spread).
 
 # %% tags=["parameters"]
 profile = os.environ.get("QEVO_PROFILE", "fast")  # "fast" or "full"
@@ -80,8 +83,9 @@ bits = 2          # 2-bit weights: RTN loses a lot, so the ES has room to work
 seed = 0          # seeds the single runs (the comparison uses seeds 0, 1, 2, ...)
 
 # %%
+SPLIT_SEED = 0  # the data split the shipped checkpoints were trained against (train/search disjoint)
 PROFILES = {
-    "fast": dict(search_size=1024, test_size=2000, tiny_sizes=(32, 128), tiny_evaluations=256, lam=8, demo_lam=4, demo_generations=16,
+    "fast": dict(search_size=1024, test_size=5000, tiny_sizes=(32, 128), tiny_evaluations=256, lam=8, demo_lam=4, demo_generations=16,
                  compare_evaluations=64, seeds=(0, 1, 2), local_per_layer=200, local_samples=128,
                  global_evaluations=96, bench_generations=3, explorer_evaluations=48),
     "full": dict(search_size=2048, test_size=None, tiny_sizes=(32, 128), tiny_evaluations=960, lam=8, demo_lam=4, demo_generations=50,
@@ -102,8 +106,9 @@ print(f"profile {profile!r}: {cfg}")
 # baseline is the best RTN scale rule at `bits` bits, chosen on the search split (`best_rtn`).
 
 # %%
-vgg, entry = load_pretrained("vgg_small")
-splits = load_splits("fashion_mnist", seed=entry["split_seed"], download=IN_COLAB)
+splits = load_splits("fashion_mnist", seed=SPLIT_SEED)   # the data first, then the checkpoint trained on it
+vgg, entry = load_pretrained("vgg_small", splits=splits)
+assert entry["split_seed"] == SPLIT_SEED
 search = splits.search.subset(cfg["search_size"])
 test = splits.test if cfg["test_size"] is None else splits.test.subset(cfg["test_size"])
 fmodel = fold_batchnorm(vgg).to(device)
@@ -479,69 +484,76 @@ for metric, (diff, std) in spread.items():
 # but not always, means a lower network loss. The third option runs half the local budget and then
 # hands the result to the global ES for half the global budget.
 #
-# The budgets are fixed numbers of evaluations, so the result does not depend on the machine. On an
-# idle 2-core CPU they took about 6 s (global), 3 s (local) and 5 s (local, then global) when this
-# notebook was written: the local ES was the cheapest, so the comparison does not favour it. The
-# times printed below are this run's and depend on the machine and its load.
-# Accuracies are measured on the whole search split and on the test split.
+# The budgets are fixed numbers of evaluations, and each strategy runs once per seed of the comparison
+# above (`cfg["seeds"]`): one run per strategy could "show" any ranking (section 8). The wall times printed
+# below are this run's; they depend on the machine and its load. Accuracies are measured on the whole
+# search split and on the test split.
 
 # %%
-strategies, timings = {}, {}
-local_cfg = lambda n: ESConfig(lam=lam, p=0.002, mutation="residual", max_evaluations=n, seed=seed)  # noqa: E731
-global_cfg = lambda n: ESConfig(lam=lam, p=0.002, mutation="residual", max_evaluations=n,  # noqa: E731
-                                early_reject=True, seed=seed)
+STRATEGIES = ("global", "local", "local, then global")
+runs_acc, timings, local_logs = {k: [] for k in STRATEGIES}, {k: 0.0 for k in STRATEGIES}, []
+local_cfg = lambda n, s: ESConfig(lam=lam, p=0.002, mutation="residual", max_evaluations=n, seed=s)  # noqa: E731
+global_cfg = lambda n, s: ESConfig(lam=lam, p=0.002, mutation="residual", max_evaluations=n,  # noqa: E731
+                                   early_reject=True, seed=s)
+for s in cfg["seeds"]:
+    t = time.perf_counter()
+    best = run_es(make_evaluator(), global_cfg(cfg["global_evaluations"], s), progress=False).best
+    timings["global"] += time.perf_counter() - t
+    runs_acc["global"].append(accuracies(best))
 
-t = time.perf_counter()
-strategies["global"] = run_es(make_evaluator(), global_cfg(cfg["global_evaluations"]), progress=False).best
-timings["global"] = time.perf_counter() - t
-
-t = time.perf_counter()
-strategies["local"], local_log = run_layerwise(fmodel, state, search, local_cfg(cfg["local_per_layer"]),
-                                               samples=cfg["local_samples"], progress=False)
-timings["local"] = time.perf_counter() - t
-
-t = time.perf_counter()
-half_local, _ = run_layerwise(fmodel, state, search, local_cfg(cfg["local_per_layer"] // 2),
+    t = time.perf_counter()
+    best, log = run_layerwise(fmodel, state, search, local_cfg(cfg["local_per_layer"], s),
                               samples=cfg["local_samples"], progress=False)
-strategies["local, then global"] = run_es(make_evaluator(), global_cfg(cfg["global_evaluations"] // 2),
-                                          start=half_local, progress=False).best
-timings["local, then global"] = time.perf_counter() - t
+    timings["local"] += time.perf_counter() - t
+    runs_acc["local"].append(accuracies(best))
+    local_logs.append(log)
+
+    t = time.perf_counter()
+    half_local, _ = run_layerwise(fmodel, state, search, local_cfg(cfg["local_per_layer"] // 2, s),
+                                  samples=cfg["local_samples"], progress=False)
+    best = run_es(make_evaluator(), global_cfg(cfg["global_evaluations"] // 2, s), start=half_local,
+                  progress=False).best
+    timings["local, then global"] += time.perf_counter() - t
+    runs_acc["local, then global"].append(accuracies(best))
 
 budgets = {"global": f"{cfg['global_evaluations']} global",
            "local": f"{cfg['local_per_layer']} local x {len(state.layers)} layers",
            "local, then global": f"{cfg['local_per_layer'] // 2} local x {len(state.layers)} layers "
                                  f"+ {cfg['global_evaluations'] // 2} global"}
-strategy_acc = {k: accuracies(c) for k, c in strategies.items()}
+mean_std = lambda v: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)  # noqa: E731
+strategy_acc = {k: tuple(statistics.fmean(a[i] for a in v) for i in (0, 1)) for k, v in runs_acc.items()}
+strategy_std = {k: mean_std([a[1] for a in v])[1] for k, v in runs_acc.items()}
 es_plots.plot_accuracy_bars({"RTN": {"search": rtn_acc["search"], "test": rtn_acc["test"]},
                              **{k: {"search": a[0], "test": a[1]} for k, a in strategy_acc.items()}},
-                            baseline=rtn_acc["test"], title="global vs local fitness (budgets in the table below)");
+                            baseline=rtn_acc["test"], title=f"global vs local fitness (mean of {len(cfg['seeds'])} seeds)");
 
 # %%
-# NBVAL_CHECK_OUTPUT
-print(f"{'strategy':20s} {'budget (evaluations)':36s} {'search acc':>10s} {'test acc':>8s}")
-print(f"{'RTN':20s} {'-':36s} {rtn_acc['search']:10.3f} {rtn_acc['test']:8.3f}")
+print(f"{'strategy':20s} {'budget (evaluations)':36s} {'search acc':>10s} {'test acc (mean ± std)':>22s}")
+print(f"{'RTN':20s} {'-':36s} {rtn_acc['search']:10.3f} {rtn_acc['test']:22.3f}")
 for k, (s_acc, t_acc) in strategy_acc.items():
-    print(f"{k:20s} {budgets[k]:36s} {s_acc:10.3f} {t_acc:8.3f}")
-
-# %%
-print("wall time (s, depends on the machine and its load): "
+    print(f"{k:20s} {budgets[k]:36s} {s_acc:10.3f} {f'{t_acc:.3f} ± {strategy_std[k]:.3f}':>22s}")
+print(f"wall time over {len(cfg['seeds'])} seeds (s; depends on the machine and its load): "
       + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
 # %% [markdown]
-# Checked below: all three beat RTN on held-out data, and at no more cost (on an idle machine) both
-# strategies that use the local fitness get further than the global one, because a local evaluation
-# is so much cheaper that the ES affords many more of them. Every layer's local error went down:
+# Checked below, with the seed noise: all three beat RTN on held-out data in every seed, and neither strategy
+# that uses the local fitness ends below the global one by more than the larger seed std. Whether one is
+# *better* is a question for more seeds and budgets (notebook 07 and the README compare the package's
+# current local stage, an exact one, with the rounding peers); what the wall times above show is that a local
+# evaluation costs far less than a global one. Every layer's local error went down in every run:
 
 # %%
-for k, (s_acc, t_acc) in strategy_acc.items():
-    assert t_acc > rtn_acc["test"], k
-assert strategy_acc["local"][1] > strategy_acc["global"][1]
-assert strategy_acc["local, then global"][1] > strategy_acc["global"][1]
-assert all(e["after"] <= e["before"] for e in local_log)
+for k, v in runs_acc.items():
+    assert all(t_acc > rtn_acc["test"] for _, t_acc in v), k
+for k in ("local", "local, then global"):
+    noise = max(strategy_std[k], strategy_std["global"])
+    assert strategy_acc[k][1] >= strategy_acc["global"][1] - noise, (k, strategy_acc, strategy_std)
+assert all(e["after"] <= e["before"] for log in local_logs for e in log)
+local_log = local_logs[0]
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("local ES, layer output error (MSE) before -> after:")
+print(f"local ES (seed {cfg['seeds'][0]}), layer output error (MSE) before -> after:")
 for e in local_log:
     print(f"  {e['layer']:14s} {e['before']:.5f} -> {e['after']:.5f}  ({e['after'] / e['before']:.3f} x)")
 
@@ -716,7 +728,7 @@ check_exercise_3(one_fifth_p)
 # | step size | the 1/5 rule grows `p` while more than 1/5 of the children beat their parent (as from 2-bit RTN) and shrinks it when fewer do |
 # | search vs test | a tiny search set is partly fitted rather than learned from: its search gain far exceeds the held-out gain |
 # | operators | at equal budget over seeds, every variant beats RTN on test; 3 seeds of 96 evaluations cannot rank them |
-# | local fitness | far cheaper per evaluation; at no more wall time it beats global fitness on held-out data |
+# | local fitness | far cheaper per evaluation; over 3 seeds not behind the global fitness on held-out data beyond the seed noise |
 # | fast evaluator | the same fitness as the naive one for every candidate, at a multiple of its speed (ratio printed in section 10) |
 #
 # The numbers behind these lines, from this run (held-out test accuracy unless it says search):
@@ -739,6 +751,11 @@ print(f"{tiny_label:44s} {tiny_runs[small_label].reports[-1]['test']:.3f}  "
 session.report_run_time();
 
 # %% [markdown]
+# **References.** I. Rechenberg, *Evolutionsstrategie* (1973): the (1+1) ES and the 1/5 success rule.
+# H.-G. Beyer and H.-P. Schwefel, "Evolution strategies: A comprehensive introduction", Natural Computing 1
+# (2002): (mu/rho +, lambda) notation, plus and comma selection. M. Pietroń, arXiv:2605.05228 (2026): the ES over
+# quantization states that this series reproduces.
+#
 # **Read next:** the next notebook in the series applies the ES to both models and other bit widths
 # and compares it with other rounding methods, always on held-out data. To run the ES headless from
 # the command line, see `qevo --help` (`qevo bench` repeats the evaluator comparison of section 10).
