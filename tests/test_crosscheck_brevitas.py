@@ -11,12 +11,11 @@ rules Brevitas' own per-channel absmax quantizer is checked to give the same sca
 Tolerances were measured on this fixture's recipe with training seeds 0-5 (and batch seeds differing between
 the two sides for learned round), see the comments at each assertion; they hold with margins of 3x or more.
 """
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 pytest.importorskip("brevitas")
 pytest.importorskip("accelerate")   # Brevitas' learned-round trainer (brevitas_examples) imports it
@@ -25,10 +24,7 @@ from qevo_lite import build_model, evaluate, fold_batchnorm, quantize_model, tra
 from qevo_lite.rounding.adaround import adaround  # noqa: E402
 from qevo_lite.rounding.gptq import gptq  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("crosscheck_brevitas", ROOT / "scripts" / "crosscheck_brevitas.py")
-xc = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(xc)
+xc = load_script("crosscheck_brevitas")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,25 +6,15 @@ Each grading runs ``otter run`` (no Docker): the submission executes in this env
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import ROOT, load_script
 
 pytest.importorskip("otter")
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _grading_script():
-    spec = importlib.util.spec_from_file_location("grading_script", ROOT / "scripts" / "grading.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-grading = _grading_script()
+grading = load_script("grading")
 SOURCES = grading.sources()
 
 

@@ -6,26 +6,16 @@ without rebuilding (``./run.sh notebooks``) fails here.
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import nbformat
 import pytest
+from conftest import ROOT, load_script
 
 pytest.importorskip("jupytext")
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9]*.py"))
 
 
-def _builder():
-    spec = importlib.util.spec_from_file_location("notebooks_builder", ROOT / "scripts" / "notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-builder = _builder()
+builder = load_script("notebooks")
 
 
 def _cells(nb) -> list[tuple[str, str, list[str]]]:
