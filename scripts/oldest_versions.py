@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
-BOUND = re.compile(r'^\s*"([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][0-9A-Za-z.]*)"\s*,?\s*$')
+BOUND = re.compile(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][0-9A-Za-z.]*)$")
 
 
 def runtime_lower_bounds(pyproject: Path = PYPROJECT) -> dict[str, str]:
@@ -21,22 +22,13 @@ def runtime_lower_bounds(pyproject: Path = PYPROJECT) -> dict[str, str]:
     Every runtime dependency must be written as ``"name>=version"`` (no upper bound, no markers), the
     form this project uses; anything else raises ValueError so that no dependency escapes the test.
     """
-    lines = pyproject.read_text().splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip().startswith("dependencies = ["))
-    except StopIteration:
-        raise ValueError(f"{pyproject} has no [project] dependencies list") from None
     bounds: dict[str, str] = {}
-    for line in lines[start + 1:]:
-        if line.strip() == "]":
-            return bounds
-        if not line.strip() or line.strip().startswith("#"):
-            continue
-        match = BOUND.match(line)
+    for requirement in tomllib.loads(pyproject.read_text())["project"]["dependencies"]:
+        match = BOUND.match(requirement.strip())
         if match is None:
-            raise ValueError(f"dependency not in the form \"name>=version\": {line.strip()}")
+            raise ValueError(f'dependency not in the form "name>=version": {requirement}')
         bounds[match.group(1)] = match.group(2)
-    raise ValueError(f"unterminated dependencies list in {pyproject}")
+    return bounds
 
 
 def main() -> int:
