@@ -52,7 +52,6 @@ cmd=${1:-demo}; shift || true
 if [ "$cmd" = test-oldest ]; then   # pip constraints: every runtime dependency pinned to its lower bound
   mkdir -p .venv-oldest && "$PY" scripts/oldest_versions.py > .venv-oldest/constraints.txt
   setup .venv-oldest -c .venv-oldest/constraints.txt -e ".[test]"
-  python -m pip freeze --exclude-editable > .venv-oldest/versions.txt
 else
   setup .venv -e ".[test,crosscheck,classroom]"
 fi
