@@ -1,3 +1,4 @@
+import importlib.metadata
 import importlib.util
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +17,30 @@ def load_script(name: str) -> ModuleType:
     return module
 
 torch.set_num_threads(2)
+
+pytest_plugins = ["pytester"]   # tests/test_packaging.py runs a small suite through this conftest's hook
+
+
+def installed_versions(names) -> str:
+    """``"brevitas 0.13.4, accelerate 1.15.0"``: the installed version of each distribution ("missing" if not)."""
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "missing"
+    return ", ".join(f"{name} {version(name)}" for name in names)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test of a module that sets ``RAN_WITH = (distribution names, ...)`` (an optional cross-check
+    against another library) says in its report which versions of those it ran with, so a break that a new
+    release brings is recognised as one."""
+    outcome = yield
+    report = outcome.get_result()
+    names = getattr(item.module, "RAN_WITH", None) if hasattr(item, "module") else None
+    if names and report.failed and hasattr(report.longrepr, "addsection"):
+        report.longrepr.addsection("versions it ran with", installed_versions(names))
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from qevo_lite.rounding.adaround import adaround  # noqa: E402
 from qevo_lite.rounding.gptq import gptq  # noqa: E402
 
 xc = load_script("crosscheck_brevitas")
+RAN_WITH = ("brevitas", "accelerate", "torch")   # a failure here names these versions (conftest's report hook)
 
 
 @pytest.fixture(scope="module", autouse=True)
