@@ -18,6 +18,7 @@ from .quant.grid import SCALE_RULES, LayerQuant, QuantConfig, QuantState, quanti
 from .quant.rtn import best_rtn
 from .rounding.adaround import adaround
 from .rounding.gptq import gptq
+from . import methods
 from .user_model import QuantizeReport, quantize
 from .tasks import load_pretrained, train_checkpoint
 

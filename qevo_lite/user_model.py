@@ -1,7 +1,8 @@
 """One call for your own model: ``qv.quantize(model, data, bits=3, method="es")``.
 
 Folds batch-norm, rounds every Linear/Conv/ConvTranspose weight to nearest (RTN, the scale rule of lowest
-loss on ``data``), then chooses the codes with ``method`` on that grid:
+loss on ``data``), then chooses the codes with ``method`` on that grid: any method of the registry
+(:mod:`qevo_lite.methods`), by name or as a config. The built-in ones:
 
 * ``"rtn"``: nearest rounding only;
 * ``"gptq"``: GPTQ (greedy, error feedback through each layer's input Hessian);
@@ -25,20 +26,11 @@ import torch
 from torch import nn
 
 from .core.data import Split
-from .es.stages import global_stage, quadratic_stage
-from .evaluators.base import LOSSES
+from .evaluators.base import Loss, resolve_loss
+from .methods import RoundingProblem, choose_codes, default_config, get_method
 from .quant.export import float_size_bytes, save_state
 from .quant.fold import fold_batchnorm, unquantized_weighted_modules
 from .quant.rtn import best_rtn
-from .rounding.adaround import adaround
-from .rounding.gptq import gptq
-
-METHODS = ("rtn", "gptq", "adaround", "es")
-
-
-def output_mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared difference to the float model's outputs, (n,) (the loss for inputs alone)."""
-    return (outputs - targets).pow(2).flatten(1).mean(1)
 
 
 @dataclass
@@ -75,14 +67,17 @@ class QuantizeReport:
         return "\n".join(lines)
 
 
-def _numbers(model: nn.Module, split: Split, loss_fn, metric_fn, batch: int = 256) -> dict:
+def _numbers(model: nn.Module, split: Split, loss: Loss, metric_fn, batch: int = 256) -> dict:
+    """``{"loss": mean per-sample loss (, "accuracy")}`` of ``model`` on ``split``, scored against the targets
+    ``loss`` names (labels, or the inputs for a reconstruction)."""
     device = next(model.parameters()).device
+    targets = loss.targets(split)
     losses, metrics = [], []
     with torch.no_grad():
         for i in range(0, len(split), batch):
             out = model(split.x[i:i + batch].to(device))
-            y = split.y[i:i + batch].to(device)
-            losses.append(loss_fn(out, y).float().cpu())
+            y = targets[i:i + batch].to(device)
+            losses.append(loss.fn(out, y).float().cpu())
             if metric_fn is not None:
                 metrics.append(metric_fn(out, y).float().cpu())
     res = {"loss": float(torch.cat(losses).mean())}
@@ -105,7 +100,7 @@ def _as_split(model: nn.Module, data) -> tuple[Split, bool]:
     raise TypeError("data must be a Split, an (inputs, targets) pair or a tensor of inputs.")
 
 
-def quantize(model: nn.Module, data, bits: int = 4, method: str = "es", *, test=None, loss=None,
+def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, loss=None,
              granularity: str = "per_channel", seed: int = 0, budget: int = 64, samples: int = 256,
              adaround_steps: int = 1000, progress: bool = True) -> tuple[nn.Module, QuantizeReport]:
     """Quantize ``model``'s weights to ``bits`` bits with ``method`` (see the module docstring).
@@ -113,46 +108,41 @@ def quantize(model: nn.Module, data, bits: int = 4, method: str = "es", *, test=
     Args:
         model: any PyTorch model (not modified); BN is folded into the convs first.
         data: what the methods fit: a Split / (inputs, targets) pair, or a tensor of inputs alone.
+        method: a registered method's name (:func:`qevo_lite.methods.method_names`) or a config instance
+            (e.g. ``qv.methods.AdaRoundConfig(steps=2000)``); a name takes its config from ``samples``,
+            ``budget`` and ``adaround_steps``.
         test: optional held-out Split / pair (labelled data) for the report; never used to choose.
-        loss: ``"cross_entropy"``, ``"mse"`` (reconstruction of the inputs, for autoencoders) or a callable
-            ``(outputs, targets) -> (n,)``; default cross-entropy for labelled data, :func:`output_mse` to the
-            float model's outputs for inputs alone.
+        loss: ``"cross_entropy"``, ``"mse"`` (reconstruction of the inputs, for autoencoders), ``"output_mse"``
+            or a callable ``(outputs, targets) -> (n,)`` (:data:`qevo_lite.evaluators.base.LOSSES` says what each
+            scores against; the ES and the report use the same); default cross-entropy for labelled data,
+            ``"output_mse"`` to the float model's outputs for inputs alone.
         samples: images whose layer inputs the layer-wise methods fit (AdaRound: 4x as many).
         budget: the global ES stage's evaluations; adaround_steps: AdaRound's Adam steps per layer.
     Returns ``(quantized model, report)``."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}.")
+    config = default_config(method, samples, budget, adaround_steps) if isinstance(method, str) else method
+    name = get_method(config).name   # ValueError naming the registered methods for an unknown one
     fmodel = fold_batchnorm(model)
     split, labelled = _as_split(fmodel, data)
-    loss = loss or ("cross_entropy" if labelled else output_mse)
-    loss_fn, metric_fn = LOSSES[loss] if isinstance(loss, str) else (loss, None)
-    if loss != "cross_entropy":
-        metric_fn = None
-    score = lambda m, s: _numbers(m, s, loss_fn, None)["loss"]  # noqa: E731
+    loss = loss or ("cross_entropy" if labelled else "output_mse")
+    spec = resolve_loss(loss)
+    metric_fn = spec.metric if loss == "cross_entropy" else None
+    score = lambda m, s: _numbers(m, s, spec, None)["loss"]  # noqa: E731
     floats = list(unquantized_weighted_modules(fmodel))
     t0 = time.perf_counter()
     rtn = best_rtn(fmodel, split, bits, granularity, score=score)
-    state = rtn.state
-    if method == "gptq":
-        state = gptq(fmodel, state, split, samples=samples)
-    elif method == "adaround":
-        state = adaround(fmodel, state, split, samples=4 * samples, steps=adaround_steps, seed=seed)
-    elif method == "es":
-        codes, _, _ = quadratic_stage(fmodel, state, split, samples=samples, seed=seed)
-        result, _, _ = global_stage(fmodel, state, split, codes, budget=budget, lam=8, p=0.002, seed=seed,
-                                    loss=loss, metric="default" if isinstance(loss, str) else None,
-                                    progress=progress)
-        state = result.state(rtn.state)
+    problem = RoundingProblem(fmodel, rtn.state, split, seed=seed, loss=loss,
+                              metric="default" if isinstance(loss, str) else None, progress=progress)
+    state = choose_codes(config, problem).state
     seconds = time.perf_counter() - t0
     qmodel = state.to_model(fmodel)
     with tempfile.TemporaryDirectory() as tmp:
         packed = save_state(state, Path(tmp) / "state.qevo", fmodel)
-    report = QuantizeReport(method, bits, rtn.config.scale_rule, seconds, state.num_weights,
+    report = QuantizeReport(name, bits, rtn.config.scale_rule, seconds, state.num_weights,
                             sum(rtn.state.moved(state).values()), packed, float_size_bytes(state),
-                            _numbers(qmodel, split, loss_fn, metric_fn),
-                            _numbers(rtn.state.to_model(fmodel), split, loss_fn, metric_fn), left_in_float=floats)
+                            _numbers(qmodel, split, spec, metric_fn),
+                            _numbers(rtn.state.to_model(fmodel), split, spec, metric_fn), left_in_float=floats)
     if test is not None:
         test, _ = _as_split(fmodel, test)
-        report.test = _numbers(qmodel, test, loss_fn, metric_fn)
-        report.rtn_test = _numbers(rtn.state.to_model(fmodel), test, loss_fn, metric_fn)
+        report.test = _numbers(qmodel, test, spec, metric_fn)
+        report.rtn_test = _numbers(rtn.state.to_model(fmodel), test, spec, metric_fn)
     return qmodel.eval(), report

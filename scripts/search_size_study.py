@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
 from qevo_lite.core.data import Split, load_splits
 from qevo_lite.core.evaluate import evaluate
-from qevo_lite.es.stages import global_stage, quadratic_stage
+from qevo_lite.es.pipeline import evolve, run_local
 from qevo_lite.tasks import context
 
 
@@ -39,15 +40,14 @@ def main() -> None:
         arch = p.models[label]
         fmodel, _ = ctx.model(arch)
         rtn = ctx.rtn(arch, 2)["state"]
-        local = {s: quadratic_stage(fmodel, rtn, ctx.search, samples=p.local_samples, generations=p.local_generations,
-                                    lam=p.local_lam, topk=p.local_topk, patience=p.local_patience, seed=s)[0]
-                 for s in seeds}
+        local = {s: run_local(fmodel, rtn, ctx.search, p.es_config.local, seed=s).codes for s in seeds}
+        global_only = replace(p.es_config, local=None)   # the global stage alone, from each seed's local codes
         before = [evaluate(rtn.with_codes(local[s]).to_model(fmodel), ctx.test)["accuracy"] for s in seeds]
         for n in sizes:
             search = Split(pool.x[:n], pool.y[:n])
             after, t0 = [], time.perf_counter()
             for s in seeds:
-                res, _, _ = global_stage(fmodel, rtn, search, local[s], budget=p.budget, lam=p.lam, p=p.p, seed=s)
+                res = evolve(fmodel, rtn, search, global_only, local[s], seed=s)
                 after.append(evaluate(res.state(rtn).to_model(fmodel), ctx.test)["accuracy"])
             gains = [100 * (a - b) for a, b in zip(after, before)]
             print(f"| {arch} | {n} | {100 * statistics.mean(before):.2f} | {100 * statistics.mean(after):.2f} ± "

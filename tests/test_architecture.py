@@ -2,7 +2,7 @@
 
 Layers, lowest first; a module may import only from its own layer or a lower one (see docs/architecture.md):
 
-    0 core   1 quant   2 evaluators   3 rounding   4 es   5 viz   6 experiment   7 tasks   8 top (modules
+    0 core   1 quant   2 evaluators   3 rounding   4 es   5 methods   6 viz   7 experiment   8 tasks   9 top (modules
     directly in qevo_lite/: __init__, reproduce, bench, cli, ...)
 
 Inside ``tasks``, a task subpackage (``tasks/<name>/``) imports neither another task subpackage nor the
@@ -20,8 +20,9 @@ PACKAGE = "qevo_lite"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
 # every folder directly under qevo_lite/ must be here; a new one must be placed in a layer
-LAYERS = {"core": 0, "quant": 1, "evaluators": 2, "rounding": 3, "es": 4, "viz": 5, "experiment": 6, "tasks": 7}
-TOP = 8  # qevo_lite/__init__.py and every module directly in qevo_lite/
+LAYERS = {"core": 0, "quant": 1, "evaluators": 2, "rounding": 3, "es": 4, "methods": 5, "viz": 6, "experiment": 7,
+          "tasks": 8}
+TOP = 9  # qevo_lite/__init__.py and every module directly in qevo_lite/
 NON_CODE_FOLDERS = {"checkpoints"}  # folders of data files only (the shipped pretrained models)
 LAZY_IMPORTS_ALLOWED = {f"{PACKAGE}.cli"}
 MAX_LINES = 400

@@ -17,6 +17,7 @@ from qevo_lite.evaluators.incremental import IncrementalEvaluator
 from qevo_lite.experiment.cell import run_cell
 from qevo_lite.experiment.context import Context
 from qevo_lite.experiment.profile import Profile
+from qevo_lite.methods import AdaRoundConfig
 from qevo_lite.reproduce import reproduce
 from qevo_lite.tasks import EXPERIMENTS, TASKS, classification, get_profile, train_checkpoint
 
@@ -281,7 +282,7 @@ def test_peers_and_the_es_from_their_codes_fill_the_table(tmp_path, ckpt):
     """Quadratic local stage + both peers: every method's held-out numbers and times are in the cell, the
     summary averages them over the seeds, the table has one line per method and the targets are computed."""
     res = run(tmp_path, ckpt, bits=(2,), local_method="quadratic", local_generations=30, local_samples=32,
-              peers=("gptq", "adaround"), adaround_steps=20)
+              peers=("gptq", AdaRoundConfig(steps=20)))
     cell = res["cells"][KEY.format(2, 0)]
     for peer in ("gptq", "adaround"):
         assert {f"{peer}_test_accuracy", f"{peer}_search_accuracy", f"{peer}_seconds", f"es_{peer}_test_accuracy",
@@ -309,7 +310,7 @@ def test_side_by_side_reuses_the_context_and_shows_every_method(ckpt, monkeypatc
     ctx = Context(TASK, tiny_profile(), device="cpu", checkpoint_dir=ckpt)
     rtn = ctx.rtn("vgg_small", 2)
     monkeypatch.setattr(TASK, "load_splits", lambda *a, **k: pytest.fail("the data was loaded again"))
-    base = tiny_profile(local_method="quadratic", local_generations=30, peers=("gptq", "adaround"), adaround_steps=20)
+    base = tiny_profile(local_method="quadratic", local_generations=30, peers=("gptq", AdaRoundConfig(steps=20)))
     res = run_side_by_side(ctx, bits=(2,), seeds=(0,), base=base, progress=False)
     assert ctx.with_profile(base).rtn("vgg_small", 2) is rtn
     md = side_by_side_markdown(res, TASK)

@@ -31,7 +31,7 @@ def test_every_method_on_a_custom_model_with_inputs_alone():
     model = Custom().eval()
     x = torch.randn(96, 1, 8, 8)
     losses = {}
-    for method in qv.user_model.METHODS:
+    for method in qv.methods.method_names():
         with pytest.warns(UserWarning, match="mix"):
             qmodel, report = qv.quantize(model, x, bits=3, method=method, samples=64, budget=16, adaround_steps=200,
                                          progress=False)

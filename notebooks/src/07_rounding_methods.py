@@ -17,8 +17,9 @@
 # 3. the ES started from each peer's codes;
 # 4. what only the ES can use: a fitness without gradients (here the 0/1 error count).
 #
-# **Run time:** about 1.5 minutes on an idle 2-core CPU with the default `fast` profile (88 s when the committed
-# outputs were made; the last cell prints this run's time). Cores shared with other work slow it down,
+# **Run time:** about 1.5-2 minutes on an idle 2-core CPU with the default `fast` profile (125 s when the committed
+# outputs were made, on the slower of the two 2-core development machines; 88 s on the other; the last cell prints
+# this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
 
 # %% [markdown]
@@ -36,7 +37,8 @@ import torch
 from IPython.display import Markdown, display
 
 import qevo_lite as qv
-from qevo_lite.es.stages import global_stage, quadratic_stage
+from qevo_lite.es.pipeline import evolve, run_local
+from qevo_lite.es.stages import global_stage
 from qevo_lite.evaluators.quadratic import LayerQuadratic
 from qevo_lite.evaluators.layerwise import capture_layer_io
 from qevo_lite.notebook import setup
@@ -118,14 +120,8 @@ def timed(fn):
 
 
 def es_from(codes):
-    """Both ES stages from ``codes``: the final state and its wall time."""
-    def run():
-        local, _, _ = quadratic_stage(fmodel, rtn, search, codes, samples=prof.local_samples,
-                                      generations=prof.local_generations, lam=prof.local_lam, seed=seed)
-        result, _, _ = global_stage(fmodel, rtn, search, local, budget=prof.budget, lam=prof.lam, p=prof.p,
-                                    seed=seed)
-        return result.state(rtn)
-    return timed(run)
+    """Both ES stages of the profile's ES (``prof.es_config``) from ``codes``: the final state and its wall time."""
+    return timed(lambda: evolve(fmodel, rtn, search, prof.es_config, codes, seed=seed).state(rtn))
 
 
 states, seconds = {"RTN": rtn}, {"RTN": 0.0}
@@ -133,9 +129,8 @@ states["GPTQ"], seconds["GPTQ"] = timed(lambda: qv.gptq(fmodel, rtn, search))
 for steps in adaround_steps:
     label = "AdaRound" if steps == 1000 else f"AdaRound ({steps} steps)"
     states[label], seconds[label] = timed(lambda: qv.adaround(fmodel, rtn, search, steps=steps, seed=seed))
-local_only, seconds["ES local stage only"] = timed(lambda: quadratic_stage(
-    fmodel, rtn, search, samples=prof.local_samples, generations=prof.local_generations, lam=prof.local_lam,
-    seed=seed)[0])
+local_only, seconds["ES local stage only"] = timed(lambda: run_local(fmodel, rtn, search, prof.es_config.local,
+                                                                   seed=seed).codes)
 states["ES local stage only"] = rtn.with_codes(local_only)
 states["ES from RTN"], seconds["ES from RTN"] = es_from(rtn.codes())
 for peer in ("GPTQ", "AdaRound"):

@@ -31,8 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.io import save_torch
-from ..evaluators.base import Evaluation
-from ..evaluators.full import FullEvaluator
+from ..evaluators.base import Evaluation, Evaluator
 from .operators import LAYER_CHOICES, MUTATIONS, crossover_uniform, layer_weights, mutate, pick_layer
 from ..quant.grid import QuantState
 
@@ -117,14 +116,113 @@ def one_fifth_rule(p: float, successes, lam: int, p_min: float) -> float:
     return min(1.0, max(p_min, p * (1.22 if rate > 0.2 else 0.82 if rate < 0.2 else 1.0)))
 
 
-def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None, sensitivity_order=None,
+class _Run:
+    """The state of one run of :func:`run_es` and its steps (resume, offspring, selection, bookkeeping), so that
+    the generation loop reads as the algorithm. Every random draw comes from ``self.g``, in the order an
+    uninterrupted run makes them."""
+
+    def __init__(self, evaluator: Evaluator, config: ESConfig, report, names: list, order: list,
+                 checkpoint: Path | None):
+        self.ev, self.config, self.report_fn, self.names, self.order = evaluator, config, report, names, order
+        self.probs = list(layer_weights(evaluator.state, config.layer_choice, layers=names).values())
+        self.g = torch.Generator().manual_seed(config.seed)
+        self.checkpoint = checkpoint
+        self.parents = [(dict(evaluator.reference), evaluator.reference_eval)]
+        self.best = self.parents[0]
+        self.p, self.gen, self.evals, self.elapsed = config.p, 0, 0, 0.0
+        self.history, self.reports, self.successes, self.since_improvement = [], [], [], 0
+
+    def resume(self) -> None:
+        """Continue from the checkpoint file when it exists (ValueError when it was written with other settings)."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return
+        ck = torch.load(self.checkpoint, weights_only=False)
+        if ck["config"] != asdict(self.config):
+            raise ValueError(f"{self.checkpoint} was written by a run with other settings; delete it or pass another path.")
+        self.g.set_state(ck["rng"])
+        self.p, self.gen, self.evals, self.elapsed = ck["p"], ck["generation"], ck["evaluations"], ck["seconds"]
+        self.history, self.reports, self.successes = ck["history"], ck["reports"], ck["successes"]
+        self.since_improvement = ck["since"]
+        self.ev.set_reference(ck["parents"][0])
+        self.parents = [(c, self.ev.evaluate(c)) for c in ck["parents"]]
+        self.ev.evaluations -= len(self.parents)
+        self.best = (ck["best"], self.ev.evaluate(ck["best"]))
+        self.ev.evaluations -= 1
+
+    def save(self) -> None:
+        if self.checkpoint is not None:
+            save_torch({"config": asdict(self.config), "rng": self.g.get_state(), "p": self.p, "generation": self.gen,
+                        "evaluations": self.evals, "seconds": self.elapsed, "history": self.history,
+                        "reports": self.reports, "successes": self.successes, "since": self.since_improvement,
+                        "parents": [c for c, _ in self.parents], "best": self.best[0]}, self.checkpoint)
+
+    def do_report(self) -> None:
+        if self.report_fn is not None:
+            with self.ev.applied(self.best[0]) as model:
+                self.reports.append({"generation": self.gen, "evaluations": self.evals, **self.report_fn(model)})
+
+    def done(self) -> bool:
+        c = self.config
+        return ((c.max_evaluations is not None and self.evals >= c.max_evaluations)
+                or (c.max_generations is not None and self.gen >= c.max_generations)
+                or (c.max_seconds is not None and self.elapsed >= c.max_seconds)
+                or (c.patience is not None and self.since_improvement >= c.patience))
+
+    def child(self) -> tuple:
+        """One offspring ``(codes, Evaluation)``: crossover of two parents (mu > 1) or a copy of one, then a
+        mutation of one layer."""
+        c, g, parents = self.config, self.g, self.parents
+        if c.mu > 1 and c.crossover and len(parents) > 1:
+            i, j = torch.randperm(len(parents), generator=g)[:2].tolist()
+            base = crossover_uniform(parents[i][0], parents[j][0], g)
+        else:
+            base = parents[int(torch.randint(len(parents), (1,), generator=g))][0]
+        layer = pick_layer(self.names, self.probs, c.layer_choice, self.gen, g, self.order, c.generations_per_layer)
+        child = mutate(base, self.ev.state, layer, c.mutation, self.p, g)
+        return child, self.ev.evaluate(child, early_reject=c.early_reject, z=c.reject_z)
+
+    def select(self, offspring: list) -> None:
+        """Choose the next parents, update the best-ever candidate, the 1/5 rule and the history."""
+        c, parents = self.config, self.parents
+        complete = [o for o in offspring if o[1].complete]
+        pool = (parents + complete) if c.selection == "plus" else (complete or offspring)
+        pool.sort(key=lambda x: x[1].fitness)
+        new_parents = pool[:c.mu]
+        gen_best = min(complete, key=lambda x: x[1].fitness) if complete else None
+        success = gen_best is not None and gen_best[1].fitness < parents[0][1].fitness
+        wins = sum(1 for o in complete if o[1].fitness < parents[0][1].fitness)   # successful mutations
+        if gen_best is not None and gen_best[1].fitness < self.best[1].fitness:
+            self.best, self.since_improvement = gen_best, 0
+        else:
+            self.since_improvement += 1
+        if c.selection == "comma" and c.elitism and all(x is not self.best[0] for x, _ in new_parents):
+            new_parents = new_parents[:-1] + [self.best]
+        self.parents = new_parents
+        if self.parents[0][0] is not self.ev.reference:
+            self.ev.set_reference(self.parents[0][0], self.parents[0][1])
+        self.gen += 1
+        self.successes.append(wins)
+        if c.adapt == "one_fifth" and self.gen % c.adapt_window == 0:
+            self.p = one_fifth_rule(self.p, self.successes[-c.adapt_window:], c.lam, c.p_min)
+        fits = [o[1].fitness for o in complete] or [float("nan")]
+        self.history.append({"generation": self.gen, "best": self.best[1].fitness, "mean": sum(fits) / len(fits),
+                             "best_metric": self.best[1].metric, "p": self.p, "evaluations": self.evals,
+                             "seconds": None, "accepted": bool(success), "successes": wins,
+                             "complete": len(complete)})
+
+    def result(self, interrupted: bool) -> ESResult:
+        return ESResult(self.best[0], self.best[1], self.history, self.reports, self.evals, self.gen, self.elapsed,
+                        self.p, interrupted)
+
+
+def run_es(evaluator: Evaluator, config: ESConfig, report=None, layers=None, sensitivity_order=None,
            checkpoint: str | Path | None = None, checkpoint_every: int = 10, progress: bool = True,
            start: dict | None = None) -> ESResult:
     """Run the ES from ``start`` (default: the evaluator's reference, i.e. the RTN codes).
 
     Args:
-        evaluator: a :class:`~qevo_lite.evaluators.full.FullEvaluator`, ``IncrementalEvaluator`` or
-            ``LayerwiseEvaluator``; its ``state`` gives the grid and scales.
+        evaluator: any :class:`~qevo_lite.evaluators.base.Evaluator` (the full network, incremental or
+            layer-wise one); its ``state`` gives the grid and scales.
         config: the :class:`ESConfig`.
         report: optional ``report(model) -> dict`` of held-out metrics, called with the best
             candidate applied every ``config.report_every`` generations and at the end.
@@ -137,116 +235,46 @@ def run_es(evaluator: FullEvaluator, config: ESConfig, report=None, layers=None,
         (generation, best, mean, best_metric, p, evaluations, seconds, accepted: the generation's best child
         beat the parent, successes: how many of its children did).
     """
-    state = evaluator.state
-    names = list(layers or state.layers)
-    probs = list(layer_weights(state, config.layer_choice, layers=names).values())
+    names = list(layers or evaluator.state.layers)
     if config.layer_choice == "sensitivity" and not sensitivity_order:
         raise ValueError("layer_choice='sensitivity' needs sensitivity_order (see qevo_lite.quant.sensitivity).")
     order = [n for n in (sensitivity_order or []) if n in names]
-    g = torch.Generator().manual_seed(config.seed)
-    checkpoint = Path(checkpoint) if checkpoint else None
-
     if start is not None:
         evaluator.set_reference(start)
-    parents = [(dict(evaluator.reference), evaluator.reference_eval)]
-    best = parents[0]
-    p, gen, evals, elapsed, history, reports, successes = config.p, 0, 0, 0.0, [], [], []
-    since_improvement = 0
-    if checkpoint is not None and checkpoint.exists():
-        ck = torch.load(checkpoint, weights_only=False)
-        if ck["config"] != asdict(config):
-            raise ValueError(f"{checkpoint} was written by a run with other settings; delete it or pass another path.")
-        g.set_state(ck["rng"])
-        p, gen, evals, elapsed = ck["p"], ck["generation"], ck["evaluations"], ck["seconds"]
-        history, reports, successes, since_improvement = ck["history"], ck["reports"], ck["successes"], ck["since"]
-        evaluator.set_reference(ck["parents"][0])
-        parents = [(c, evaluator.evaluate(c)) for c in ck["parents"]]
-        evaluator.evaluations -= len(parents)
-        best = (ck["best"], evaluator.evaluate(ck["best"]))
-        evaluator.evaluations -= 1
-
-    def save():
-        if checkpoint is not None:
-            save_torch({"config": asdict(config), "rng": g.get_state(), "p": p, "generation": gen,
-                          "evaluations": evals, "seconds": elapsed, "history": history, "reports": reports,
-                          "successes": successes, "since": since_improvement,
-                          "parents": [c for c, _ in parents], "best": best[0]}, checkpoint)
-
-    def do_report():
-        if report is not None:
-            with evaluator.applied(best[0]) as model:
-                reports.append({"generation": gen, "evaluations": evals, **report(model)})
-
-    def done() -> bool:
-        return ((config.max_evaluations is not None and evals >= config.max_evaluations)
-                or (config.max_generations is not None and gen >= config.max_generations)
-                or (config.max_seconds is not None and elapsed >= config.max_seconds)
-                or (config.patience is not None and since_improvement >= config.patience))
-
+    run = _Run(evaluator, config, report, names, order, Path(checkpoint) if checkpoint else None)
+    run.resume()
     total = config.max_evaluations or (config.max_generations and config.max_generations * config.lam)
-    bar = tqdm(total=total, initial=evals, desc="ES", disable=not progress, unit="eval")
-    if gen == 0 and not reports:
-        do_report()
+    bar = tqdm(total=total, initial=run.evals, desc="ES", disable=not progress, unit="eval")
+    if run.gen == 0 and not run.reports:
+        run.do_report()
     interrupted = False
-    t_start = time.perf_counter() - elapsed
+    t_start = time.perf_counter() - run.elapsed
     unfinished = None  # (rng state, evaluations) at the start of a generation whose offspring are being made
     try:
-        while not done():
-            unfinished = (g.get_state(), evals)
+        while not run.done():
+            unfinished = (run.g.get_state(), run.evals)
             offspring = []
             for _ in range(config.lam):
-                if config.mu > 1 and config.crossover and len(parents) > 1:
-                    i, j = torch.randperm(len(parents), generator=g)[:2].tolist()
-                    base = crossover_uniform(parents[i][0], parents[j][0], g)
-                else:
-                    base = parents[int(torch.randint(len(parents), (1,), generator=g))][0]
-                layer = pick_layer(names, probs, config.layer_choice, gen, g, order, config.generations_per_layer)
-                child = mutate(base, state, layer, config.mutation, p, g)
-                ev = evaluator.evaluate(child, early_reject=config.early_reject, z=config.reject_z)
-                offspring.append((child, ev))
-                evals += 1
+                offspring.append(run.child())
+                run.evals += 1
                 bar.update(1)
             unfinished = None
-            complete = [o for o in offspring if o[1].complete]
-            pool = (parents + complete) if config.selection == "plus" else (complete or offspring)
-            pool.sort(key=lambda c: c[1].fitness)
-            new_parents = pool[:config.mu]
-            gen_best = min(complete, key=lambda c: c[1].fitness) if complete else None
-            success = gen_best is not None and gen_best[1].fitness < parents[0][1].fitness
-            wins = sum(1 for o in complete if o[1].fitness < parents[0][1].fitness)   # successful mutations
-            improved = gen_best is not None and gen_best[1].fitness < best[1].fitness
-            if improved:
-                best, since_improvement = gen_best, 0
-            else:
-                since_improvement += 1
-            if config.selection == "comma" and config.elitism and all(c is not best[0] for c, _ in new_parents):
-                new_parents = new_parents[:-1] + [best]
-            parents = new_parents
-            if parents[0][0] is not evaluator.reference:
-                evaluator.set_reference(parents[0][0], parents[0][1])
-            gen += 1
-            successes.append(wins)
-            if config.adapt == "one_fifth" and gen % config.adapt_window == 0:
-                p = one_fifth_rule(p, successes[-config.adapt_window:], config.lam, config.p_min)
-            elapsed = time.perf_counter() - t_start
-            fits = [o[1].fitness for o in complete] or [float("nan")]
-            history.append({"generation": gen, "best": best[1].fitness, "mean": sum(fits) / len(fits),
-                            "best_metric": best[1].metric, "p": p, "evaluations": evals, "seconds": elapsed,
-                            "accepted": bool(success), "successes": wins, "complete": len(complete)})
-            bar.set_postfix(best=f"{best[1].fitness:.4f}", p=f"{p:.2g}")
-            if config.report_every and gen % config.report_every == 0:
-                do_report()
-            if checkpoint is not None and gen % checkpoint_every == 0:
-                save()
+            run.select(offspring)
+            run.elapsed = run.history[-1]["seconds"] = time.perf_counter() - t_start
+            bar.set_postfix(best=f"{run.best[1].fitness:.4f}", p=f"{run.p:.2g}")
+            if config.report_every and run.gen % config.report_every == 0:
+                run.do_report()
+            if run.checkpoint is not None and run.gen % checkpoint_every == 0:
+                run.save()
     except KeyboardInterrupt:
         interrupted = True
         if unfinished is not None:  # drop the half-made generation, so a resumed run redoes it exactly
-            g.set_state(unfinished[0])
-            evals = unfinished[1]
-        print(f"ES interrupted after {gen} generations" + (f"; resume from {checkpoint}" if checkpoint else ""))
+            run.g.set_state(unfinished[0])
+            run.evals = unfinished[1]
+        print(f"ES interrupted after {run.gen} generations" + (f"; resume from {checkpoint}" if checkpoint else ""))
     finally:
         bar.close()
-    if not interrupted and (not reports or reports[-1]["generation"] != gen):
-        do_report()
-    save()
-    return ESResult(best[0], best[1], history, reports, evals, gen, elapsed, p, interrupted)
+    if not interrupted and (not run.reports or run.reports[-1]["generation"] != run.gen):
+        run.do_report()
+    run.save()
+    return run.result(interrupted)

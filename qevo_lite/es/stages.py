@@ -14,6 +14,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -26,8 +27,27 @@ from ..evaluators.layerwise import LayerwiseEvaluator
 from ..evaluators.quadratic import LayerQuadratic, NotQuadratic
 from ..quant.grid import QuantState
 from ..rounding.layers import layer_by_layer
-from .engine import ESConfig, run_es
+from .engine import ESConfig, ESResult, run_es
 from .quadratic import evolve_layer
+
+
+class LocalStageResult(NamedTuple):
+    """What a local stage returns: the codes after it ``{layer: int16 tensor}``, one log entry per layer it
+    evolved (``{layer, before, after, evaluations, ...}``) and its wall time in seconds (resumed runs add up)."""
+
+    codes: Codes
+    log: list
+    seconds: float
+
+
+class GlobalStageResult(NamedTuple):
+    """What the global stage returns: the ES run (:class:`~qevo_lite.es.engine.ESResult`), the evaluation of
+    its start codes (:class:`~qevo_lite.evaluators.base.Evaluation`) and the seconds spent building the
+    evaluator before the run (part of the stage's wall time)."""
+
+    result: ESResult
+    start: object
+    setup_seconds: float
 
 
 @contextmanager
@@ -65,9 +85,30 @@ def run_layerwise(fmodel: nn.Module, state: QuantState, search: Split, config, s
     return codes, log
 
 
+def resumable_layers(rtn_state: QuantState, start: Codes | None, checkpoint: Path | None, threads: int | None,
+                     evolve_one: Callable[[int, str, Codes, list], Codes]) -> LocalStageResult:
+    """The loop both local stages share: layers in graph order, each evolved by ``evolve_one(index, name,
+    codes, log) -> codes`` (which appends its log entries), with ``threads`` torch threads. After each layer the
+    codes, log and seconds are saved to ``checkpoint`` (when given), and a run whose checkpoint exists resumes
+    after the last saved layer."""
+    codes, log, seconds, done = dict(start if start is not None else rtn_state.codes()), [], 0.0, 0
+    if checkpoint is not None and checkpoint.exists():
+        ck = torch.load(checkpoint, weights_only=False)
+        codes, log, seconds, done = ck["codes"], ck["log"], ck["seconds"], ck["done"]
+    names = list(rtn_state.layers)
+    for i in range(done, len(names)):
+        t0 = time.perf_counter()
+        with torch_threads(threads):
+            codes = evolve_one(i, names[i], codes, log)
+        seconds += time.perf_counter() - t0
+        if checkpoint is not None:
+            save_torch({"codes": codes, "log": log, "seconds": seconds, "done": i + 1}, checkpoint)
+    return LocalStageResult(codes, log, seconds)
+
+
 def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int, p: float, local_moves: int | None,
                 samples: int, seed: int, checkpoint: Path | None = None, threads: int | None = 1,
-                start: Codes | None = None) -> tuple:
+                start: Codes | None = None) -> LocalStageResult:
     """Layer-wise (local) ES, one layer at a time in graph order, each on its layer-output MSE against the
     FP32 layer (:func:`run_layerwise`). Works for any task: it only needs the float
     model, the RTN state and search inputs ``search.x``.
@@ -76,83 +117,65 @@ def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int,
     ``local_moves / layer size``; None: rate ``p``), adapted by the 1/5 rule; from ``start`` codes (default
     RTN's). ``checkpoint``: a file the
     codes are saved to after each layer, so an interrupted run resumes between layers. ``threads``: CPU
-    threads during the stage (many tiny operations). Returns ``(codes, per-layer log, seconds)``; raises
-    KeyboardInterrupt when a layer was interrupted (after saving the layers before it).
+    threads during the stage (many tiny operations). Raises KeyboardInterrupt when a layer was interrupted
+    (after saving the layers before it).
     """
-    codes, log, seconds, done = dict(start if start is not None else rtn_state.codes()), [], 0.0, 0
-    if checkpoint is not None and checkpoint.exists():
-        ck = torch.load(checkpoint, weights_only=False)
-        codes, log, seconds, done = ck["codes"], ck["log"], ck["seconds"], ck["done"]
-    names = list(rtn_state.layers)
-    for i in range(done, len(names)):
-        t0 = time.perf_counter()
-        n = rtn_state.layers[names[i]].codes.numel()
+    def evolve_one(i, name, codes, log):
+        n = rtn_state.layers[name].codes.numel()
         rate = p if local_moves is None else min(1.0, local_moves / n)
         cfg = ESConfig(max_evaluations=evaluations, lam=lam, p=rate, seed=seed * 1009 + i)
-        with torch_threads(threads):
-            codes, layer_log = run_layerwise(fmodel, rtn_state, search, cfg, samples=samples,
-                                             layers=[names[i]], progress=False, start=codes)
-        seconds += time.perf_counter() - t0
+        codes, layer_log = run_layerwise(fmodel, rtn_state, search, cfg, samples=samples, layers=[name],
+                                         progress=False, start=codes)
         if layer_log[0]["evaluations"] < evaluations:  # run_es caught a Ctrl-C: stop here
             raise KeyboardInterrupt
         log += layer_log
-        if checkpoint is not None:
-            save_torch({"codes": codes, "log": log, "seconds": seconds, "done": i + 1}, checkpoint)
-    return codes, log, seconds
+        return codes
+
+    return resumable_layers(rtn_state, start, checkpoint, threads, evolve_one)
 
 
 def quadratic_stage(fmodel, rtn_state, search: Split, start: Codes | None = None, *, samples: int = 1024,
                     generations: int = 2000, lam: int = 16, topk: int = 32, patience: int = 100, seed: int = 0,
-                    checkpoint: Path | None = None, threads: int | None = 1) -> tuple:
+                    checkpoint: Path | None = None, threads: int | None = 1) -> LocalStageResult:
     """The local stage on the exact quadratic fitness (:mod:`qevo_lite.es.quadratic`): layer by layer in graph
     order, each layer's inputs from the model whose earlier layers are already evolved, targets from the FP32
     model, on ``samples`` search images; from ``start`` codes (default: RTN's; e.g. a peer's codes).
 
     A layer the quadratic form cannot describe (:class:`~qevo_lite.evaluators.quadratic.NotQuadratic`) keeps
     its codes, with one warning naming it (the global stage still moves it). ``checkpoint``: the codes are
-    saved after each layer, so an interrupted run resumes between layers. Returns ``(codes, per-layer log,
-    seconds)``."""
-    codes, log, seconds, done = dict(start if start is not None else rtn_state.codes()), [], 0.0, 0
-    if checkpoint is not None and checkpoint.exists():
-        ck = torch.load(checkpoint, weights_only=False)
-        codes, log, seconds, done = ck["codes"], ck["log"], ck["seconds"], ck["done"]
-    names, skipped = list(rtn_state.layers), []
+    saved after each layer, so an interrupted run resumes between layers."""
+    skipped = []
 
-    def evolve(name, module, inputs, targets, current):
-        try:
-            q = LayerQuadratic(module, rtn_state.layers[name], inputs, targets, current[name])
-        except NotQuadratic:
-            skipped.append(name)
-            return current[name]
-        entry = evolve_layer(q, generations, lam, topk, patience, seed=seed * 1009 + names.index(name))
-        log.append({"layer": name, **entry})
-        return q.codes_like_layer()
+    def evolve_one(i, name, codes, log):
+        def evolve(name, module, inputs, targets, current):
+            try:
+                q = LayerQuadratic(module, rtn_state.layers[name], inputs, targets, current[name])
+            except NotQuadratic:
+                skipped.append(name)
+                return current[name]
+            entry = evolve_layer(q, generations, lam, topk, patience, seed=seed * 1009 + i)
+            log.append({"layer": name, **entry})
+            return q.codes_like_layer()
+        return layer_by_layer(fmodel, rtn_state, search.x[:samples], evolve, [name], codes)
 
-    for i in range(done, len(names)):
-        t0 = time.perf_counter()
-        with torch_threads(threads):
-            codes = layer_by_layer(fmodel, rtn_state, search.x[:samples], evolve, [names[i]], codes)
-        seconds += time.perf_counter() - t0
-        if checkpoint is not None:
-            save_torch({"codes": codes, "log": log, "seconds": seconds, "done": i + 1}, checkpoint)
+    out = resumable_layers(rtn_state, start, checkpoint, threads, evolve_one)
     if skipped:
         warnings.warn(f"The quadratic local fitness does not describe {skipped}: their codes were left as they "
                       "were for the global stage.", stacklevel=2)
-    return codes, log, seconds
+    return out
 
 
 def global_stage(fmodel, rtn_state, search: Split, start_codes, *, budget: int, lam: int, p: float, seed: int,
                  loss="cross_entropy", metric="default", report=None, report_every: int = 1,
                  checkpoint: Path | None = None, progress: bool = False, early_reject: bool = True,
-                 chunk_size: int | None = None) -> tuple:
+                 chunk_size: int | None = None) -> GlobalStageResult:
     """The global (1+lambda) ES on the whole network's per-sample ``loss`` over ``search``, started from
     ``start_codes`` (e.g. the local stage's result), with the fast :class:`IncrementalEvaluator`.
 
     ``loss``/``metric``: as for :class:`~qevo_lite.evaluators.full.FullEvaluator` (``"cross_entropy"``, ``"mse"``
     or callables on ``(outputs, targets)``). ``report``: ``model -> dict`` of held-out numbers, called
     at the start, every ``report_every`` generations and at the end (never used for selection).
-    ``checkpoint``: ES checkpoint file (resumes when it exists). Returns ``(ESResult, start Evaluation,
-    setup seconds)``; raises KeyboardInterrupt when the run was interrupted (its checkpoint is saved).
+    ``checkpoint``: ES checkpoint file (resumes when it exists). Raises KeyboardInterrupt when the run was interrupted (its checkpoint is saved).
     ``chunk_size``: images per forward pass (default: the evaluator's); early rejection decides after
     whole chunks, so a search split of a few hundred images needs smaller chunks for it to act.
     """
@@ -167,4 +190,4 @@ def global_stage(fmodel, rtn_state, search: Split, start_codes, *, budget: int, 
     result = run_es(evaluator, cfg, report=report, checkpoint=checkpoint, checkpoint_every=5, progress=progress)
     if result.interrupted:
         raise KeyboardInterrupt
-    return result, start_eval, setup_seconds
+    return GlobalStageResult(result, start_eval, setup_seconds)

@@ -32,7 +32,7 @@ from ..core.data import Split
 from ..core.evaluate import to_fast_layout
 from ..quant.grid import QuantState
 from ..quant.layout import weight_positions
-from .base import LOSSES, Codes, Evaluation, changed_weights, decode_at, reconstruction_mse
+from .base import Codes, Evaluation, changed_weights, decode_at, resolve_loss
 
 
 def _fast_layout(model: nn.Module) -> nn.Module:
@@ -50,8 +50,9 @@ class FullEvaluator:
         model: the (BN-folded) float model. The evaluator works on its own copy (moved to
             ``device``, quantized layers decoding the state's codes); ``model`` is left as it was.
         state: the RTN :class:`QuantState` (grid, scales, float weights).
-        search: the search split (images ``x``, targets ``y``; for ``loss="mse"`` targets are the images).
-        loss: ``"cross_entropy"``, ``"mse"`` or a callable ``(outputs, targets) -> (n,)``.
+        search: the search split (images ``x``, targets ``y``; a loss that scores against the inputs, such as
+            ``"mse"``, compares with the images: :data:`~qevo_lite.evaluators.base.LOSSES`).
+        loss: a name in :data:`~qevo_lite.evaluators.base.LOSSES` or a callable ``(outputs, targets) -> (n,)``.
         metric: a callable ``(outputs, targets) -> (n,)`` averaged for reporting, or None.
         chunk_size: images per forward pass (default: 256 on the CPU, 2048 on a GPU, the faster
             choices measured on 2 CPU cores and on an H200).
@@ -61,20 +62,15 @@ class FullEvaluator:
 
     def __init__(self, model: nn.Module, state: QuantState, search: Split, loss="cross_entropy", metric="default",
                  chunk_size: int | None = None, device=None, _copy: bool = True):
-        if isinstance(loss, str):
-            if loss not in LOSSES:
-                raise ValueError(f"Unknown loss {loss!r}; choose one of {sorted(LOSSES)} or pass a callable.")
-            loss, default_metric = LOSSES[loss]
-        else:
-            default_metric = None
-        self.loss_fn = loss
-        self.metric_fn = default_metric if metric == "default" else metric
+        spec = resolve_loss(loss)
+        self.loss_fn = spec.fn
+        self.metric_fn = spec.metric if metric == "default" else metric
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = _fast_layout((copy.deepcopy(model) if _copy else model).eval().to(self.device))
         if chunk_size is None:
             chunk_size = 2048 if self.device.type == "cuda" else 256
         self.state = state
-        targets = search.x if self.loss_fn is reconstruction_mse else search.y
+        targets = spec.targets(search)
         self.chunks = [(to_fast_layout(search.x[i:i + chunk_size].to(self.device)),
                         targets[i:i + chunk_size].to(self.device)) for i in range(0, len(search), chunk_size)]
         self.num_samples = len(search)

@@ -12,7 +12,8 @@
    :func:`~qevo_lite.es.stages.global_stage`), with held-out numbers at reporting points only (never used
    for selection);
    and, where RTN costs at least the task's ``hurt`` on the search split, the profile's rounding peers
-   (GPTQ, AdaRound: ``<peer>_<split>_<metric>``, ``<peer>_seconds``), each
+   (``peers``: their registered names in the profile's order, e.g. ``["gptq", "adaround"]``;
+   ``<peer>_<split>_<metric>``, ``<peer>_seconds``), each
    also as the start of both ES stages (``es_<peer>_<split>_<metric>``, ``es_<peer>_seconds``: the ES's
    own time, without the peer's);
 4. the final search and held-out numbers, the improvement over RTN per metric (``gain_<metric>``,
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..es.stages import global_stage, local_stage, quadratic_stage
+from ..es.pipeline import EvolutionResult, evolve
+from ..methods import get_method
 from .moved import moved_analysis
 
 
@@ -72,33 +74,14 @@ def _improvements(task, out: dict) -> dict:
     return res
 
 
-def _local(ctx, fmodel, rtn_state, start, seed: int, checkpoint):
-    """The local stage of the profile's kind from codes ``start``: ``(codes, log, seconds)``."""
-    p = ctx.profile
-    if not p.has_local_stage:
-        return dict(start), [], 0.0
-    if p.local_method == "quadratic":
-        return quadratic_stage(fmodel, rtn_state, ctx.search, start, samples=p.local_samples,
-                               generations=p.local_generations, lam=p.local_lam, topk=p.local_topk,
-                               patience=p.local_patience, seed=seed, checkpoint=checkpoint, threads=ctx.local_threads)
-    return local_stage(fmodel, rtn_state, ctx.search, evaluations=p.local_evaluations, lam=p.lam, p=p.p,
-                       local_moves=p.local_moves, samples=p.local_samples, seed=seed, checkpoint=checkpoint,
-                       threads=ctx.local_threads, start=start)
-
-
-def _evolve(ctx, arch: str, bits: int, seed: int, start, files, progress: bool, report: bool):
-    """Both ES stages from codes ``start``: ``(ESResult, local log, local seconds, start Evaluation of the
-    global stage, setup seconds)``."""
+def _evolve(ctx, arch: str, bits: int, seed: int, start, files, progress: bool, report: bool) -> EvolutionResult:
+    """Both ES stages of the profile's ES config from codes ``start`` (:func:`~qevo_lite.es.pipeline.evolve`)."""
     p, task = ctx.profile, ctx.task
     fmodel, _ = ctx.model(arch)
-    rtn_state = ctx.rtn(arch, bits)["state"]
-    local_codes, local_log, local_seconds = _local(ctx, fmodel, rtn_state, start, seed, files[0])
     reporter = (lambda m: ctx.evaluate(m, "test")) if report and p.report_every else None
-    result, start_eval, setup_seconds = global_stage(
-        fmodel, rtn_state, ctx.search, local_codes, budget=p.budget, lam=p.lam, p=p.p, seed=seed,
-        loss=task.es_loss, metric=task.es_metric, report=reporter, report_every=p.report_every or 1,
-        checkpoint=files[1], progress=progress)
-    return result, local_log, local_seconds, start_eval, setup_seconds
+    return evolve(fmodel, ctx.rtn(arch, bits)["state"], ctx.search, p.es_config, start, seed=seed,
+                  loss=task.es_loss, metric=task.es_metric, report=reporter, report_every=p.report_every or 1,
+                  checkpoints=tuple(files), threads=ctx.local_threads, progress=progress)
 
 
 def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> dict:
@@ -107,19 +90,22 @@ def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -
     head = task.metrics[0]
     rtn_state = ctx.rtn(arch, bits)["state"]
     fmodel, _ = ctx.model(arch)
-    for peer in ctx.profile.peers:
-        res = ctx.peer(arch, bits, peer, seed)
+    out["peers"] = []
+    for config in ctx.profile.peers:
+        peer = get_method(config).name
+        out["peers"].append(peer)
+        res = ctx.peer(arch, bits, config, seed)
         out[f"{peer}_seconds"] = res["seconds"]
         for split in ("search", "test"):
             out.update(_numbers(peer, res[split], split))
         peer_files = [f.with_name(f"{f.stem}-{peer}.pt") if f is not None else None for f in files]
-        result, _, local_seconds, _, setup = _evolve(ctx, arch, bits, seed, res["state"].codes(), peer_files,
-                                                    progress, report=False)
+        evolved = _evolve(ctx, arch, bits, seed, res["state"].codes(), peer_files, progress, report=False)
+        result = evolved.glob.result
         model = result.state(rtn_state).to_model(fmodel)
         prefix = f"es_{peer}"
         out.update(_numbers(prefix, ctx.evaluate(model, "search"), "search"))
         out.update(_numbers(prefix, ctx.evaluate(model, "test"), "test"))
-        out[f"{prefix}_seconds"] = local_seconds + result.seconds + setup
+        out[f"{prefix}_seconds"] = evolved.seconds
         out[f"{prefix}_moved_share"] = sum(rtn_state.with_codes(res["state"].codes()).moved(result.state(rtn_state)).values()) \
             / rtn_state.num_weights
         out[f"gain_over_{peer}_{head.key}"] = head.improvement(out[f"{prefix}_test_{head.key}"],
@@ -149,8 +135,9 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     stem = cell_stem(task.name, arch, bits, seed)
     files = [ck / f"{stem}-{stage}.pt" if ck else None for stage in ("local", "global")]
 
-    result, local_log, local_seconds, start_eval, setup_seconds = _evolve(
-        ctx, arch, bits, seed, rtn_state.codes(), files, progress, report=True)
+    evolved = _evolve(ctx, arch, bits, seed, rtn_state.codes(), files, progress, report=True)
+    result, start_eval, setup_seconds = evolved.glob
+    local_log, local_seconds = evolved.local.log, evolved.local.seconds
     es_state = result.state(rtn_state)
     es_model = es_state.to_model(fmodel)
     es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")

@@ -2,18 +2,15 @@
 pretrained models, their FP32 numbers, the RTN baselines and the layer sensitivities."""
 from __future__ import annotations
 
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ..core.evaluate import default_device
+from ..methods import RoundingProblem, as_config, choose_codes, get_method
 from ..quant.fold import fold_batchnorm
 from ..quant.rtn import best_rtn
 from ..quant.sensitivity import layer_sensitivity
-from ..rounding.adaround import adaround
-from ..rounding.gptq import gptq
 from .pretrained import load_pretrained
 
 # profile fields a cell's numbers do not depend on (the grid's coordinates and training settings)
@@ -108,25 +105,19 @@ class Context:
                               "search": self.evaluate(qmodel, "search"), "test": self.evaluate(qmodel, "test")}
         return self._rtn[key]
 
-    def peer(self, arch: str, bits: int, method: str, seed: int = 0) -> dict:
-        """A rounding peer's codes on the RTN grid ``{"state", "seconds", "search", "test"}``: ``gptq``
-        (deterministic: one run serves every seed) or ``adaround`` (``seed`` draws its batches). ``seconds``:
-        its wall time from the RTN state, layer captures included."""
-        key = (arch, bits, method, seed if method == "adaround" else 0)
+    def peer(self, arch: str, bits: int, method, seed: int = 0) -> dict:
+        """A rounding peer's codes on the RTN grid ``{"state", "seconds", "search", "test"}``. ``method``: a
+        registered method's config or name (:mod:`qevo_lite.methods`); a deterministic one (GPTQ) runs once for
+        every seed, a seeded one (AdaRound: the seed draws its batches) once per seed. ``seconds``: its wall time
+        from the RTN state, layer captures included."""
+        config = as_config(method)
+        key = (arch, bits, config, seed if get_method(config).seeded else 0)
         if key not in self._peers:
             fmodel, _ = self.model(arch)
-            rtn = self.rtn(arch, bits)["state"]
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                if method == "gptq":
-                    state = gptq(fmodel, rtn, self.search)
-                elif method == "adaround":
-                    state = adaround(fmodel, rtn, self.search, steps=self.profile.adaround_steps, seed=seed)
-                else:
-                    raise ValueError(f"Unknown rounding peer {method!r}; choose 'gptq' or 'adaround'.")
-            seconds = time.perf_counter() - t0
-            model = state.to_model(fmodel)
-            self._peers[key] = {"state": state, "seconds": seconds, "search": self.evaluate(model, "search"),
+            problem = RoundingProblem(fmodel, self.rtn(arch, bits)["state"], self.search, seed=seed)
+            res = choose_codes(config, problem)
+            model = res.state.to_model(fmodel)
+            self._peers[key] = {"state": res.state, "seconds": res.seconds, "search": self.evaluate(model, "search"),
                                 "test": self.evaluate(model, "test")}
         return self._peers[key]
 
@@ -143,7 +134,7 @@ class Context:
     def with_profile(self, profile) -> "Context":
         """A context for ``profile``, another profile of the same task on the same data (other bit widths, seeds,
         ES settings or peers), sharing this one's caches: data, models, FP32, RTN and sensitivity numbers, and
-        the peers' codes when AdaRound's steps agree. Only what differs then costs time.
+        the peers' codes (cached per config). Only what differs then costs time.
 
         Raises ValueError when ``profile`` differs in a field the caches depend on (:data:`DATA_FIELDS`, or a
         task option other than the ``compare_*`` study settings)."""
@@ -155,14 +146,12 @@ class Context:
         other = Context(self.task, profile, device=self.device, checkpoint_dir=self.checkpoint_dir,
                         download=self.download, local_threads=self.local_threads)
         other._splits, other._models, other._fp32 = self._splits, self._models, self._fp32
-        other._rtn, other._sensitivity = self._rtn, self._sensitivity
-        if profile.adaround_steps == self.profile.adaround_steps:
-            other._peers = self._peers
+        other._rtn, other._sensitivity, other._peers = self._rtn, self._sensitivity, self._peers
         return other
 
     def settings(self, arch: str) -> dict:
         """What a cell's numbers depend on (a finished cell is reused only when these match)."""
-        p = asdict(self.profile)
+        p = self.profile.as_dict()
         for k in NOT_SETTINGS:
             p.pop(k)
         return {"arch": arch, **p}

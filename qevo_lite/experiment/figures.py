@@ -20,7 +20,7 @@ def write_figures(ctx, results: dict, out: Path) -> list[str]:
         names.append(name)
 
     for arch in dict.fromkeys(r["arch"] for r in rows):
-        with_peers = [r for r in rows if r["arch"] == arch and r["es_run"] and "adaround_seconds" in r]
+        with_peers = [r for r in rows if r["arch"] == arch and r["es_run"] and r.get("peers")]
         if with_peers:   # the lowest width where the peers ran (RTN hurts on the search split)
             low = min(with_peers, key=lambda r: r["bits"])
             save(plot_methods_vs_time(method_points(low, head), head,

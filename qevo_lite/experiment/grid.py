@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -97,7 +96,7 @@ def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: 
     p, task = ctx.profile, ctx.task
     archs = list(archs) if archs is not None else p.archs()
     out = Path(out) if out is not None else None
-    header = {"version": 2, "task": task.name, "profile": jsonable(asdict(p))}
+    header = {"version": 3, "task": task.name, "profile": jsonable(p.as_dict())}
     previous = load_results(out).get("cells", {}) if out is not None else {}
     jobs = []
     for arch in archs:

@@ -7,7 +7,9 @@ run is deterministic for a given seed and thread count.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from ..methods import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal, as_config, config_dict, get_method
 
 
 class Overridable:
@@ -48,9 +50,10 @@ class Profile(Overridable):
         local_evaluations: the sampled local stage's evaluations per layer (0: no local stage).
         local_moves: weights a sampled local-stage mutation moves on average (rate ``local_moves / layer
             size``, then adapted by the 1/5 rule); None: the rate ``p`` for every layer.
-        peers: the rounding methods run beside the ES (``gptq``, ``adaround``), each also as a start of the
-            ES, where the ES runs and RTN costs at least the task's ``hurt`` on the search split.
-        adaround_steps: AdaRound's Adam steps per layer (1,000 as in its paper; fewer only for tests).
+        peers: the rounding methods run beside the ES, as configs of registered methods
+            (:mod:`qevo_lite.methods`; a name stands for that method's default config, e.g. ``"gptq"``), each
+            also as a start of the ES, where the ES runs and RTN costs at least the task's ``hurt`` on the
+            search split.
         budget: global-stage evaluations per cell.
         lam: offspring per generation (both stages); p: initial share of a layer's weights moved.
         report_every: generations between held-out reports in the global stage (never used for
@@ -87,7 +90,6 @@ class Profile(Overridable):
     local_evaluations: int = 200
     local_moves: int | None = 4
     peers: tuple = ("gptq", "adaround")
-    adaround_steps: int = 1000
     budget: int = 64
     lam: int = 8
     p: float = 0.002
@@ -105,14 +107,32 @@ class Profile(Overridable):
     def __post_init__(self):
         if self.local_method not in ("quadratic", "sampled"):
             raise ValueError(f"local_method must be 'quadratic' or 'sampled', got {self.local_method!r}.")
-        unknown = set(self.peers) - {"gptq", "adaround"}
-        if unknown:
-            raise ValueError(f"Unknown peers {sorted(unknown)}; choose among 'gptq' and 'adaround'.")
+        peers = tuple(as_config(x) for x in self.peers)   # ValueError naming the registered methods
+        if any(get_method(c).kind != "peer" for c in peers):
+            raise ValueError(f"peers must be methods of kind 'peer', got {[get_method(c).name for c in peers]}.")
+        object.__setattr__(self, "peers", peers)
+
+    @property
+    def es_config(self) -> EvolutionConfig:
+        """The ES's settings as one config (:class:`~qevo_lite.es.pipeline.EvolutionConfig`)."""
+        if self.local_method == "quadratic":
+            local = QuadraticLocal(samples=self.local_samples, generations=self.local_generations, lam=self.local_lam,
+                                   topk=self.local_topk, patience=self.local_patience)
+        else:
+            local = SampledLocal(samples=self.local_samples, evaluations=self.local_evaluations, lam=self.lam, p=self.p,
+                                 moves=self.local_moves)
+        return EvolutionConfig(local=local, global_stage=GlobalStage(budget=self.budget, lam=self.lam, p=self.p))
+
+    def as_dict(self) -> dict:
+        """The profile as JSON-ready data; each peer as ``{"method": name, **its settings}``."""
+        d = asdict(self)
+        d["peers"] = [config_dict(c) for c in self.peers]
+        return d
 
     @property
     def has_local_stage(self) -> bool:
         """Whether the ES starts with its local (layer-wise) stage."""
-        return (self.local_generations if self.local_method == "quadratic" else self.local_evaluations) > 0
+        return self.es_config.local_kind is not None
 
     def option(self, key: str, default=None):
         """A task-specific setting from :attr:`options`."""

@@ -7,7 +7,6 @@ default profile's ES settings, cut to a few bit widths and seeds so that a noteb
 """
 from __future__ import annotations
 
-from ..rounding import PEER_LABELS
 from ..viz.experiment_plots import method_points, plot_methods_vs_time
 from .context import Context
 from .grid import run_grid
@@ -42,7 +41,7 @@ def print_side_by_side(results: dict, task) -> None:
     """Each method's held-out headline metric (seed mean ± std) and wall time from the RTN state, as text."""
     head = task.metrics[0]
     for r in results["summary"]:
-        if "adaround_seconds" not in r:
+        if not r.get("peers"):
             continue
         print(f"{r['arch']} W{r['bits']}, held-out {head.label} (seeds {list(r['seeds'])}), wall time from RTN:")
         for p in method_points(r, head):
@@ -53,7 +52,7 @@ def plot_side_by_side(results: dict, task, ax=None):
     """Held-out headline metric against wall time for every method at the lowest bit width with peers (first
     model that has them), with the Pareto front."""
     head = task.metrics[0]
-    rows = [r for r in results["summary"] if "adaround_seconds" in r]
+    rows = [r for r in results["summary"] if r.get("peers")]
     if not rows:
         raise ValueError("No row with peers: RTN did not cost enough on the search split at these bit widths.")
     r = min(rows, key=lambda r: r["bits"])
@@ -69,9 +68,7 @@ def check_side_by_side(results: dict, task, tolerance: float) -> list[dict]:
     head = task.metrics[0]
     k = f"test_{head.key}"
     for r in results["summary"]:
-        if "adaround_seconds" not in r:
-            continue
-        for peer in PEER_LABELS:
+        for peer in r.get("peers", []):
             allowed = max(r.get(f"es_{k}_std") or 0.0, r.get(f"{peer}_{k}_std") or 0.0, tolerance)
             for mine in ("es", f"es_{peer}"):
                 margin = head.improvement(r[f"{mine}_{k}"], r[f"{peer}_{k}"])

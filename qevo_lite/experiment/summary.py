@@ -10,12 +10,12 @@ from __future__ import annotations
 from functools import partial
 
 from ..core.stats import mean_std
-from ..rounding import PEER_LABELS
+from ..methods import label_of
 
 # cell keys that are the same for every seed of an (arch, bits) row
 _FIXED_PREFIXES = ("fp32_", "rtn_")
-# cell keys averaged over the seeds
-_ES_PREFIXES = ("es_", "local_", "gain_", "search_gain_", "gptq_", "adaround_")
+# cell keys averaged over the seeds (and ``<peer>_`` for each peer the cell lists in ``peers``)
+_ES_PREFIXES = ("es_", "local_", "gain_", "search_gain_")
 _ES_KEYS = ("evaluations", "global_evaluations", "wall_seconds", "global_seconds")
 
 
@@ -42,7 +42,9 @@ def summarize(cells: dict, task) -> list[dict]:
             row["es_skipped_reason"] = c0.get("es_skipped_reason")
             rows.append(row)
             continue
-        keys = [k for k, v in c0.items() if _number(v) and (k.startswith(_ES_PREFIXES) or k in _ES_KEYS)]
+        row["peers"] = list(c0.get("peers", []))
+        prefixes = _ES_PREFIXES + tuple(f"{peer}_" for peer in row["peers"])
+        keys = [k for k, v in c0.items() if _number(v) and (k.startswith(prefixes) or k in _ES_KEYS)]
         for k in keys:
             row[k], row[k + "_std"] = mean_std(c[k] for c in cs)
         row["moved_share"], row["moved_share_std"] = mean_std(c["moved"]["share"] for c in cs)
@@ -117,9 +119,8 @@ def markdown_table(rows: list[dict], task, timing: bool = True) -> str:
         method = partial(_method_row, lines, r, ms, timing)
         method("es", f"ES from RTN ({local})", r["wall_seconds"],
                f"{r['local_evaluations']:.3g} + {r['global_evaluations']:.0f}", f"{100 * r['moved_share']:.2f}%")
-        for peer in [k.removesuffix("_seconds") for k in r if k.endswith("_seconds") and k.removesuffix("_seconds")
-                     in PEER_LABELS]:
-            name = PEER_LABELS[peer]
+        for peer in r.get("peers", []):
+            name = label_of(peer)
             method(peer, name, r[f"{peer}_seconds"])
             method(f"es_{peer}", f"ES from {name}", r[f"{peer}_seconds"] + r[f"es_{peer}_seconds"],
                    moved=f"{100 * r[f'es_{peer}_moved_share']:.2f}% of {name}'s")
@@ -151,7 +152,7 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
     number was measured); (iii) the ES from each peer's codes against that peer."""
     head, out = task.metrics[0], []
     for r in rows:
-        if not r["es_run"] or "adaround_seconds" not in r or rtn_cost(r, task) < task.hurt:
+        if not r["es_run"] or "adaround" not in r.get("peers", ()) or rtn_cost(r, task) < task.hurt:
             continue
         k = f"test_{head.key}"
         std = max(r[f"es_{k}_std"], r[f"adaround_{k}_std"])
@@ -162,7 +163,7 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
              "beats": margin > std and ratio <= 0.5, "matches": abs(margin) <= std and ratio <= 0.25,
              "global_gain": None if local is None else head.improvement(r[f"es_{k}"], local),
              "peers": {peer: head.improvement(r[f"es_{peer}_{k}"], r[f"{peer}_{k}"])
-                       for peer in PEER_LABELS if f"es_{peer}_{k}" in r}}
+                       for peer in r["peers"]}}
         t["global_beyond_noise"] = None if local is None else t["global_gain"] > r[f"es_{k}_std"]
         out.append(t)
     return out
@@ -178,7 +179,7 @@ def peer_targets_markdown(targets: list[dict], task) -> list[str]:
         verdict = "met (beats)" if t["beats"] else "met (matches)" if t["matches"] else "not met"
         glob = ("not measured" if t["global_gain"] is None else
                 f"{unit(t['global_gain'])} ({'beyond' if t['global_beyond_noise'] else 'within'} the seed std)")
-        peers = "; ".join(f"ES from {PEER_LABELS[p]} vs {PEER_LABELS[p]} {unit(v)}" for p, v in t["peers"].items())
+        peers = "; ".join(f"ES from {label_of(p)} vs {label_of(p)} {unit(v)}" for p, v in t["peers"].items())
         lines.append(f"- {t['arch']} W{t['bits']}: ES from RTN vs AdaRound {unit(t['margin'])} (larger seed std "
                      f"{head.scale * t['std']:.{head.digits + 1}f}) in {100 * t['time_ratio']:.0f}% of AdaRound's wall "
                      f"time: target (i) {verdict}; global stage over local: {glob}; {peers}.")

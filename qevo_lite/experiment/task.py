@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..methods import as_config, config_from_dict, describe
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -63,10 +65,9 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
                  f"{p['local_samples']} {samples}; then ")
     else:
         local = ""
-    peers = p.get("peers", ())
-    peer_txt = (" Peers on the same grid: " + ", ".join({"gptq": "GPTQ (256 search " + samples + ", damping 0.01)",
-                "adaround": "AdaRound (1,000 Adam steps per layer, batch 64 of 1,024 search " + samples +
-                ", beta 20 -> 2, lambda 0.01; its seed draws the batches)"}[x] for x in peers) +
+    peers = p.get("peers", ())   # each {"method": name, **settings} (Profile.as_dict)
+    peer_txt = (" Peers on the same grid: " + ", ".join(describe(as_config(x) if isinstance(x, str) else config_from_dict(x),
+                                                                 samples) for x in peers) +
                 "; each is also the start of the same ES (\"ES from ...\"). Wall times are end to end from the RTN "
                 "state on one machine and thread setting.") if peers else ""
     return (f"ES = {local}a global (1+{p['lam']}) ES with {p['budget']} evaluations on the search {loss}." + peer_txt)

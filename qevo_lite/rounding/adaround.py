@@ -17,6 +17,8 @@ layer's outputs. Works for any module whose forward uses ``weight`` (and ``bias`
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -25,6 +27,7 @@ from ..core.data import Split
 from ..quant.grid import QuantState
 from ..quant.layout import from_rows
 from .layers import grid_of, layer_by_layer
+from .problem import RoundingProblem
 
 ZETA, GAMMA = 1.1, -0.1
 
@@ -85,3 +88,34 @@ def adaround(fmodel: nn.Module, state: QuantState, search: Split, samples: int =
                                   batch_size, lam, beta, generator=g)
 
     return state.with_codes(layer_by_layer(fmodel, state, search.x[:samples], choose))
+
+
+@dataclass(frozen=True)
+class AdaRoundConfig:
+    """AdaRound's settings (see :func:`adaround`): ``samples`` search images give the layers' inputs and
+    targets, ``steps`` Adam steps per layer on batches of ``batch_size``, regulariser weight ``lam`` with
+    ``beta`` annealed from ``beta[0]`` to ``beta[1]``."""
+
+    samples: int = 1024
+    steps: int = 1000
+    batch_size: int = 64
+    lam: float = 0.01
+    beta: tuple = (20.0, 2.0)
+
+    @classmethod
+    def for_quantize(cls, samples: int, budget: int, adaround_steps: int) -> "AdaRoundConfig":
+        """The config ``qv.quantize``'s size arguments ask for (4x the layer-wise methods' images)."""
+        return cls(samples=4 * samples, steps=adaround_steps)
+
+    def describe(self, samples: str) -> str:
+        return (f"AdaRound ({self.steps:,} Adam steps per layer, batch {self.batch_size} of {self.samples:,} search "
+                f"{samples}, beta {self.beta[0]:g} -> {self.beta[1]:g}, lambda {self.lam:g}; its seed draws the batches)")
+
+
+def round_adaround(problem: RoundingProblem, config: AdaRoundConfig):
+    """``(state, None)``: AdaRound's codes on the problem's grid (the seed draws its batches)."""
+    with torch.no_grad():
+        state = adaround(problem.fmodel, problem.start_state, problem.search, samples=config.samples,
+                         steps=config.steps, batch_size=config.batch_size, lam=config.lam, beta=tuple(config.beta),
+                         seed=problem.seed)
+    return state, None

@@ -13,6 +13,8 @@ Here the grid is the state's: scale and zero point per output channel stay fixed
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -21,6 +23,7 @@ from ..evaluators.quadratic import unfolded_inputs
 from ..quant.grid import QuantState
 from ..quant.layout import rows_shape
 from .layers import grid_of, layer_by_layer
+from .problem import RoundingProblem
 
 
 def input_hessian(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -71,3 +74,26 @@ def gptq(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 256
         return torch.cat(out).reshape(lq.codes.shape)
 
     return state.with_codes(layer_by_layer(fmodel, state, x, choose))
+
+
+@dataclass(frozen=True)
+class GPTQConfig:
+    """GPTQ's settings: ``samples`` search images give each layer's input Hessian; ``damp``: the share of the
+    Hessian's mean diagonal added to its diagonal."""
+
+    samples: int = 256
+    damp: float = 0.01
+
+    @classmethod
+    def for_quantize(cls, samples: int, budget: int, adaround_steps: int) -> "GPTQConfig":
+        """The config ``qv.quantize``'s size arguments ask for."""
+        return cls(samples=samples)
+
+    def describe(self, samples: str) -> str:
+        return f"GPTQ ({self.samples:,} search {samples}, damping {self.damp:g})"
+
+
+def round_gptq(problem: RoundingProblem, config: GPTQConfig):
+    """``(state, None)``: GPTQ's codes on the problem's grid (deterministic: the seed is not used)."""
+    with torch.no_grad():
+        return gptq(problem.fmodel, problem.start_state, problem.search, config.samples, config.damp), None

@@ -1,1 +1,1 @@
-"""Layer 5, viz: one figure style; quantization, ES and experiment plots; ipywidgets explorers."""
+"""Layer 6, viz: one figure style; quantization, ES and experiment plots; ipywidgets explorers."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 
-from ..rounding import PEER_LABELS
+from ..methods import label_of
 from .style import finish, new_axes, new_figure
 
 
@@ -146,15 +146,16 @@ def plot_methods_vs_time(points: list[dict], metric, title: str, ax=None, path=N
 
 
 def method_points(row: dict, metric) -> list[dict]:
-    """The points of :func:`plot_methods_vs_time` for one summary row with peers (seed means and stds)."""
+    """The points of :func:`plot_methods_vs_time` for one summary row with peers (seed means and stds); the
+    peers are the registered methods the row lists in ``peers``."""
     k = f"test_{metric.key}"
     pts = [{"label": "RTN", "seconds": 0.0, "value": row[f"rtn_{k}"], "std": None, "kind": "rtn"},
            {"label": "ES from RTN", "seconds": row["wall_seconds"], "value": row[f"es_{k}"],
             "std": row.get(f"es_{k}_std"), "kind": "es"}]
-    for peer, label in PEER_LABELS.items():
-        if f"{peer}_seconds" in row:
-            pts.append({"label": label, "seconds": row[f"{peer}_seconds"], "value": row[f"{peer}_{k}"],
-                        "std": row.get(f"{peer}_{k}_std"), "kind": "peer"})
-            pts.append({"label": f"ES from {label}", "seconds": row[f"{peer}_seconds"] + row[f"es_{peer}_seconds"],
-                        "value": row[f"es_{peer}_{k}"], "std": row.get(f"es_{peer}_{k}_std"), "kind": "es"})
+    for peer in row.get("peers", []):
+        label = label_of(peer)
+        pts.append({"label": label, "seconds": row[f"{peer}_seconds"], "value": row[f"{peer}_{k}"],
+                    "std": row.get(f"{peer}_{k}_std"), "kind": "peer"})
+        pts.append({"label": f"ES from {label}", "seconds": row[f"{peer}_seconds"] + row[f"es_{peer}_seconds"],
+                    "value": row[f"es_{peer}_{k}"], "std": row.get(f"es_{peer}_{k}_std"), "kind": "es"})
     return pts

@@ -1,0 +1,149 @@
+"""The ES as one method: its settings as frozen configs, and its two stages chained in one place.
+
+:func:`evolve` runs the local stage (quadratic, :func:`~qevo_lite.es.stages.quadratic_stage`, or sampled,
+:func:`~qevo_lite.es.stages.local_stage`; or none) and then the global (1+lambda) ES
+(:func:`~qevo_lite.es.stages.global_stage`) from any start codes (RTN's, or a peer's). ``qv.quantize``, the
+experiment cells, notebook 07 and the scripts all call it, so the chain and its defaults are written once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from ..core.data import Split
+from ..evaluators.base import Codes
+from ..quant.grid import QuantState
+from ..rounding.problem import RoundingProblem
+from .stages import GlobalStageResult, LocalStageResult, global_stage, local_stage, quadratic_stage
+
+
+@dataclass(frozen=True)
+class QuadraticLocal:
+    """The default local stage: per output channel, a (1+``lam``) ES on each layer's exact quadratic output
+    error over ``samples`` search images, up to ``generations`` per layer (0: no local stage), first moves drawn
+    from the ``topk`` of best predicted gain, a layer stops after ``patience`` generations without gain."""
+
+    samples: int = 512
+    generations: int = 2000
+    lam: int = 16
+    topk: int = 32
+    patience: int = 100
+
+    @property
+    def active(self) -> bool:
+        return self.generations > 0
+
+
+@dataclass(frozen=True)
+class SampledLocal:
+    """The first (sampled) local stage: ``evaluations`` per layer (0: none) of the general ES on the layer-output
+    MSE over ``samples`` search images, (1+``lam``), a mutation moving ``moves`` weights of the layer on average
+    (None: the share ``p`` of them)."""
+
+    samples: int = 512
+    evaluations: int = 200
+    lam: int = 8
+    p: float = 0.002
+    moves: int | None = 4
+
+    @property
+    def active(self) -> bool:
+        return self.evaluations > 0
+
+
+@dataclass(frozen=True)
+class GlobalStage:
+    """The global (1+``lam``) ES on the task's per-sample loss over the search split: ``budget`` evaluations,
+    a share ``p`` of a layer's weights moved at first (then the 1/5 rule), early rejection of hopeless
+    candidates, ``chunk_size`` images per forward pass (None: the evaluator's)."""
+
+    budget: int = 64
+    lam: int = 8
+    p: float = 0.002
+    early_reject: bool = True
+    chunk_size: int | None = None
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """The ES's settings: a local stage (``None``: none) and the global stage."""
+
+    local: QuadraticLocal | SampledLocal | None = field(default_factory=QuadraticLocal)
+    global_stage: GlobalStage = field(default_factory=GlobalStage)
+
+    @classmethod
+    def for_quantize(cls, samples: int, budget: int, adaround_steps: int) -> "EvolutionConfig":
+        """The config ``qv.quantize``'s size arguments ask for: the quadratic local stage on ``samples`` images,
+        the global stage with ``budget`` evaluations."""
+        return cls(local=QuadraticLocal(samples=samples), global_stage=GlobalStage(budget=budget))
+
+    def describe(self, samples: str) -> str:
+        local = {"quadratic": "quadratic local stage, then ", "sampled": "sampled local stage, then ",
+                 None: ""}[self.local_kind]
+        return f"ES ({local}a global (1+{self.global_stage.lam}) ES, {self.global_stage.budget} evaluations)"
+
+    @property
+    def local_kind(self) -> str | None:
+        """``quadratic``, ``sampled`` or None (no local stage, or one with no budget)."""
+        if self.local is None or not self.local.active:
+            return None
+        return "quadratic" if isinstance(self.local, QuadraticLocal) else "sampled"
+
+
+class EvolutionResult(NamedTuple):
+    """Both stages' records: the local stage's (codes, per-layer log, seconds) and the global stage's (ES run,
+    start evaluation, setup seconds). ``seconds``: the ES's wall time (local + global setup + global run)."""
+
+    local: LocalStageResult
+    glob: GlobalStageResult
+
+    @property
+    def seconds(self) -> float:
+        return self.local.seconds + self.glob.result.seconds + self.glob.setup_seconds
+
+    def state(self, rtn_state: QuantState) -> QuantState:
+        """The evolved state on ``rtn_state``'s grid."""
+        return self.glob.result.state(rtn_state)
+
+
+def run_local(fmodel, rtn_state: QuantState, search: Split, local: QuadraticLocal | SampledLocal | None,
+              start: Codes | None = None, seed: int = 0, checkpoint: Path | None = None,
+              threads: int | None = 1) -> LocalStageResult:
+    """The local stage ``local`` from ``start`` codes (default RTN's); no stage: the start codes, no log, 0 s."""
+    start = dict(start if start is not None else rtn_state.codes())
+    if local is None or not local.active:
+        return LocalStageResult(start, [], 0.0)
+    if isinstance(local, QuadraticLocal):
+        return quadratic_stage(fmodel, rtn_state, search, start, samples=local.samples,
+                               generations=local.generations, lam=local.lam, topk=local.topk,
+                               patience=local.patience, seed=seed, checkpoint=checkpoint, threads=threads)
+    return local_stage(fmodel, rtn_state, search, evaluations=local.evaluations, lam=local.lam, p=local.p,
+                       local_moves=local.moves, samples=local.samples, seed=seed, checkpoint=checkpoint,
+                       threads=threads, start=start)
+
+
+def evolve(fmodel, rtn_state: QuantState, search: Split, config: EvolutionConfig, start: Codes | None = None, *,
+           seed: int = 0, loss="cross_entropy", metric="default", report=None, report_every: int = 1,
+           checkpoints: tuple = (None, None), threads: int | None = 1, progress: bool = False) -> EvolutionResult:
+    """Both ES stages of ``config`` from ``start`` codes (default: RTN's) on ``rtn_state``'s grid.
+
+    ``loss``/``metric``: the global stage's per-sample loss and metric (see
+    :func:`~qevo_lite.es.stages.global_stage`); ``report``: ``model -> dict`` of held-out numbers at reporting
+    points (never used for selection); ``checkpoints``: the two stages' resume files (or None);
+    ``threads``: CPU threads of the local stage."""
+    local = run_local(fmodel, rtn_state, search, config.local, start, seed, checkpoints[0], threads)
+    g = config.global_stage
+    glob = global_stage(fmodel, rtn_state, search, local.codes, budget=g.budget, lam=g.lam, p=g.p, seed=seed,
+                        loss=loss, metric=metric, report=report, report_every=report_every,
+                        checkpoint=checkpoints[1], progress=progress, early_reject=g.early_reject,
+                        chunk_size=g.chunk_size)
+    return EvolutionResult(local, glob)
+
+
+def evolve_codes(problem: RoundingProblem, config: EvolutionConfig):
+    """The ES as a registered rounding method: ``(evolved state, EvolutionResult)`` for ``problem``."""
+    res = evolve(problem.fmodel, problem.rtn_state, problem.search, config, problem.start, seed=problem.seed,
+                 loss=problem.loss, metric=problem.metric, report=problem.report, report_every=problem.report_every,
+                 checkpoints=problem.checkpoints, threads=problem.threads, progress=problem.progress)
+    return res.state(problem.rtn_state), res
