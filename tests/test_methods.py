@@ -86,3 +86,20 @@ def test_names_and_configs_are_checked():
     with pytest.raises(ValueError, match="kind 'peer'"):
         tiny_profile(peers=("es",))
     assert tiny_profile(peers=("gptq",)).peers == (GPTQConfig(),)
+
+
+def test_adaround_settings_reach_its_optimiser(tiny_vgg, digits):
+    """The learning rate and the reduction of the output error are AdaRound settings of its config (issue 19
+    tunes them): other values give other codes; an unknown reduction is refused."""
+    fmodel = qv.fold_batchnorm(tiny_vgg)
+    rtn = qv.best_rtn(fmodel, digits.search, 2).state
+    problem = RoundingProblem(fmodel, rtn, digits.search)
+
+    def codes(**kw):
+        state = choose_codes(AdaRoundConfig(samples=64, steps=40, **kw), problem).state
+        return torch.cat([lq.codes.flatten() for lq in state.layers.values()])
+
+    default = codes()
+    assert not torch.equal(default, codes(lr=1e-1)) and not torch.equal(default, codes(reduction="mean"))
+    with pytest.raises(ValueError, match="reduction"):
+        codes(reduction="max")

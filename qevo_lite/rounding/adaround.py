@@ -46,10 +46,16 @@ def rounding_regulariser(h: torch.Tensor, beta: float) -> torch.Tensor:
 def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
                    qmin: int, qmax: int, inputs: torch.Tensor, targets: torch.Tensor, steps: int = 1000,
                    batch_size: int = 64, lam: float = 0.01, beta: tuple = (20.0, 2.0), warmup: float = 0.2,
-                   lr: float = 1e-3, generator: torch.Generator | None = None) -> torch.Tensor:
+                   lr: float = 1e-3, generator: torch.Generator | None = None,
+                   reduction: str = "sum_channels") -> torch.Tensor:
     """AdaRound codes of one layer (shaped like ``weight``, rows layout: dim 0 = output channel). ``scale`` and ``zero_point`` are broadcast to
     the weight's shape; ``inputs`` (N, ...) and ``targets`` (N, ...) the layer's captured inputs and FP32
-    outputs; each step uses ``batch_size`` of them drawn with ``generator``."""
+    outputs; each step uses ``batch_size`` of them drawn with ``generator``. ``lr``: Adam's learning rate;
+    ``reduction``: the output error summed over output channels and averaged over images and positions
+    (``"sum_channels"``, as written above) or averaged over all (``"mean"``: the same error divided by the channel
+    count, which weighs the regulariser ``lam`` more)."""
+    if reduction not in ("sum_channels", "mean"):
+        raise ValueError(f"reduction must be 'sum_channels' or 'mean', got {reduction!r}.")
     w = weight.detach().float()
     base = torch.floor(w / scale + zero_point)
     rest = (w / scale + zero_point - base).clamp(1e-4, 1 - 1e-4)
@@ -63,7 +69,8 @@ def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor,
         codes = torch.clamp(base + rectified_sigmoid(v), qmin, qmax)
         params = {"weight": from_rows(scale * (codes - zero_point), module)} | ({"bias": bias} if bias is not None else {})
         out = functional_call(module, params, (inputs[idx],))
-        loss = (out - targets[idx]).pow(2).sum(1).mean()   # sum over channels, mean over images and positions
+        err = (out - targets[idx]).pow(2)
+        loss = err.sum(1).mean() if reduction == "sum_channels" else err.mean()
         if step >= start:
             b = beta[0] + (beta[1] - beta[0]) * (step - start) / max(1, steps - start)
             loss = loss + lam * rounding_regulariser(rectified_sigmoid(v), b)
@@ -75,9 +82,11 @@ def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor,
 
 
 def adaround(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 1024, steps: int = 1000,
-             batch_size: int = 64, lam: float = 0.01, beta: tuple = (20.0, 2.0), seed: int = 0) -> QuantState:
+             batch_size: int = 64, lam: float = 0.01, beta: tuple = (20.0, 2.0), seed: int = 0, lr: float = 1e-3,
+             reduction: str = "sum_channels") -> QuantState:
     """The state with every layer's codes chosen by AdaRound (graph order; ``samples`` search images give
-    the layers' inputs and FP32 targets; ``seed`` draws the batches)."""
+    the layers' inputs and FP32 targets; ``seed`` draws the batches; ``lr`` and ``reduction`` as for
+    :func:`adaround_layer`)."""
     g = torch.Generator().manual_seed(seed)
 
     def choose(name, module, inputs, targets, codes):
@@ -85,7 +94,7 @@ def adaround(fmodel: nn.Module, state: QuantState, search: Split, samples: int =
         scale, zp = grid_of(lq)
         with torch.enable_grad():
             return adaround_layer(module, lq.weight, scale, zp, lq.qmin, lq.qmax, inputs, targets, steps,
-                                  batch_size, lam, beta, generator=g)
+                                  batch_size, lam, beta, lr=lr, generator=g, reduction=reduction)
 
     return state.with_codes(layer_by_layer(fmodel, state, search.x[:samples], choose))
 
@@ -93,14 +102,17 @@ def adaround(fmodel: nn.Module, state: QuantState, search: Split, samples: int =
 @dataclass(frozen=True)
 class AdaRoundConfig:
     """AdaRound's settings (see :func:`adaround`): ``samples`` search images give the layers' inputs and
-    targets, ``steps`` Adam steps per layer on batches of ``batch_size``, regulariser weight ``lam`` with
-    ``beta`` annealed from ``beta[0]`` to ``beta[1]``."""
+    targets, ``steps`` Adam steps per layer on batches of ``batch_size`` with learning rate ``lr``, regulariser
+    weight ``lam`` with ``beta`` annealed from ``beta[0]`` to ``beta[1]``, the output error reduced as
+    ``reduction`` says (:func:`adaround_layer`)."""
 
     samples: int = 1024
     steps: int = 1000
     batch_size: int = 64
     lam: float = 0.01
     beta: tuple = (20.0, 2.0)
+    lr: float = 1e-3
+    reduction: str = "sum_channels"
 
     @classmethod
     def for_quantize(cls, samples: int, budget: int, adaround_steps: int) -> "AdaRoundConfig":
@@ -108,8 +120,10 @@ class AdaRoundConfig:
         return cls(samples=4 * samples, steps=adaround_steps)
 
     def describe(self, samples: str) -> str:
-        return (f"AdaRound ({self.steps:,} Adam steps per layer, batch {self.batch_size} of {self.samples:,} search "
-                f"{samples}, beta {self.beta[0]:g} -> {self.beta[1]:g}, lambda {self.lam:g}; its seed draws the batches)")
+        reduced = "" if self.reduction == "sum_channels" else ", output error averaged over channels"
+        return (f"AdaRound ({self.steps:,} Adam steps per layer at learning rate {self.lr:g}, batch {self.batch_size} of "
+                f"{self.samples:,} search {samples}, beta {self.beta[0]:g} -> {self.beta[1]:g}, lambda {self.lam:g}"
+                f"{reduced}; its seed draws the batches)")
 
 
 def round_adaround(problem: RoundingProblem, config: AdaRoundConfig):
@@ -117,5 +131,5 @@ def round_adaround(problem: RoundingProblem, config: AdaRoundConfig):
     with torch.no_grad():
         state = adaround(problem.fmodel, problem.start_state, problem.search, samples=config.samples,
                          steps=config.steps, batch_size=config.batch_size, lam=config.lam, beta=tuple(config.beta),
-                         seed=problem.seed)
+                         seed=problem.seed, lr=config.lr, reduction=config.reduction)
     return state, None
