@@ -67,7 +67,7 @@ class QuantizeReport:
         return "\n".join(lines)
 
 
-def _numbers(model: nn.Module, split: Split, loss: Loss, metric_fn, batch: int = 256) -> dict:
+def _scores(model: nn.Module, split: Split, loss: Loss, metric_fn, batch: int = 256) -> dict:
     """``{"loss": mean per-sample loss (, "accuracy")}`` of ``model`` on ``split``, scored against the targets
     ``loss`` names (labels, or the inputs for a reconstruction)."""
     device = next(model.parameters()).device
@@ -126,7 +126,7 @@ def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, l
     loss = loss or ("cross_entropy" if labelled else "output_mse")
     spec = resolve_loss(loss)
     metric_fn = spec.metric if loss == "cross_entropy" else None
-    score = lambda m, s: _numbers(m, s, spec, None)["loss"]  # noqa: E731
+    score = lambda m, s: _scores(m, s, spec, None)["loss"]  # noqa: E731
     floats = list(unquantized_weighted_modules(fmodel))
     t0 = time.perf_counter()
     rtn = best_rtn(fmodel, split, bits, granularity, score=score)
@@ -139,10 +139,10 @@ def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, l
         packed = save_state(state, Path(tmp) / "state.qevo", fmodel)
     report = QuantizeReport(name, bits, rtn.config.scale_rule, seconds, state.num_weights,
                             sum(rtn.state.moved(state).values()), packed, float_size_bytes(state),
-                            _numbers(qmodel, split, spec, metric_fn),
-                            _numbers(rtn.state.to_model(fmodel), split, spec, metric_fn), left_in_float=floats)
+                            _scores(qmodel, split, spec, metric_fn),
+                            _scores(rtn.state.to_model(fmodel), split, spec, metric_fn), left_in_float=floats)
     if test is not None:
         test, _ = _as_split(fmodel, test)
-        report.test = _numbers(qmodel, test, spec, metric_fn)
-        report.rtn_test = _numbers(rtn.state.to_model(fmodel), test, spec, metric_fn)
+        report.test = _scores(qmodel, test, spec, metric_fn)
+        report.rtn_test = _scores(rtn.state.to_model(fmodel), test, spec, metric_fn)
     return qmodel.eval(), report

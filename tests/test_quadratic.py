@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import functional_call
 
 from qevo_lite import Split, quantize_model
-from qevo_lite.es.quadratic import evolve_layer
+from qevo_lite.es.channel_es import evolve_layer
 from qevo_lite.es.stages import quadratic_stage
 from qevo_lite.evaluators.quadratic import LayerQuadratic, NotQuadratic
 from qevo_lite.quant.layout import from_rows

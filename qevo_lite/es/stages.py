@@ -28,7 +28,7 @@ from ..evaluators.quadratic import LayerQuadratic, NotQuadratic
 from ..quant.grid import QuantState
 from ..rounding.layers import layer_by_layer
 from .engine import ESConfig, ESResult, run_es
-from .quadratic import evolve_layer
+from .channel_es import evolve_layer
 
 
 class LocalStageResult(NamedTuple):
@@ -137,7 +137,7 @@ def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int,
 def quadratic_stage(fmodel, rtn_state, search: Split, start: Codes | None = None, *, samples: int = 1024,
                     generations: int = 2000, lam: int = 16, topk: int = 32, patience: int = 100, seed: int = 0,
                     checkpoint: Path | None = None, threads: int | None = 1) -> LocalStageResult:
-    """The local stage on the exact quadratic fitness (:mod:`qevo_lite.es.quadratic`): layer by layer in graph
+    """The local stage on the exact quadratic fitness (:mod:`qevo_lite.es.channel_es`): layer by layer in graph
     order, each layer's inputs from the model whose earlier layers are already evolved, targets from the FP32
     model, on ``samples`` search images; from ``start`` codes (default: RTN's; e.g. a peer's codes).
 

@@ -37,26 +37,26 @@ def cell_stem(task: str, arch: str, bits: int, seed: int) -> str:
     return f"{task}-{arch}-W{bits}-seed{seed}"
 
 
-def _numbers(prefix: str, d: dict, split: str) -> dict:
+def _keyed(prefix: str, d: dict, split: str) -> dict:
     return {f"{prefix}_{split}_{k}": v for k, v in d.items()}
 
 
 def baseline_numbers(ctx, arch: str, bits: int, seed: int) -> dict:
     """The part of a cell that needs no ES: FP32 and RTN numbers on both splits and RTN's scale rules."""
-    p = ctx.profile
+    profile = ctx.profile
     fp32, rtn = ctx.fp32(arch), ctx.rtn(arch, bits)
-    out = {"task": ctx.task.name, "arch": arch, "dataset": p.dataset, "bits": bits, "seed": seed,
+    out = {"task": ctx.task.name, "arch": arch, "dataset": profile.dataset, "bits": bits, "seed": seed,
            "settings": ctx.settings(arch), "search_images": len(ctx.search), "test_images": len(ctx.test),
            "num_weights": rtn["state"].num_weights, "rtn_rule": rtn["rule"]}
     for split in ("search", "test"):
-        out.update(_numbers("fp32", fp32[split], split))
-        out.update(_numbers("rtn", rtn[split], split))
-    for g in p.extra_granularities:
+        out.update(_keyed("fp32", fp32[split], split))
+        out.update(_keyed("rtn", rtn[split], split))
+    for g in profile.extra_granularities:
         r = ctx.rtn(arch, bits, g)
         prefix = f"rtn_{g}"
         out[f"{prefix}_rule"] = r["rule"]
         for split in ("search", "test"):
-            out.update(_numbers(prefix, r[split], split))
+            out.update(_keyed(prefix, r[split], split))
     return out
 
 
@@ -76,11 +76,11 @@ def _improvements(task, out: dict) -> dict:
 
 def _evolve(ctx, arch: str, bits: int, seed: int, start, files, progress: bool, report: bool) -> EvolutionResult:
     """Both ES stages of the profile's ES config from codes ``start`` (:func:`~qevo_lite.es.pipeline.evolve`)."""
-    p, task = ctx.profile, ctx.task
+    profile, task = ctx.profile, ctx.task
     fmodel, _ = ctx.model(arch)
-    reporter = (lambda m: ctx.evaluate(m, "test")) if report and p.report_every else None
-    return evolve(fmodel, ctx.rtn(arch, bits)["state"], ctx.search, p.es_config, start, seed=seed,
-                  loss=task.es_loss, metric=task.es_metric, report=reporter, report_every=p.report_every or 1,
+    reporter = (lambda m: ctx.evaluate(m, "test")) if report and profile.report_every else None
+    return evolve(fmodel, ctx.rtn(arch, bits)["state"], ctx.search, profile.es_config, start, seed=seed,
+                  loss=task.es_loss, metric=task.es_metric, report=reporter, report_every=profile.report_every or 1,
                   checkpoints=tuple(files), threads=ctx.local_threads, progress=progress)
 
 
@@ -97,14 +97,14 @@ def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -
         res = ctx.peer(arch, bits, config, seed)
         out[f"{peer}_seconds"] = res["seconds"]
         for split in ("search", "test"):
-            out.update(_numbers(peer, res[split], split))
+            out.update(_keyed(peer, res[split], split))
         peer_files = [f.with_name(f"{f.stem}-{peer}.pt") if f is not None else None for f in files]
         evolved = _evolve(ctx, arch, bits, seed, res["state"].codes(), peer_files, progress, report=False)
         result = evolved.glob.result
         model = result.state(rtn_state).to_model(fmodel)
         prefix = f"es_{peer}"
-        out.update(_numbers(prefix, ctx.evaluate(model, "search"), "search"))
-        out.update(_numbers(prefix, ctx.evaluate(model, "test"), "test"))
+        out.update(_keyed(prefix, ctx.evaluate(model, "search"), "search"))
+        out.update(_keyed(prefix, ctx.evaluate(model, "test"), "test"))
         out[f"{prefix}_seconds"] = evolved.seconds
         out[f"{prefix}_moved_share"] = sum(rtn_state.with_codes(res["state"].codes()).moved(result.state(rtn_state)).values()) \
             / rtn_state.num_weights
@@ -123,9 +123,9 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     ``checkpoint_dir``: where the ES stages save their progress; an interrupted cell resumes from there
     (the files are removed when the cell completes). Returns ``(cell dict, evolved codes or None)``.
     """
-    p, task = ctx.profile, ctx.task
+    profile, task = ctx.profile, ctx.task
     out = baseline_numbers(ctx, arch, bits, seed)
-    reason = task.es_skip_reason(p, bits, ctx.fp32(arch)["search"], ctx.rtn(arch, bits)["search"])
+    reason = task.es_skip_reason(profile, bits, ctx.fp32(arch)["search"], ctx.rtn(arch, bits)["search"])
     if reason is not None:
         out.update(es_run=False, es_skipped_reason=reason)
         return out, None
@@ -142,13 +142,13 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     es_model = es_state.to_model(fmodel)
     es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")
     local_evals = sum(e["evaluations"] for e in local_log)
-    out.update(es_run=True, local_method=p.local_method if p.has_local_stage else None,
+    out.update(es_run=True, local_method=profile.local_method if profile.has_local_stage else None,
                local_search_loss=start_eval.fitness, local_evaluations=local_evals, local_seconds=local_seconds,
                local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log])
     if result.reports:
         out.update({f"local_test_{k}": v for k, v in result.reports[0].items() if k not in ("generation", "evaluations")})
-    out.update(_numbers("es", ctx.evaluate(es_model, "search"), "search"))
-    out.update(_numbers("es", {k: v for k, v in es_test.items() if k not in ("generation", "evaluations")}, "test"))
+    out.update(_keyed("es", ctx.evaluate(es_model, "search"), "search"))
+    out.update(_keyed("es", {k: v for k, v in es_test.items() if k not in ("generation", "evaluations")}, "test"))
     out.update(_improvements(task, out))
     out.update(
         global_evaluations=result.evaluations, evaluations=local_evals + result.evaluations,

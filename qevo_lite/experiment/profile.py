@@ -42,7 +42,7 @@ class Profile(Overridable):
         test_size: held-out test images (None: the whole official test split).
         local_samples: search images whose layer inputs/outputs the local stage matches.
         local_method: ``quadratic`` (the per-channel ES on each layer's exact quadratic output error,
-            :mod:`qevo_lite.es.quadratic`) or ``sampled`` (the general ES on the same error, candidate by
+            :mod:`qevo_lite.es.channel_es`) or ``sampled`` (the general ES on the same error, candidate by
             candidate, :func:`qevo_lite.es.stages.run_layerwise`).
         local_generations, local_lam, local_topk, local_patience: the quadratic local ES's generations per
             layer (0: no local stage), offspring per channel, first moves drawn from the ``topk`` of best
