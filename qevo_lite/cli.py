@@ -98,7 +98,7 @@ def cmd_reproduce(args) -> int:
     experiments = [e.strip() for e in args.experiment.split(",")]
     chosen = plan(experiments)
     overrides = dict(bits=args.bits, seeds=args.seeds, budget=args.budget, search_size=args.search_size,
-                     test_size=args.test_size, local_generations=args.local_budget, train_epochs=args.epochs,
+                     test_size=args.test_size, local_budget=args.local_budget, train_epochs=args.epochs,
                      min_drop_points=args.min_drop, min_rise_percent=args.min_rise)
     if args.dataset and set(chosen) - {"classification"}:
         print(f"note: --dataset {args.dataset} applies to the classification experiments only")
@@ -135,7 +135,8 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--seeds", type=int_list, default=None, help="comma-separated ES seeds (default: the profile's)")
     p.add_argument("--budget", type=int, default=None, help="global-stage ES evaluations per cell")
     p.add_argument("--local-budget", type=int, default=None,
-                   help="local-stage generations per layer (quadratic local ES; 0: no local stage)")
+                   help="local-stage budget per layer: generations of the quadratic local ES, evaluations "
+                        "of the sampled one (0: no local stage)")
     p.add_argument("--dataset", default=None,
                    help="override the profile's dataset, e.g. folder:<path> (ImageFolder train/ and test/)")
     p.add_argument("--search-size", type=int, default=None, help="search-split images")

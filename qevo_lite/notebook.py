@@ -1,7 +1,8 @@
 """What every notebook does once the package is importable: CPU threads, the device, a clock.
 
 A notebook's first code cell checks that ``qevo_lite`` is installed (and says how to install it in
-Colab), then calls :func:`setup`; its last cell calls :meth:`Session.report_run_time`.
+Colab), then calls :func:`setup`; its last cells call :meth:`Session.check_solutions` (the teachers' check of
+the reference solutions) and :meth:`Session.report_run_time`.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -28,6 +30,23 @@ class Session:
         seconds = time.perf_counter() - self.t0
         print(f"notebook run time: {seconds:.0f} s")
         return seconds
+
+    def check_solutions(self, notebook: str, checks: dict) -> None:
+        """Run each exercise check on the reference solution of the same name, when ``solutions/<notebook>_solutions.py``
+        is next to the notebook (or under ``notebooks/``, from the repository root); the folder is not shipped
+        with the pip package, so elsewhere this only says it skipped.
+
+        ``notebook``: the number, e.g. ``"03"``; ``checks``: ``{name defined by the solutions file: check
+        function}``, run in that order (each prints its verdict, and raises if the solution is wrong)."""
+        name = f"{notebook}_solutions.py"
+        for candidate in (Path("solutions") / name, Path("notebooks/solutions") / name):
+            if candidate.exists():
+                solutions: dict = {}
+                exec(candidate.read_text(), solutions)   # noqa: S102 - our own reference file
+                for fn_name, check in checks.items():
+                    check(solutions[fn_name])
+                return
+        print(f"solutions/{name} not found next to the notebook; skipped.")
 
 
 def setup(threads: int = 2, needs: str = "the fast profile") -> Session:

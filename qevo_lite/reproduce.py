@@ -1,7 +1,7 @@
 """``qevo reproduce``: every experiment of a profile, headless, through the one pipeline.
 
 Each task writes into its own folder ``out/<task>/`` (``results.json``, ``results.md``, the figures,
-the evolved codes; see :mod:`qevo_lite.experiment.grid`), and ``out/results.md`` joins their sections.
+the evolved codes; see :mod:`qevo_lite.experiment.cell_grid`), and ``out/results.md`` joins their sections.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .core.io import write_text
 from .experiment.context import Context
-from .experiment.grid import RESULTS_MD, run_task
+from .experiment.cell_grid import RESULTS_MD, run_task
 from .tasks import EXPERIMENTS, get_profile, get_task
 
 
@@ -38,8 +38,8 @@ def reproduce(experiments=("all",), profile: str | None = "fast", out: str | Pat
               progress: bool = True, device=None, checkpoint_dir=None, download: bool | None = None, figures: bool = True,
               **overrides) -> dict:
     """Run experiments headless into ``out`` and resume from what it already holds. ``overrides`` are
-    :class:`~qevo_lite.experiment.profile.Profile` fields (``bits``, ``seeds``, ``budget``, ``dataset``, ...)
-    applied to every task (``dataset`` to classification only). A task that cannot run the profile
+    :class:`~qevo_lite.experiment.profile.Profile` fields (``bits``, ``seeds``, ``dataset``, ...) or its ES budget
+    knobs (``budget``, ``local_budget``) applied to every task (``dataset`` to classification only). A task that cannot run the profile
     (:meth:`~qevo_lite.experiment.task.Task.unavailable`, e.g. detection's full profile) raises ValueError
     when named, and is skipped with a warning under ``all``. Returns ``{task: results dict}``."""
     out = Path(out)

@@ -40,8 +40,8 @@ def main() -> None:
         arch = p.models[label]
         fmodel, _ = ctx.model(arch)
         rtn = ctx.rtn(arch, 2)["state"]
-        local = {s: run_local(fmodel, rtn, ctx.search, p.es_config.local, seed=s).codes for s in seeds}
-        global_only = replace(p.es_config, local=None)   # the global stage alone, from each seed's local codes
+        local = {s: run_local(fmodel, rtn, ctx.search, p.es.local, seed=s).codes for s in seeds}
+        global_only = replace(p.es, local=None)   # the global stage alone, from each seed's local codes
         before = [evaluate(rtn.with_codes(local[s]).to_model(fmodel), ctx.test)["accuracy"] for s in seeds]
         for n in sizes:
             search = Split(pool.x[:n], pool.y[:n])

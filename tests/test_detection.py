@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-import qevo_lite.experiment.grid as grid
+import qevo_lite.experiment.cell_grid as cell_grid
 import qevo_lite.tasks.detection as D
 import qevo_lite.tasks.detection.data as dd
 import qevo_lite.tasks.detection.data as det_data
@@ -20,7 +20,8 @@ from qevo_lite.evaluators.incremental import IncrementalEvaluator
 from qevo_lite.quant.fold import fold_batchnorm, quantizable_layers
 from qevo_lite.quant.grid import QuantConfig, quantize_model
 from qevo_lite.experiment.context import Context
-from qevo_lite.experiment.grid import run_task
+from qevo_lite.experiment.cell_grid import run_task
+from qevo_lite.methods import EvolutionConfig, GlobalStage, SampledLocal
 from qevo_lite.tasks import get_profile
 
 
@@ -141,8 +142,8 @@ def test_run_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(det_data, "_SPLITS_CACHE", {})
     out, ck = tmp_path / "out", tmp_path / "pretrained"
     prof = get_profile("detection", "fast", dataset="glyph_boxes_digits", models={"vgg": "det_vgg_small"}, bits=[2],
-                       seeds=[0], budget=4, search_size=16, test_size=16, local_method="sampled", local_evaluations=2, local_samples=8, peers=[],
-                       min_drop_points=-100.0, train_epochs=1, lam=4,
+                       seeds=[0], search_size=16, test_size=16, peers=[], min_drop_points=-100.0, train_epochs=1,
+                       es=EvolutionConfig(SampledLocal(samples=8, evaluations=2, lam=4), GlobalStage(budget=4, lam=4)),
                        options={**D.PROFILES["fast"].options, "compare_budget": 4, "compare_seeds": (0, 1, 2)})
     ctx = Context(D.TASK, prof, device="cpu", checkpoint_dir=ck)
     with warnings.catch_warnings():
@@ -166,7 +167,7 @@ def test_run_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("a finished cell was run again")
 
-    monkeypatch.setattr(grid, "run_cell", fail)
+    monkeypatch.setattr(cell_grid, "run_cell", fail)
     monkeypatch.setattr(det_task, "run_fitness_comparison", fail)
     again = run_task(Context(D.TASK, prof, device="cpu", checkpoint_dir=ck), out, progress=False, figures=False)
     assert again["cells_reused"] == 1 + len(prof.option("compare_seeds"))   # the ES cell and each comparison seed

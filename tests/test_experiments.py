@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import qevo_lite.es.stages as stages
-import qevo_lite.experiment.grid as grid
+import qevo_lite.experiment.cell_grid as cell_grid
 from qevo_lite import load_splits
 from qevo_lite.cli import main
 from qevo_lite.evaluators.incremental import IncrementalEvaluator
 from qevo_lite.experiment.cell import run_cell
 from qevo_lite.experiment.context import Context
 from qevo_lite.experiment.profile import Profile
-from qevo_lite.methods import AdaRoundConfig
+from qevo_lite.methods import AdaRoundConfig, EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
 from qevo_lite.reproduce import reproduce
 from qevo_lite.tasks import EXPERIMENTS, TASKS, classification, get_profile, train_checkpoint
 
@@ -26,12 +26,16 @@ TASK = classification.TASK
 KEY = "classification/vgg_small/W{}/seed{}"
 
 
+# the tiny sampled ES of these tests, and the quadratic one
+TINY_ES = EvolutionConfig(SampledLocal(samples=32, evaluations=8, lam=4, moves=2), GlobalStage(budget=8, lam=4))
+TINY_QUADRATIC = EvolutionConfig(QuadraticLocal(samples=32, generations=30), GlobalStage(budget=8, lam=4))
+
+
 def tiny_profile(**kw):
-    base = dict(name="fast", task="classification", dataset="digits", models={"vgg": "vgg_small"}, bits=(2, 8),
-                seeds=(0, 1), search_size=96, test_size=150, local_samples=32, local_method="sampled", local_evaluations=8,
-                local_moves=2, peers=(), budget=8, lam=4, report_every=1)
-    base.update(kw)
-    return Profile(**base)
+    """The tests' classification profile with ``kw`` overridden (fields, or the ``budget`` knobs)."""
+    return Profile(name="fast", task="classification", dataset="digits", models={"vgg": "vgg_small"}, bits=(2, 8),
+                   seeds=(0, 1), search_size=96, test_size=150, es=TINY_ES, peers=(),
+                   report_every=1).with_overrides(**kw)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,7 @@ def ckpt(tmp_path_factory):
 
 def run(out, ckpt, figures=False, **kw):
     ctx = Context(TASK, tiny_profile(**kw), device="cpu", checkpoint_dir=ckpt)
-    return grid.run_task(ctx, out, progress=False, figures=figures)
+    return cell_grid.run_task(ctx, out, progress=False, figures=figures)
 
 
 def strip_timing(obj):
@@ -101,7 +105,7 @@ def test_run_task_writes_json_markdown_codes_and_figures(first):
     assert "gap recovered" in md
     for f in ("vgg_small_accuracy_vs_bits.png", "vgg_small_W2_curves.png", "vgg_small_W2_moved.png"):
         assert (out / f).stat().st_size > 1000 and f in saved["figures"]
-    codes = grid.load_codes(out, "classification", "vgg_small", 2, 0)
+    codes = cell_grid.load_codes(out, "classification", "vgg_small", 2, 0)
     assert set(codes) == set(w2["moved"]["per_layer"])
     assert not list((out / "checkpoints").glob("*.pt"))                     # removed once cells finish
 
@@ -109,7 +113,7 @@ def test_run_task_writes_json_markdown_codes_and_figures(first):
 def test_second_invocation_reuses_finished_cells(first, ckpt, monkeypatch):
     out, res = first
     calls = []
-    monkeypatch.setattr(grid, "run_cell", lambda *a, **k: calls.append(a[1:4]) or run_cell(*a, **k))
+    monkeypatch.setattr(cell_grid, "run_cell", lambda *a, **k: calls.append(a[1:4]) or run_cell(*a, **k))
     again = run(out, ckpt)
     assert calls == [] and again["cells_reused"] == 4
     assert strip_timing(again["cells"]) == strip_timing(res["cells"])
@@ -127,9 +131,9 @@ def test_a_reused_cell_whose_codes_are_gone_is_rerun_to_the_same_numbers(first, 
     shutil.copytree(first[0], out)
     json_file = out / "results.json"
     json_file.write_text(json.dumps({**json.loads(json_file.read_text()), "cells": res["cells"]}))
-    grid.codes_file(out, "classification", "vgg_small", 2, 1).unlink()
+    cell_grid.codes_file(out, "classification", "vgg_small", 2, 1).unlink()
     calls = []
-    monkeypatch.setattr(grid, "run_cell", lambda *a, **k: calls.append(a[1:4]) or run_cell(*a, **k))
+    monkeypatch.setattr(cell_grid, "run_cell", lambda *a, **k: calls.append(a[1:4]) or run_cell(*a, **k))
     again = run(out, ckpt)
     assert calls == [("vgg_small", 2, 1)]
     assert strip_timing(again["cells"][KEY.format(2, 1)])["es_test_accuracy"] == \
@@ -146,11 +150,11 @@ def test_interrupted_run_resumes_to_the_same_results(first, ckpt, tmp_path, monk
         calls.append(1)
         return run_cell(*a, **k)
 
-    monkeypatch.setattr(grid, "run_cell", stop_after_one)
+    monkeypatch.setattr(cell_grid, "run_cell", stop_after_one)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, ckpt)
     assert list(json.loads((tmp_path / "results.json").read_text())["cells"]) == [KEY.format(2, 0)]
-    monkeypatch.setattr(grid, "run_cell", run_cell)
+    monkeypatch.setattr(cell_grid, "run_cell", run_cell)
     resumed = run(tmp_path, ckpt)
     assert resumed["cells_reused"] == 1
     assert strip_timing(resumed["cells"]) == strip_timing(res["cells"])
@@ -281,8 +285,7 @@ def test_corrupt_results_json_is_named_and_left_untouched(tmp_path, capsys):
 def test_peers_and_the_es_from_their_codes_fill_the_table(tmp_path, ckpt):
     """Quadratic local stage + both peers: every method's held-out numbers and times are in the cell, the
     summary averages them over the seeds, the table has one line per method and the targets are computed."""
-    res = run(tmp_path, ckpt, bits=(2,), local_method="quadratic", local_generations=30, local_samples=32,
-              peers=("gptq", AdaRoundConfig(steps=20)))
+    res = run(tmp_path, ckpt, bits=(2,), es=TINY_QUADRATIC, peers=("gptq", AdaRoundConfig(steps=20)))
     cell = res["cells"][KEY.format(2, 0)]
     for peer in ("gptq", "adaround"):
         assert {f"{peer}_test_accuracy", f"{peer}_search_accuracy", f"{peer}_seconds", f"es_{peer}_test_accuracy",
@@ -310,7 +313,7 @@ def test_side_by_side_reuses_the_context_and_shows_every_method(ckpt, monkeypatc
     ctx = Context(TASK, tiny_profile(), device="cpu", checkpoint_dir=ckpt)
     rtn = ctx.rtn("vgg_small", 2)
     monkeypatch.setattr(TASK, "load_splits", lambda *a, **k: pytest.fail("the data was loaded again"))
-    base = tiny_profile(local_method="quadratic", local_generations=30, peers=("gptq", AdaRoundConfig(steps=20)))
+    base = tiny_profile(es=TINY_QUADRATIC, peers=("gptq", AdaRoundConfig(steps=20)))
     res = run_side_by_side(ctx, bits=(2,), seeds=(0,), base=base, progress=False)
     assert ctx.with_profile(base).rtn("vgg_small", 2) is rtn
     md = side_by_side_markdown(res, TASK)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import qevo_lite as qv
-from qevo_lite.experiment import grid
+from qevo_lite.experiment import cell_grid
 from qevo_lite.experiment.context import Context
 from qevo_lite.methods import (AdaRoundConfig, GPTQConfig, RoundingProblem, choose_codes, get_method, method_names,
                                register, unregister)
 from qevo_lite.rounding.layers import grid_of
-from qevo_lite.viz.experiment_plots import method_points
+from qevo_lite.experiment.records import method_points
 
 from test_experiments import TASK, ckpt, tiny_profile  # noqa: F401  (ckpt: the shared pretrained fixture)
 
@@ -49,7 +49,7 @@ def test_a_registered_method_reaches_quantize(toy_method, tiny_vgg, digits):
 
 def test_a_registered_method_reaches_the_reproduce_table_and_figure(toy_method, tmp_path, ckpt):  # noqa: F811
     ctx = Context(TASK, tiny_profile(bits=(2,), peers=("round_down",)), device="cpu", checkpoint_dir=ckpt)
-    res = grid.run_task(ctx, tmp_path, progress=False, figures=True)
+    res = cell_grid.run_task(ctx, tmp_path, progress=False, figures=True)
     cell = res["cells"]["classification/vgg_small/W2/seed0"]
     assert cell["peers"] == ["round_down"] and {"round_down_test_accuracy", "es_round_down_seconds"} <= set(cell)
     md = (tmp_path / "results.md").read_text()

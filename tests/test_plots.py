@@ -145,8 +145,11 @@ def test_random_boundary_flips_deterministic_exact_and_restoring(tiny_vgg, digit
 
 def test_methods_vs_time_draws_every_method_and_the_pareto_front():
     from qevo_lite.experiment.task import Metric
-    from qevo_lite.viz.experiment_plots import method_points, plot_methods_vs_time
-    row = {"peers": ["gptq", "adaround"], "rtn_test_accuracy": 0.5, "es_test_accuracy": 0.8, "es_test_accuracy_std": 0.01, "wall_seconds": 10.0,
+    from qevo_lite.experiment.records import method_points
+    from qevo_lite.viz.experiment_plots import plot_methods_vs_time
+    row = {"es_run": True, "peers": ["gptq", "adaround"], "rtn_rule": "mse", "local_evaluations": 100,
+           "global_evaluations": 64, "moved_share": 0.01, "es_gptq_moved_share": 0.02, "es_adaround_moved_share": 0.02,
+           "rtn_test_accuracy": 0.5, "es_test_accuracy": 0.8, "es_test_accuracy_std": 0.01, "wall_seconds": 10.0,
            "gptq_seconds": 5.0, "gptq_test_accuracy": 0.7, "es_gptq_seconds": 10.0, "es_gptq_test_accuracy": 0.78,
            "adaround_seconds": 60.0, "adaround_test_accuracy": 0.85, "es_adaround_seconds": 10.0,
            "es_adaround_test_accuracy": 0.86}

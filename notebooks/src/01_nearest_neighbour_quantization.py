@@ -17,8 +17,9 @@
 #   near a rounding boundary to their *other* neighbour can **raise** accuracy, so nearest
 #   rounding is not the best assignment of weights to grid points.
 #
-# **Run time:** about 1 minute on an idle 2-core CPU with the default `fast` profile (58 s when the committed
-# outputs were made; the last cell prints this run's time). Cores shared with other work slow it down,
+# **Run time:** about 1-2 minutes on an idle 2-core CPU with the default `fast` profile (107 s when the committed
+# outputs were made, on the slower of the two 2-core development machines; 58 s on the other; the last cell
+# prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
 # The `full` profile uses all test images and more trials.
 
@@ -597,15 +598,8 @@ session.report_run_time();
 # `solutions/` folder is next to the notebook (it is not shipped with the pip package).
 
 # %%
-from pathlib import Path
-
-for candidate in (Path("solutions/01_solutions.py"), Path("notebooks/solutions/01_solutions.py")):
-    if candidate.exists():
-        solutions = {}
-        exec(candidate.read_text(), solutions)
-        check_exercise_1(solutions["rtn_codes"])
-        check_exercise_2(solutions["near_boundary_mask"])
-        check_exercise_3(solutions["baseline_rule"])
-        break
-else:
-    print("solutions/01_solutions.py not found next to the notebook; skipped.")
+session.check_solutions("01", {
+    "rtn_codes": check_exercise_1,
+    "near_boundary_mask": check_exercise_2,
+    "baseline_rule": check_exercise_3,
+})

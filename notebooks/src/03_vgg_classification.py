@@ -21,8 +21,9 @@
 #
 # The same code runs headless as `qevo reproduce --experiment vgg` (notebook 04 is the ResNet).
 #
-# **Run time:** about 3 minutes on an idle 2-core CPU with the default `fast` profile (166 s when the committed
-# outputs were made; the last cell prints this run's time). Cores shared with other work slow it down,
+# **Run time:** about 3-5.5 minutes on an idle 2-core CPU with the default `fast` profile (327 s when the committed
+# outputs were made, on the slower of the two 2-core development machines; 166 s on the other; the last cell
+# prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
 # The `full` profile (CIFAR-10, VGG-11, larger budgets) wants a GPU.
 
@@ -34,14 +35,13 @@
 
 # %%
 import os
-
 import time
 
 from IPython.display import Markdown, display
 
 from qevo_lite.notebook import setup
-from qevo_lite.experiment.side_by_side import (check_side_by_side, plot_side_by_side, print_side_by_side,
-                                               run_side_by_side, side_by_side_markdown)
+from qevo_lite.tasks import (check_side_by_side, plot_side_by_side, print_side_by_side, run_side_by_side,
+                             side_by_side_markdown)
 from qevo_lite.tasks.classification import walk
 
 session = setup(threads=2)  # the committed outputs were computed with 2 threads
@@ -65,9 +65,8 @@ budget = None    # global-stage fitness evaluations per run; None: the profile's
 # This notebook walks the ES as first built, with its *sampled* local stage and without the rounding peers
 # (the package's default local stage is now the per-channel ES on each layer's exact quadratic error; the
 # README's tables, from `./run.sh demo`, compare it with GPTQ and AdaRound).
-first_es = dict(local_method="sampled", peers=(), local_samples=128 if profile == "fast" else 512)
-ctx = walk.context(profile, experiment, session.device, bits=bits, seeds=seeds,
-                   budget=budget, **first_es)
+ctx = walk.context(profile, experiment, session.device, bits=bits, seeds=seeds, budget=budget,
+                   es=walk.TASK.first_es[profile], peers=())
 prof, arch = ctx.profile, ctx.profile.models[experiment]
 
 # %% [markdown]
@@ -161,8 +160,8 @@ walk.print_sensitivity(sens, sizes, width=16)
 # (section 5). Held-out test accuracy is measured at reporting points only and never used to select anything.
 #
 # The ES runs only where rounding loses accuracy: where the RTN search accuracy is at least
-# `min_drop_points` below FP32's (decided on the search split). The next cell runs it (under a minute on an idle
-# 2-core CPU).
+# `min_drop_points` below FP32's (decided on the search split). The next cell runs it (one to one and a half
+# minutes on an idle 2-core CPU).
 
 # %%
 t0 = time.perf_counter()
@@ -410,14 +409,4 @@ session.report_run_time();
 # `solutions/` folder is next to the notebook (it is not shipped with the pip package).
 
 # %%
-from pathlib import Path
-
-for candidate in (Path("solutions/03_solutions.py"), Path("notebooks/solutions/03_solutions.py")):
-    if candidate.exists():
-        solutions = {}
-        exec(candidate.read_text(), solutions)
-        check_exercise_1(solutions["gap_recovered"])
-        check_exercise_2(solutions["seed_noise"])
-        break
-else:
-    print("solutions/03_solutions.py not found next to the notebook; skipped.")
+session.check_solutions("03", {"gap_recovered": check_exercise_1, "seed_noise": check_exercise_2})

@@ -3,26 +3,22 @@
 #
 # {{colab_badge}}
 #
-# Notebook 03 ran the whole experiment on a VGG; this one runs the same code on a ResNet, whose
-# shortcut connections add the input of each block to its output. That changes the story in two places:
-# a block's two convolutions are no longer the only path for the signal (so their rounding errors matter
-# differently), and the incremental evaluator must re-run a block from its input when a layer inside it
-# changes. You will, for the ResNet:
+# Notebook 03 walked the whole experiment on a VGG, step by step. This notebook runs the same walk on a
+# ResNet in a few cells (read 03 for what each step does and why) and spends its time on what a ResNet
+# changes. Its shortcut connections add the input of each block to the block's output, so:
 #
-# 1. load the pretrained model and measure its FP32 held-out accuracy;
-# 2. quantize it with nearest rounding at 2, 3, 4 and 8 bits, per channel (scale rule chosen on the
-#    search split: the strongest plain-rounding baseline) and per tensor;
-# 3. find which layers lose most when they alone are quantized (layer sensitivity);
-# 4. run the ES with a fixed budget and several seeds at every bit width where rounding loses accuracy;
-# 5. read the results table and the fitness curves;
-# 6. look at which weights the ES moved, layer by layer, and compare with the sensitivity;
-# 7. compare with the rounding peers GPTQ and AdaRound, and with the package's current ES.
+# 1. batch-norm sits in the shortcut branches too, and must be folded there (section 1);
+# 2. the layers differ in role: a stem that feeds every block, the blocks' 3x3 convs, the 1x1 shortcut
+#    convs of the blocks that change shape, and the classifier; rounding hurts them differently (section 2);
+# 3. the incremental evaluator re-runs a changed block from its input (the shortcut needs it), and the ES
+#    moves weights in each role in its own measure (section 3);
+# 4. next to the rounding peers GPTQ and AdaRound, the ES's lead is not the VGG's (section 4).
 #
-# Read 03 first for the explanations of each step; here they are shorter. Headless, the same code
-# runs as `qevo reproduce --experiment resnet`.
+# Headless, the same code runs as `qevo reproduce --experiment resnet`.
 #
-# **Run time:** about 4.5 minutes on an idle 2-core CPU with the default `fast` profile (267 s when the committed
-# outputs were made; the last cell prints this run's time). Cores shared with other work slow it down,
+# **Run time:** about 4.5-7 minutes on an idle 2-core CPU with the default `fast` profile (427 s when the committed
+# outputs were made, on the slower of the two 2-core development machines; 267 s on the other; the last cell
+# prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
 # The `full` profile (CIFAR-10, ResNet-20, larger budgets) wants a GPU.
 
@@ -39,9 +35,9 @@ import time
 from IPython.display import Markdown, display
 
 from qevo_lite.notebook import setup
-from qevo_lite.experiment.side_by_side import (check_side_by_side, plot_side_by_side, print_side_by_side,
-                                               run_side_by_side, side_by_side_markdown)
-from qevo_lite.tasks.classification import walk
+from qevo_lite.tasks import (check_side_by_side, plot_side_by_side, print_side_by_side, run_side_by_side,
+                             side_by_side_markdown)
+from qevo_lite.tasks.classification import roles, walk
 
 session = setup(threads=2)  # the committed outputs were computed with 2 threads
 
@@ -64,18 +60,16 @@ budget = None    # global-stage fitness evaluations per run; None: the profile's
 # This notebook walks the ES as first built, with its *sampled* local stage and without the rounding peers
 # (the package's default local stage is now the per-channel ES on each layer's exact quadratic error; the
 # README's tables, from `./run.sh demo`, compare it with GPTQ and AdaRound).
-first_es = dict(local_method="sampled", peers=(), local_samples=128 if profile == "fast" else 512)
-ctx = walk.context(profile, experiment, session.device, bits=bits, seeds=seeds,
-                   budget=budget, **first_es)
+ctx = walk.context(profile, experiment, session.device, bits=bits, seeds=seeds, budget=budget,
+                   es=walk.TASK.first_es[profile], peers=())
 prof, arch = ctx.profile, ctx.profile.models[experiment]
 
 # %% [markdown]
-# ## 1. The pretrained model
+# ## 1. What a ResNet adds: shortcuts, and batch-norm folded into them
 #
-# The checkpoint comes from `qevo_lite/checkpoints` (sha256-checked; trained by `qevo train` if missing),
-# with batch-norm folded into the convolutions, including the 1x1 convolutions of the shortcuts that
-# change the number of channels. Splits as before: `train` (pretraining only), `search` (the ES's
-# fitness set), `test` (reported, never used to choose anything).
+# The checkpoint comes from `qevo_lite/checkpoints` (sha256-checked; trained by `qevo train` if missing).
+# Splits as in 03: `train` (pretraining only), `search` (the ES's fitness set), `test` (reported, never
+# used to choose anything).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -83,11 +77,23 @@ walk.describe_model(ctx, arch)
 fp_test = ctx.fp32(arch)["test"]["accuracy"]
 
 # %% [markdown]
-# ## 2. Nearest rounding at 2, 3, 4 and 8 bits
+# Every conv of this ResNet is followed by a batch-norm, the 1x1 convs of the shortcut branches included (a
+# block that changes the number of channels or the resolution cannot add its input to its output as it is,
+# so its shortcut is a strided 1x1 conv with its own batch-norm). Folding (notebook 01) merges each
+# batch-norm's scale and shift into the conv before it, so the model that is quantized has no batch-norm
+# left and computes the same function up to float round-off. `torch.fx` traces the model's graph and finds
+# the pairs, wherever they sit:
+
+# %%
+pairs = roles.print_folding(ctx, arch)
+assert sum(".shortcut." in bn for bn in pairs) == 2   # both shortcut branches of the fast ResNet
+
+# %% [markdown]
+# ## 2. Notebook 03's walk, in a few cells
 #
-# For each bit width and granularity, `ctx.rtn` tries the three scale rules of notebook 01 and keeps
-# the one with the lowest **search** loss; the test accuracy is only reported. Per channel is the
-# baseline the ES has to beat.
+# Nearest rounding (RTN) at every bit width, per channel (scale rule chosen on the search split: the
+# strongest plain-rounding baseline) and per tensor; then the layer sensitivity (the search-loss increase
+# when one layer alone is rounded, at the lowest bit width).
 
 # %%
 rtn_rows = walk.rtn_rows(ctx, arch)
@@ -98,35 +104,18 @@ rtn_acc = lambda b, g="per_channel", split="test": walk.rtn_accuracy(rtn_rows, b
 walk.print_rtn_table(rtn_rows, fp_test)
 
 # %% [markdown]
-# What the table shows (the asserts below check it; the comparisons marked *fast* are what the fast
-# profile's models show, and are checked only there):
-#
-# * at 8 bits rounding costs nothing measurable (within one point of FP32);
-# * at 2 bits it is a disaster; *fast*: worse than for the VGG of notebook 03, and per tensor close to
-#   chance: one grid for a whole tensor leaves the channels with small weights almost nothing;
-# * the lowest bit width where per-channel rounding loses at least 2 points of accuracy on the search split
-#   is the one where the ES has the most to recover: that is where the headline claim of section 5 sits.
+# As for the VGG, 8 bits cost nothing measurable and 2 bits are a disaster; *fast*: worse than for the VGG,
+# and per tensor close to chance, because one grid for a whole tensor leaves the channels with small
+# weights almost nothing. The ES's headline claim sits at the lowest bit width where per-channel RTN loses
+# at least 2 points on the search split.
 
 # %%
 assert abs(rtn_acc(8) - fp_test) <= 0.01
 lowest = min(prof.bits)
 assert rtn_acc(lowest) < fp_test - 0.02
 if prof.name == "fast":
-    assert rtn_acc(lowest, "per_tensor") < rtn_acc(lowest)
-target_bits = walk.target_bits(rtn_rows, ctx.fp32(arch)["search"]["accuracy"])
-if prof.name == "fast":
     assert rtn_acc(lowest, "per_tensor") < 0.2   # close to the 10% of guessing
-
-# %%
-walk.plot_rtn(rtn_rows, fp_test, arch);
-
-# %% [markdown]
-# ## 3. Layer sensitivity
-#
-# Which layers hurt most? Quantize one layer at a time (the others stay FP32) and measure how much
-# the search loss rises (`qevo_lite.quant.sensitivity.layer_sensitivity`), here at the lowest bit width.
-# In a ResNet the stem (the first conv) feeds every block, and the shortcut convs carry the signal
-# around the blocks that change shape; section 6 compares this ranking with where the ES moved weights.
+target_bits = walk.target_bits(rtn_rows, ctx.fp32(arch)["search"]["accuracy"])
 
 # %%
 sens, sizes = walk.sensitivity(ctx, arch, lowest)
@@ -137,55 +126,22 @@ walk.plot_sensitivity(sens, sizes, arch, lowest);
 walk.print_sensitivity(sens, sizes, width=22)
 
 # %% [markdown]
-# ## 4. The evolution strategy, at a fixed budget
-#
-# As in 03, each run starts from the per-channel RTN codes and has a **local** stage (layer by layer,
-# in graph order, a (1+8) ES on the layer's output error against the FP32 layer; the shortcut convs are
-# layers of their own) and a **global** stage (a (1+8) ES on the whole network's search cross-entropy,
-# with the incremental evaluator and early rejection). For a change inside a block, the incremental
-# evaluator re-runs the block from its input (the shortcut needs it) and everything after it.
-# Mutation: +/-1 code on a binomial mask, rate adapted by the 1/5 rule. Budgets are counted in
-# evaluations; held-out accuracy is measured at reporting points only.
-#
-# The ES runs only where rounding loses accuracy: where the RTN search accuracy is at least
-# `min_drop_points` below FP32's (decided on the search split). The next cell runs it (under a minute on an idle
-# 2-core CPU).
+# The stem (one small conv) is the most sensitive layer: every block reads its output, through the blocks'
+# convs and through the shortcuts alike. The ES of 03 (its sampled local stage, then the global stage) now
+# runs at every bit width where RTN loses accuracy on the search split, over the profile's seeds. For a
+# change inside a block, the global stage's incremental evaluator re-runs the block from its input and
+# everything after it. (Under two minutes on an idle 2-core CPU.)
 
 # %%
 t0 = time.perf_counter()
 cells, rows = walk.run(ctx, arch)
-es_seconds = time.perf_counter() - t0
-
-# %%
-print(f"{len(cells)} cells (bit widths x seeds) in {es_seconds:.0f} s")
-
-# %% [markdown]
-# ## 5. Results
-#
-# Mean ± sample standard deviation over the seeds; held-out = the test split. *Gap recovered* is
-# (ES test - RTN test) / (FP32 test - RTN test). *Weights moved* is the share of codes that differ from
-# the RTN codes.
-
-# %%
+print(f"{len(cells)} cells (bit widths x seeds) in {time.perf_counter() - t0:.0f} s")
 display(Markdown(walk.table(rows)))
 
 # %% [markdown]
-# The same numbers as text, without the wall time. (The FP32, RTN and sensitivity outputs above are
-# checked against the committed ones when the notebook is tested; the ES numbers are not: a seed fixes
-# a run on one machine, but another CPU or torch build rounds the convolutions differently, the ES then
-# accepts different mutations, and the last digits move. The asserts below check the claims instead.)
-
-# %%
-walk.print_es_rows(rows)
-
-# %% [markdown]
-# The claims, checked:
-#
-# * at every bit width where the ES ran, its held-out accuracy is **above** nearest rounding's in every
-#   seed, and the seed mean is not below RTN by more than the seed-to-seed noise (the sample standard
-#   deviation of the ES test accuracy over seeds: RTN is deterministic, so that is the ES's own noise);
-# * *fast*: at the lowest bit width where rounding loses at least 2 points (search split), the ES recovers **at least
-#   half of the gap** between RTN and FP32 on held-out data within the fast budget.
+# The claims of 03, checked for the ResNet: at every bit width where the ES ran, it is above RTN on held-out
+# data in every seed and not below it by more than the seed noise; *fast*: at the target bit width it
+# recovers at least half of the RTN->FP32 gap.
 
 # %%
 walk.check_es_beats_rtn(rows, cells)
@@ -202,44 +158,10 @@ walk.print_target(target, ctx.fp32(arch))
 walk.print_es_at_target(target)
 
 # %% [markdown]
-# Accuracy against bit width, now with the ES:
-
-# %%
-walk.plot_accuracy_vs_bits(rows, arch);
-
-# %% [markdown]
-# **Fitness curves** at the lowest bit width. Left: the best search loss over the global stage's
-# evaluations (evaluation 0 is the local stage's result, already far below RTN). Right: the held-out
-# accuracy of the best candidate at the reporting points. The local stage does most of the work in
-# a few seconds; the global stage, which optimises the real objective, keeps climbing.
-
-# %%
-walk.plot_curves(cells, arch, lowest);
-
-# %% [markdown]
-# How much of the gain is real? The search-split gain (what the ES optimised) next to the held-out gain:
-
-# %%
-local_gain = walk.local_gains(rows, cells)
-
-# %% [markdown]
-# *fast*: at the lowest bit width the local stage alone gives more than half of the held-out gain, and
-# the global stage adds to it; the search and held-out gains are close, so the search split of a
-# thousand images is not being overfitted at this budget:
-
-# %%
-if prof.name == "fast":
-    walk.check_local_stage(target, local_gain[target_bits])
-
-# %% [markdown]
-# ## 6. Where the moved weights are
+# ## 3. Where the moved weights go in a ResNet
 #
-# As in 03: the share of each layer's weights that moved, and the *rounding residual* `(w - w_hat) / step` of the moved weights (where the float
-# weight sat between grid points before the ES touched it). A weight with residual `r > 0` lies above
-# its RTN code, so `code + 1` is the *other* grid point that brackets it (weight error `1 - r` steps)
-# and `code - 1` is farther away (`1 + r` steps). Random +/-1 moves go to the other neighbour half of
-# the time. If nearest rounding were wrong only for weights that sit almost halfway between two grid
-# points, the ES would move mostly those, and towards the other neighbour.
+# As in 03: the share of each layer's weights the ES moved, and the *rounding residual* `(w - w_hat) / step`
+# of the moved weights (where the float weight sat between its two grid points before the ES touched it).
 
 # %%
 walk.plot_moved(cells, arch, lowest);
@@ -248,31 +170,37 @@ walk.plot_moved(cells, arch, lowest);
 moved_stats = walk.moved_stats(rows, cells)
 
 # %% [markdown]
-# What it says (checked below, seed means):
-#
-# * the ES moves about one weight in a hundred, almost all by a single step; the small layers (the stem,
-#   the shortcuts, the classifier) get a larger share of their weights moved than the big convs, because
-#   the local stage spends the same number of evaluations on every layer;
-# * the moved weights are **not** the near-ties: their residuals are spread like those of all the
-#   weights (the share with `|residual| > 0.4` is about the same), and only a little more than half of
-#   them went to the other neighbour, close to what random moves give;
-# * so the ES's codes are *farther* from the float weights than RTN's (the squared weight error grows),
-#   and yet the network is more accurate.
-#
-# Nearest rounding minimises each weight's own error. What the network needs is small errors in the
-# *outputs* of its layers, where the weights' errors add up: an accepted mutation is a bundle of moves
-# whose errors partly cancel those of the other weights, and a weight moved away from its float value
-# can be part of such a bundle. That is why nearest rounding is not the best assignment, and why the
-# gain does not come from fixing a few unlucky weights one at a time. (Notebook 02's residual-guided
-# mutation proposes the cheap "other neighbour" moves first; AdaRound learns the up/down choice with a
-# gradient on the layer-output error, the same objective as the local stage here.)
+# The claims of 03's section 6 hold here too (checked below, seed means): the ES moves about one weight in a
+# hundred, almost all by a single step; the moved weights are not the near-ties of rounding (their residuals
+# are spread like those of all the weights) and go to the other neighbour about as often as random moves; so
+# the ES's codes are farther from the float weights than RTN's, and yet the network is more accurate. The
+# smallest layer gets a larger share of its weights moved than the largest, because the local stage spends the
+# same number of evaluations on every layer.
 
 # %%
 walk.check_moved_claims(moved_stats, walk.layer_shares(cells, arch, lowest, prof.seeds), sizes)
 
 # %% [markdown]
+# What is new in a ResNet is the layers' roles. Summed per role at the lowest bit width: the layers, their
+# weights, their sensitivity (section 2, summed over the role's layers) and the share of their weights the ES
+# moved (seed mean):
+
+# %%
+by_role = roles.role_table(sens, sizes, [walk.cell(cells, arch, lowest, s) for s in prof.seeds])
+
 # %% [markdown]
-# ## 7. The rounding peers, and the package's ES today
+# The stem holds 144 of the model's 77,072 weights and most of its summed sensitivity, and the ES moves the
+# largest share of its weights (*fast*: about one in six); the blocks' 3x3 convs hold almost all the weights and
+# get the smallest share (about one in a hundred); the shortcuts sit in between. The classifier, small too,
+# gets a large share although rounding it alone costs little: the local stage spends the same evaluations on
+# every layer, so a small layer sees more of its weights tried. Checked below:
+
+# %%
+assert by_role["stem"]["share"] > by_role["shortcut"]["share"] > by_role["block conv"]["share"]
+assert by_role["stem"]["sensitivity"] == max(r["sensitivity"] for r in by_role.values())
+
+# %% [markdown]
+# ## 4. The rounding peers, and the package's ES today
 #
 # As in notebook 03, section 7: the package's ES with its exact local stage (a per-channel ES on each
 # layer's quadratic output error), next to the two standard rounding methods on the same grid. **GPTQ**
@@ -300,13 +228,13 @@ plot_side_by_side(side, ctx.task);
 # * started from a peer's codes, the ES ends at least as accurate as that peer, and close to where it ends
 #   from RTN: the start matters little once the local stage has run;
 # * the exact local stage moves a far larger share of the codes (the table's *weights moved*) than the
-#   sampled stage of section 6, which moved about one weight in a hundred.
+#   sampled stage of section 3, which moved about one weight in a hundred.
 
 # %%
 peer_targets = check_side_by_side(side, ctx.task, tolerance=0.01)
 
 # %% [markdown]
-# ## 8. Exercises
+# ## 5. Exercises
 #
 # Reference solutions are in `notebooks/solutions/04_solutions.py` (try first!).
 #
@@ -360,8 +288,8 @@ check_exercise_2(spearman)
 # %% [markdown]
 # **Exercise 3 (open).** The local stage gives every layer the same number of evaluations. Give it
 # more for the most sensitive layers (run `walk.run` on a context with a modified profile, e.g.
-# `walk.context(profile, experiment, local_evaluations=400)`, and compare the held-out accuracy per
-# evaluation spent).
+# `walk.context(profile, experiment, es=walk.TASK.first_es[profile], peers=(), local_budget=400)`, and compare
+# the held-out accuracy per evaluation spent).
 
 # %% [markdown]
 # ## Summary
@@ -373,8 +301,10 @@ check_exercise_2(spearman)
 # rounding: they are bundles of moves whose errors cancel in the layers' outputs, at the price of a
 # larger weight error. At 2 bits rounding costs the ResNet most of its accuracy, and the ES gets back
 # more than half of the gap. Next to the standard rounding methods on the same grid, the package's current ES,
-# with its exact local stage, is not behind AdaRound or GPTQ on held-out data (section 7 has the numbers, the
-# wall times and the ES started from each peer's codes).
+# with its exact local stage, is not behind AdaRound or GPTQ on held-out data (section 4 has the numbers, the
+# wall times and the ES started from each peer's codes). What the ResNet adds: batch-norm folded into the
+# shortcut branches as into every other conv, and layers whose roles differ: the stem is the most sensitive
+# and gets the largest share of its weights moved, the blocks' convs the smallest.
 
 # %%
 walk.print_summary(rows, arch, fp_test, prof.seeds)
@@ -395,14 +325,4 @@ session.report_run_time();
 # `solutions/` folder is next to the notebook (it is not shipped with the pip package).
 
 # %%
-from pathlib import Path
-
-for candidate in (Path("solutions/04_solutions.py"), Path("notebooks/solutions/04_solutions.py")):
-    if candidate.exists():
-        solutions = {}
-        exec(candidate.read_text(), solutions)
-        check_exercise_1(solutions["moved_share_by_layer"])
-        check_exercise_2(solutions["spearman"])
-        break
-else:
-    print("solutions/04_solutions.py not found next to the notebook; skipped.")
+session.check_solutions("04", {"moved_share_by_layer": check_exercise_1, "spearman": check_exercise_2})

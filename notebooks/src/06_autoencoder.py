@@ -21,8 +21,9 @@
 #
 # The same code runs headless as `qevo reproduce --experiment autoencoder`.
 #
-# **Run time:** about 3.5 minutes on an idle 2-core CPU with the default `fast` profile (198 s when the committed
-# outputs were made; the last cell prints this run's time). Cores shared with other work slow it down,
+# **Run time:** about 3.5-4.5 minutes on an idle 2-core CPU with the default `fast` profile (269 s when the committed
+# outputs were made, on the slower of the two 2-core development machines; 198 s on the other; the last cell
+# prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
 
 # %% [markdown]
@@ -38,14 +39,11 @@ import time
 import torch
 from IPython.display import Markdown, display
 
-from qevo_lite.experiment.grid import cell_key, run_grid
-from qevo_lite.experiment.side_by_side import (check_side_by_side, plot_side_by_side, print_side_by_side,
-                                               run_side_by_side, side_by_side_markdown)
-from qevo_lite.experiment.summary import markdown_table
 from qevo_lite.notebook import setup
+from qevo_lite.tasks import (cell_key, check_side_by_side, context, markdown_table, plot_curves, plot_metric_vs_bits,
+                             plot_moved, plot_side_by_side, print_side_by_side, run_grid, run_side_by_side,
+                             side_by_side_markdown)
 from qevo_lite.tasks import autoencoder as ae
-from qevo_lite.tasks import context
-from qevo_lite.viz.experiment_plots import plot_curves, plot_metric_vs_bits, plot_moved
 from qevo_lite.viz.style import new_figure
 
 session = setup(threads=1)  # the committed outputs were computed with 1 thread (the model is small)
@@ -67,15 +65,14 @@ budget = None    # global-stage fitness evaluations per run; None: the profile's
 # This notebook walks the ES as first built, with its *sampled* local stage and without the rounding peers
 # (the package's default local stage is now the per-channel ES on each layer's exact quadratic error; the
 # README's tables, from `./run.sh demo`, compare it with GPTQ and AdaRound).
-first_es = dict(local_method="sampled", peers=(), local_samples=128 if profile == "fast" else 512)
-ctx = context("autoencoder", profile, session.device, bits=bits, seeds=seeds,
-              budget=budget, **first_es)
+ctx = context("autoencoder", profile, session.device, bits=bits, seeds=seeds, budget=budget,
+              es=ae.TASK.first_es[profile], peers=())
 prof, arch = ctx.profile, ae.ARCH
 normal_classes = prof.option("normal_classes")
 print(f"profile {prof.name!r}: {prof.dataset}, normal classes {list(normal_classes)}, bits {list(prof.bits)}, "
       f"ES where RTN raises the search MSE by {prof.min_rise_percent:g}% to {prof.max_rise_percent or float('inf'):g}%, "
       f"seeds {list(prof.seeds)}")
-print(f"budget per run: {prof.local_evaluations} local evaluations per layer + {prof.budget} global evaluations")
+print(f"budget per run: {prof.es.budgets_text()}")
 
 # %% [markdown]
 # ## 1. The anomaly-detection setting
@@ -440,10 +437,10 @@ def check_exercise_2(fn):
 check_exercise_2(auroc_per_class)
 
 # %% [markdown]
-# **Exercise 3 (open).** Which stage buys more held-out MSE per second? Double `local_evaluations`, then
-# `budget`, e.g. `qevo reproduce --experiment autoencoder --local-budget 1000` (or
-# `context("autoencoder", local_evaluations=1000)` here), and compare the MSE and the wall time with the
-# table above. Does the share of the gap recovered at 4 bits move the same way as at 3 bits?
+# **Exercise 3 (open).** Which stage buys more held-out MSE per second? Double the local stage's budget, then
+# the global `budget`, e.g. `qevo reproduce --experiment autoencoder --local-budget 1000` (or
+# `context("autoencoder", es=ae.TASK.first_es[profile], peers=(), local_budget=1000)` here), and compare the MSE
+# and the wall time with the table above. Does the share of the gap recovered at 4 bits move the same way as at 3 bits?
 
 # %% [markdown]
 # ## Summary
@@ -481,14 +478,4 @@ session.report_run_time();
 # `solutions/` folder is next to the notebook (it is not shipped with the pip package).
 
 # %%
-from pathlib import Path
-
-for candidate in (Path("solutions/06_solutions.py"), Path("notebooks/solutions/06_solutions.py")):
-    if candidate.exists():
-        solutions = {}
-        exec(candidate.read_text(), solutions)
-        check_exercise_1(solutions["psnr_from_mse"])
-        check_exercise_2(solutions["auroc_per_class"])
-        break
-else:
-    print("solutions/06_solutions.py not found next to the notebook; skipped.")
+session.check_solutions("06", {"psnr_from_mse": check_exercise_1, "auroc_per_class": check_exercise_2})

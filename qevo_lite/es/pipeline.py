@@ -7,7 +7,7 @@ experiment cells, notebook 07 and the scripts all call it, so the chain and its 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -82,6 +82,41 @@ class EvolutionConfig:
         local = {"quadratic": "quadratic local stage, then ", "sampled": "sampled local stage, then ",
                  None: ""}[self.local_kind]
         return f"ES ({local}a global (1+{self.global_stage.lam}) ES, {self.global_stage.budget} evaluations)"
+
+    def with_budgets(self, budget: int | None = None, local_budget: int | None = None) -> "EvolutionConfig":
+        """A copy with the global stage's ``budget`` (evaluations) and the local stage's budget (generations per
+        layer of the quadratic stage, evaluations per layer of the sampled one) replaced where not None."""
+        out = self
+        if budget is not None:
+            out = replace(out, global_stage=replace(out.global_stage, budget=budget))
+        if local_budget is not None and out.local is not None:
+            key = "generations" if isinstance(out.local, QuadraticLocal) else "evaluations"
+            out = replace(out, local=replace(out.local, **{key: local_budget}))
+        return out
+
+    def budgets_text(self) -> str:
+        """``"<n> local evaluations per layer + <budget> global evaluations"`` (for the quadratic local stage:
+        ``"<n> local generations per layer + ..."``)."""
+        if self.local_kind == "quadratic":
+            per_layer = f"{self.local.generations} local generations per layer"
+        else:
+            per_layer = f"{self.local.evaluations if self.local is not None else 0} local evaluations per layer"
+        return f"{per_layer} + {self.global_stage.budget} global evaluations"
+
+    def as_dict(self) -> dict:
+        """JSON-ready: ``{"local": {"kind": "quadratic" | "sampled", **settings} or None, "global_stage": {...}}``."""
+        local = None if self.local is None else {
+            "kind": "quadratic" if isinstance(self.local, QuadraticLocal) else "sampled", **asdict(self.local)}
+        return {"local": local, "global_stage": asdict(self.global_stage)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvolutionConfig":
+        """The config :meth:`as_dict` wrote."""
+        local = d.get("local")
+        if local is not None:
+            local = dict(local)
+            local = {"quadratic": QuadraticLocal, "sampled": SampledLocal}[local.pop("kind")](**local)
+        return cls(local=local, global_stage=GlobalStage(**d["global_stage"]))
 
     @property
     def local_kind(self) -> str | None:

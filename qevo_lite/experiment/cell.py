@@ -20,7 +20,8 @@
    positive = better), the share of the RTN->FP32 gap recovered (headline metric), evaluations, wall
    time and where the weights moved.
 
-Cell keys: ``<stage>_<split>_<metric>`` with stage ``fp32``, ``rtn``, ``rtn_<grid>``, ``local``, ``es``
+Cell keys (written and read through :mod:`~qevo_lite.experiment.records`): ``<stage>_<split>_<metric>`` with
+stage ``fp32``, ``rtn``, ``rtn_<grid>``, ``local``, ``es``
 and split ``search`` or ``test`` (e.g. ``es_test_accuracy``); ``loss`` is always the ES's loss.
 """
 from __future__ import annotations
@@ -30,15 +31,12 @@ from pathlib import Path
 from ..es.pipeline import EvolutionResult, evolve
 from ..methods import get_method
 from .moved import moved_analysis
+from .records import keyed
 
 
 def cell_stem(task: str, arch: str, bits: int, seed: int) -> str:
     """The file stem of one cell's ES files (checkpoints, codes)."""
     return f"{task}-{arch}-W{bits}-seed{seed}"
-
-
-def _keyed(prefix: str, d: dict, split: str) -> dict:
-    return {f"{prefix}_{split}_{k}": v for k, v in d.items()}
 
 
 def baseline_numbers(ctx, arch: str, bits: int, seed: int) -> dict:
@@ -49,14 +47,14 @@ def baseline_numbers(ctx, arch: str, bits: int, seed: int) -> dict:
            "settings": ctx.settings(arch), "search_images": len(ctx.search), "test_images": len(ctx.test),
            "num_weights": rtn["state"].num_weights, "rtn_rule": rtn["rule"]}
     for split in ("search", "test"):
-        out.update(_keyed("fp32", fp32[split], split))
-        out.update(_keyed("rtn", rtn[split], split))
+        out.update(keyed("fp32", fp32[split], split))
+        out.update(keyed("rtn", rtn[split], split))
     for g in profile.extra_granularities:
         r = ctx.rtn(arch, bits, g)
         prefix = f"rtn_{g}"
         out[f"{prefix}_rule"] = r["rule"]
         for split in ("search", "test"):
-            out.update(_keyed(prefix, r[split], split))
+            out.update(keyed(prefix, r[split], split))
     return out
 
 
@@ -79,7 +77,7 @@ def _evolve(ctx, arch: str, bits: int, seed: int, start, files, progress: bool, 
     profile, task = ctx.profile, ctx.task
     fmodel, _ = ctx.model(arch)
     reporter = (lambda m: ctx.evaluate(m, "test")) if report and profile.report_every else None
-    return evolve(fmodel, ctx.rtn(arch, bits)["state"], ctx.search, profile.es_config, start, seed=seed,
+    return evolve(fmodel, ctx.rtn(arch, bits)["state"], ctx.search, profile.es, start, seed=seed,
                   loss=task.es_loss, metric=task.es_metric, report=reporter, report_every=profile.report_every or 1,
                   checkpoints=tuple(files), threads=ctx.local_threads, progress=progress)
 
@@ -97,14 +95,14 @@ def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -
         res = ctx.peer(arch, bits, config, seed)
         out[f"{peer}_seconds"] = res["seconds"]
         for split in ("search", "test"):
-            out.update(_keyed(peer, res[split], split))
+            out.update(keyed(peer, res[split], split))
         peer_files = [f.with_name(f"{f.stem}-{peer}.pt") if f is not None else None for f in files]
         evolved = _evolve(ctx, arch, bits, seed, res["state"].codes(), peer_files, progress, report=False)
         result = evolved.glob.result
         model = result.state(rtn_state).to_model(fmodel)
         prefix = f"es_{peer}"
-        out.update(_keyed(prefix, ctx.evaluate(model, "search"), "search"))
-        out.update(_keyed(prefix, ctx.evaluate(model, "test"), "test"))
+        out.update(keyed(prefix, ctx.evaluate(model, "search"), "search"))
+        out.update(keyed(prefix, ctx.evaluate(model, "test"), "test"))
         out[f"{prefix}_seconds"] = evolved.seconds
         out[f"{prefix}_moved_share"] = sum(rtn_state.with_codes(res["state"].codes()).moved(result.state(rtn_state)).values()) \
             / rtn_state.num_weights
@@ -142,13 +140,13 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     es_model = es_state.to_model(fmodel)
     es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")
     local_evals = sum(e["evaluations"] for e in local_log)
-    out.update(es_run=True, local_method=profile.local_method if profile.has_local_stage else None,
+    out.update(es_run=True, local_method=profile.es.local_kind,
                local_search_loss=start_eval.fitness, local_evaluations=local_evals, local_seconds=local_seconds,
                local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log])
     if result.reports:
         out.update({f"local_test_{k}": v for k, v in result.reports[0].items() if k not in ("generation", "evaluations")})
-    out.update(_keyed("es", ctx.evaluate(es_model, "search"), "search"))
-    out.update(_keyed("es", {k: v for k, v in es_test.items() if k not in ("generation", "evaluations")}, "test"))
+    out.update(keyed("es", ctx.evaluate(es_model, "search"), "search"))
+    out.update(keyed("es", {k: v for k, v in es_test.items() if k not in ("generation", "evaluations")}, "test"))
     out.update(_improvements(task, out))
     out.update(
         global_evaluations=result.evaluations, evaluations=local_evals + result.evaluations,

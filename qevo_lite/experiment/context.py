@@ -137,9 +137,9 @@ class Context:
         the peers' codes (cached per config). Only what differs then costs time.
 
         Raises ValueError when ``profile`` differs in a field the caches depend on (:data:`DATA_FIELDS`, or a
-        task option other than the ``compare_*`` study settings)."""
+        task option other than those of its studies, :attr:`Task.study_options`)."""
         data = lambda p: ({k: getattr(p, k) for k in DATA_FIELDS},  # noqa: E731
-                          {k: v for k, v in p.options.items() if not k.startswith("compare_")})
+                          {k: v for k, v in p.options.items() if k not in self.task.study_options})
         if data(profile) != data(self.profile):
             raise ValueError(f"Profile {profile.name!r} uses other data than this context's (fields "
                              f"{list(DATA_FIELDS)} and the task options must agree); make a new Context.")
@@ -162,6 +162,6 @@ class Context:
         codes = codes if codes is not None else self.es_codes.get((arch, bits, seed))
         if codes is None:
             raise ValueError(f"No ES codes of {arch} W{bits} seed {seed} in this session; load them with "
-                             "qevo_lite.experiment.grid.load_codes(out, arch, bits, seed).")
+                             "qevo_lite.experiment.cell_grid.load_codes(out, arch, bits, seed).")
         fmodel, _ = self.model(arch)
         return self.rtn(arch, bits)["state"].with_codes(codes).to_model(fmodel)

@@ -9,21 +9,29 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from ..methods import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal, as_config, config_dict, get_method
+from ..methods import EvolutionConfig, as_config, config_dict, get_method
 
 
 class Overridable:
     """Mixin for frozen dataclasses: copies with some fields replaced."""
 
+    # keyword names that are not fields but knobs of a field (e.g. a profile's ES budgets)
+    knobs = ()
+
     def with_overrides(self, **kwargs):
-        """A copy with the non-None keyword fields replaced (lists become tuples). An unknown name
-        raises ValueError listing the known ones."""
+        """A copy with the non-None keyword fields replaced (lists become tuples), then the non-None
+        :attr:`knobs` applied (:meth:`apply_knobs`). An unknown name raises ValueError listing the known ones."""
         known = {f.name for f in fields(self)}
-        bad = set(kwargs) - known
+        bad = set(kwargs) - known - set(self.knobs)
         if bad:
-            raise ValueError(f"Unknown profile fields {sorted(bad)}; known: {sorted(known)}.")
+            raise ValueError(f"Unknown profile fields {sorted(bad)}; known: {sorted(known | set(self.knobs))}.")
+        knobs = {k: kwargs.pop(k) for k in self.knobs if k in kwargs}
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items() if v is not None}
-        return replace(self, **kwargs)
+        out = replace(self, **kwargs)
+        return out.apply_knobs(**knobs) if any(v is not None for v in knobs.values()) else out
+
+    def apply_knobs(self, **knobs):
+        return self
 
 
 @dataclass(frozen=True)
@@ -40,22 +48,13 @@ class Profile(Overridable):
         seeds: ES seeds (the data split is fixed by ``split_seed``).
         search_size: images of the search split (the ES fitness set, held back from pretraining).
         test_size: held-out test images (None: the whole official test split).
-        local_samples: search images whose layer inputs/outputs the local stage matches.
-        local_method: ``quadratic`` (the per-channel ES on each layer's exact quadratic output error,
-            :mod:`qevo_lite.es.channel_es`) or ``sampled`` (the general ES on the same error, candidate by
-            candidate, :func:`qevo_lite.es.stages.run_layerwise`).
-        local_generations, local_lam, local_topk, local_patience: the quadratic local ES's generations per
-            layer (0: no local stage), offspring per channel, first moves drawn from the ``topk`` of best
-            predicted gain, and the generations without improvement after which a layer stops.
-        local_evaluations: the sampled local stage's evaluations per layer (0: no local stage).
-        local_moves: weights a sampled local-stage mutation moves on average (rate ``local_moves / layer
-            size``, then adapted by the 1/5 rule); None: the rate ``p`` for every layer.
+        es: the ES's settings, one config (:class:`~qevo_lite.es.pipeline.EvolutionConfig`: its local stage,
+            quadratic or sampled or none, and its global stage with the ``budget`` of evaluations per cell);
+            :meth:`with_budgets` changes its budgets.
         peers: the rounding methods run beside the ES, as configs of registered methods
             (:mod:`qevo_lite.methods`; a name stands for that method's default config, e.g. ``"gptq"``), each
             also as a start of the ES, where the ES runs and RTN costs at least the task's ``hurt`` on the
             search split.
-        budget: global-stage evaluations per cell.
-        lam: offspring per generation (both stages); p: initial share of a layer's weights moved.
         report_every: generations between held-out reports in the global stage (never used for
             selection); None: held-out numbers only at the end (for costly metrics such as mAP).
         min_drop_points: for tasks whose headline metric is higher-is-better (accuracy, mAP): run
@@ -70,7 +69,7 @@ class Profile(Overridable):
         extra_granularities: further RTN grids reported beside it (e.g. ``per_tensor``).
         split_seed: the data split the checkpoints were trained against.
         train_epochs: epochs when a missing checkpoint has to be trained (None: the recipe's).
-        options: task-specific settings (e.g. the autoencoder's ``normal_classes``).
+        options: task-specific settings (e.g. the autoencoder's ``normal_classes``), read by the task only.
     """
 
     name: str
@@ -81,18 +80,8 @@ class Profile(Overridable):
     seeds: tuple = (0, 1, 2)
     search_size: int = 1024
     test_size: int | None = None
-    local_samples: int = 512
-    local_method: str = "quadratic"
-    local_generations: int = 2000
-    local_lam: int = 16
-    local_topk: int = 32
-    local_patience: int = 100
-    local_evaluations: int = 200
-    local_moves: int | None = 4
+    es: EvolutionConfig = field(default_factory=EvolutionConfig)
     peers: tuple = ("gptq", "adaround")
-    budget: int = 64
-    lam: int = 8
-    p: float = 0.002
     report_every: int | None = 4
     min_drop_points: float = 0.5
     min_rise_percent: float = 2.0
@@ -105,34 +94,33 @@ class Profile(Overridable):
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.local_method not in ("quadratic", "sampled"):
-            raise ValueError(f"local_method must be 'quadratic' or 'sampled', got {self.local_method!r}.")
+        if not isinstance(self.es, EvolutionConfig):
+            raise ValueError(f"es must be an EvolutionConfig, got {self.es!r}.")
         peers = tuple(as_config(x) for x in self.peers)   # ValueError naming the registered methods
         if any(get_method(c).kind != "peer" for c in peers):
             raise ValueError(f"peers must be methods of kind 'peer', got {[get_method(c).name for c in peers]}.")
         object.__setattr__(self, "peers", peers)
 
-    @property
-    def es_config(self) -> EvolutionConfig:
-        """The ES's settings as one config (:class:`~qevo_lite.es.pipeline.EvolutionConfig`)."""
-        if self.local_method == "quadratic":
-            local = QuadraticLocal(samples=self.local_samples, generations=self.local_generations, lam=self.local_lam,
-                                   topk=self.local_topk, patience=self.local_patience)
-        else:
-            local = SampledLocal(samples=self.local_samples, evaluations=self.local_evaluations, lam=self.lam, p=self.p,
-                                 moves=self.local_moves)
-        return EvolutionConfig(local=local, global_stage=GlobalStage(budget=self.budget, lam=self.lam, p=self.p))
+    knobs = ("budget", "local_budget")
+
+    def apply_knobs(self, budget: int | None = None, local_budget: int | None = None) -> "Profile":
+        """A copy whose ES has the global ``budget`` (evaluations per cell) and the local stage's ``local_budget``
+        (generations or evaluations per layer) where not None (:meth:`EvolutionConfig.with_budgets`);
+        ``with_overrides(budget=..., local_budget=...)`` calls it, as ``qevo reproduce --budget`` does."""
+        return replace(self, es=self.es.with_budgets(budget, local_budget))
 
     def as_dict(self) -> dict:
-        """The profile as JSON-ready data; each peer as ``{"method": name, **its settings}``."""
+        """The profile as JSON-ready data: the ES as :meth:`EvolutionConfig.as_dict`, each peer as
+        ``{"method": name, **its settings}``."""
         d = asdict(self)
+        d["es"] = self.es.as_dict()
         d["peers"] = [config_dict(c) for c in self.peers]
         return d
 
     @property
     def has_local_stage(self) -> bool:
         """Whether the ES starts with its local (layer-wise) stage."""
-        return self.es_config.local_kind is not None
+        return self.es.local_kind is not None
 
     def option(self, key: str, default=None):
         """A task-specific setting from :attr:`options`."""

@@ -2,14 +2,15 @@
 quadratic local stage, then the global stage) next to the rounding peers GPTQ and AdaRound and the ES started
 from each peer's codes, on the data, models and RTN baselines of a context that has already run.
 
-It is the same pipeline as ``qevo reproduce`` (:func:`~qevo_lite.experiment.grid.run_grid`) with the task's
+It is the same pipeline as ``qevo reproduce`` (:func:`~qevo_lite.experiment.cell_grid.run_grid`) with the task's
 default profile's ES settings, cut to a few bit widths and seeds so that a notebook stays within minutes.
 """
 from __future__ import annotations
 
-from ..viz.experiment_plots import method_points, plot_methods_vs_time
+from ..viz.experiment_plots import plot_methods_vs_time
 from .context import Context
-from .grid import run_grid
+from .cell_grid import run_grid
+from .records import method_outcomes, method_points
 from .summary import markdown_table, peer_targets, peer_targets_markdown
 
 
@@ -20,11 +21,11 @@ def run_side_by_side(ctx: Context, bits, seeds=None, archs=None, base=None, prog
     The ES and the peers take the settings of ``base`` (default: the task's profile of the same name in
     ``ctx.task.profiles``), so a notebook that walked a variant of the ES (e.g. its sampled local stage) shows
     here what ``qevo reproduce`` and the README report. Peers run only where the ES runs and RTN costs at least the task's
-    ``hurt`` on the search split. Task studies (detection's fitness comparison) are left out. Returns
-    :func:`~qevo_lite.experiment.grid.run_grid`'s results (``summary`` rows carry the peers' columns)."""
+    ``hurt`` on the search split. Task studies (detection's fitness comparison) are left out (:meth:`Task.without_studies`). Returns
+    :func:`~qevo_lite.experiment.cell_grid.run_grid`'s results (``summary`` rows carry the peers' columns)."""
     default = base if base is not None else ctx.task.profiles[ctx.profile.name]
-    prof = default.with_overrides(bits=tuple(bits), seeds=tuple(seeds) if seeds is not None else ctx.profile.seeds,
-                                  options={**default.options, "compare_budget": 0})
+    prof = ctx.task.without_studies(default.with_overrides(
+        bits=tuple(bits), seeds=tuple(seeds) if seeds is not None else ctx.profile.seeds))
     return run_grid(ctx.with_profile(prof), archs=archs, progress=progress)
 
 
@@ -66,11 +67,11 @@ def check_side_by_side(results: dict, task, tolerance: float) -> list[dict]:
     the larger of the two seed stds or ``tolerance`` (in the headline metric's own unit, e.g. 0.01 = one
     accuracy point; it covers another CPU's rounding and a single seed). Returns :func:`peer_targets`."""
     head = task.metrics[0]
-    k = f"test_{head.key}"
     for r in results["summary"]:
+        found = {o.prefix: o for o in method_outcomes(r)}
         for peer in r.get("peers", []):
-            allowed = max(r.get(f"es_{k}_std") or 0.0, r.get(f"{peer}_{k}_std") or 0.0, tolerance)
+            allowed = max(found["es"].std(head) or 0.0, found[peer].std(head) or 0.0, tolerance)
             for mine in ("es", f"es_{peer}"):
-                margin = head.improvement(r[f"{mine}_{k}"], r[f"{peer}_{k}"])
+                margin = head.improvement(found[mine].value(head), found[peer].value(head))
                 assert margin >= -allowed, (r["arch"], r["bits"], mine, peer, margin, allowed)
     return peer_targets(results["summary"], task)

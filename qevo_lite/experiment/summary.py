@@ -7,10 +7,9 @@ measures the ES's own randomness).
 """
 from __future__ import annotations
 
-from functools import partial
-
 from ..core.stats import mean_std
 from ..methods import label_of
+from .records import Outcome, fp32_outcome, local_value, method_outcomes, rtn_outcomes
 
 # cell keys that are the same for every seed of an (arch, bits) row
 _FIXED_PREFIXES = ("fp32_", "rtn_")
@@ -100,48 +99,37 @@ def markdown_table(rows: list[dict], task, timing: bool = True) -> str:
     lines = [_row(cols), "|" + "---|" * len(cols)]
     blank = ["-"] * (3 + (1 if timing else 0))
 
-    def fixed(r, prefix, label, bits):
-        return [r["arch"], bits, label] + [m.fmt(r.get(f"{prefix}_test_{m.key}")) for m in ms] + \
-               [head.fmt(r.get(f"{prefix}_search_{head.key}"))] + blank + ["-", "-"]
+    def fixed(r, o: Outcome, bits):
+        return [r["arch"], bits, o.label] + [m.fmt(o.value(m)) for m in ms] + [head.fmt(o.value(head, "search"))] + \
+            blank + ["-", "-"]
 
     for i, r in enumerate(rows):
         if i == 0 or rows[i - 1]["arch"] != r["arch"]:
-            lines.append(_row(fixed(r, "fp32", "FP32", "32")))
-        grids = [k.removesuffix("_rule").removeprefix("rtn_") for k in r if k.startswith("rtn_") and k.endswith("_rule")
-                 and k != "rtn_rule"]
-        for g in grids:
-            lines.append(_row(fixed(r, f"rtn_{g}", f"RTN {g.replace('_', '-')} ({r[f'rtn_{g}_rule']})", f"W{r['bits']}")))
-        lines.append(_row(fixed(r, "rtn", f"RTN {r['granularity'].replace('_', '-')} ({r['rtn_rule']})",
-                                f"W{r['bits']}")))
-        if not r["es_run"]:
-            continue
-        local = "local + global" if r.get("local_method") or r.get("local_evaluations") else "global"
-        method = partial(_method_row, lines, r, ms, timing)
-        method("es", f"ES from RTN ({local})", r["wall_seconds"],
-               f"{r['local_evaluations']:.3g} + {r['global_evaluations']:.0f}", f"{100 * r['moved_share']:.2f}%")
-        for peer in r.get("peers", []):
-            name = label_of(peer)
-            method(peer, name, r[f"{peer}_seconds"])
-            method(f"es_{peer}", f"ES from {name}", r[f"{peer}_seconds"] + r[f"es_{peer}_seconds"],
-                   moved=f"{100 * r[f'es_{peer}_moved_share']:.2f}% of {name}'s")
+            lines.append(_row(fixed(r, fp32_outcome(r), "32")))
+        for o in rtn_outcomes(r):
+            lines.append(_row(fixed(r, o, f"W{r['bits']}")))
+        rtn = r[f"rtn_test_{head.key}"]
+        fp32_gap = head.improvement(r[f"fp32_test_{head.key}"], rtn)
+        for o in method_outcomes(r):
+            lines.append(_row(_method_cells(r, o, ms, rtn, fp32_gap, timing)))
     return "\n".join(lines)
 
 
-def _method_row(lines, r, ms, timing, prefix, label, seconds, evaluations="-", moved="-"):
-    """Append the table line of method ``prefix`` (``es``, ``gptq``, ``es_gptq``, ...) of row ``r``."""
+def _method_cells(r: dict, o: Outcome, ms, rtn: float, fp32_gap: float, timing: bool) -> list[str]:
+    """The table cells of method ``o`` of row ``r`` (``rtn``: RTN's held-out headline metric; ``fp32_gap``: FP32's
+    improvement over it)."""
     head = ms[0]
-    mean, std = r.get(f"{prefix}_test_{head.key}"), r.get(f"{prefix}_test_{head.key}_std")
-    gain = head.improvement(mean, r[f"rtn_test_{head.key}"])
+    mean, std = o.value(head), o.std(head)
+    gain = head.improvement(mean, rtn)
     gain_txt = (f"{head.scale * gain:+.{head.digits}f}" + (f" ± {head.scale * std:.{head.digits}f}" if std else "")
-                if head.higher_is_better else f"{100 * gain / r[f'rtn_test_{head.key}']:+.1f}%")
-    fp32_gap = head.improvement(r[f"fp32_test_{head.key}"], r[f"rtn_test_{head.key}"])
-    cells = [r["arch"], f"W{r['bits']}", label]
-    cells += [m.fmt(r.get(f"{prefix}_test_{m.key}"), r.get(f"{prefix}_test_{m.key}_std")) for m in ms]
-    cells += [head.fmt(r.get(f"{prefix}_search_{head.key}"), r.get(f"{prefix}_search_{head.key}_std")),
-              gain_txt, f"{100 * gain / fp32_gap:.0f}%" if fp32_gap > 0 else "-", evaluations]
-    cells += [f"{seconds:.0f}"] if timing else []
-    cells += [moved, ",".join(str(s) for s in r["seeds"])]
-    lines.append(_row(cells))
+                if head.higher_is_better else f"{100 * gain / rtn:+.1f}%")
+    cells = [r["arch"], f"W{r['bits']}", o.label]
+    cells += [m.fmt(o.value(m), o.std(m)) for m in ms]
+    cells += [head.fmt(o.value(head, "search"), o.std(head, "search")), gain_txt,
+              f"{100 * gain / fp32_gap:.0f}%" if fp32_gap > 0 else "-", o.evaluations or "-"]
+    cells += [f"{o.seconds:.0f}"] if timing else []
+    cells += [o.moved or "-", ",".join(str(s) for s in r["seeds"])]
+    return cells
 
 
 def peer_targets(rows: list[dict], task) -> list[dict]:
@@ -154,17 +142,18 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
     for r in rows:
         if not r["es_run"] or "adaround" not in r.get("peers", ()) or rtn_cost(r, task) < task.hurt:
             continue
-        k = f"test_{head.key}"
-        std = max(r[f"es_{k}_std"], r[f"adaround_{k}_std"])
-        margin = head.improvement(r[f"es_{k}"], r[f"adaround_{k}"])
-        ratio = r["wall_seconds"] / r["adaround_seconds"]
-        local = r.get(f"local_{k}")
+        found = {o.prefix: o for o in method_outcomes(r)}
+        es, ada = found["es"], found["adaround"]
+        std = max(es.std(head), ada.std(head))
+        margin = head.improvement(es.value(head), ada.value(head))
+        ratio = es.seconds / ada.seconds
+        local = local_value(r, head)
         t = {"arch": r["arch"], "bits": r["bits"], "margin": margin, "std": std, "time_ratio": ratio,
              "beats": margin > std and ratio <= 0.5, "matches": abs(margin) <= std and ratio <= 0.25,
-             "global_gain": None if local is None else head.improvement(r[f"es_{k}"], local),
-             "peers": {peer: head.improvement(r[f"es_{peer}_{k}"], r[f"{peer}_{k}"])
+             "global_gain": None if local is None else head.improvement(es.value(head), local),
+             "peers": {peer: head.improvement(found[f"es_{peer}"].value(head), found[peer].value(head))
                        for peer in r["peers"]}}
-        t["global_beyond_noise"] = None if local is None else t["global_gain"] > r[f"es_{k}_std"]
+        t["global_beyond_noise"] = None if local is None else t["global_gain"] > es.std(head)
         out.append(t)
     return out
 

@@ -2,7 +2,7 @@
 one experiment pipeline.
 
 The pipeline (:mod:`~qevo_lite.experiment.context`, :mod:`~qevo_lite.experiment.cell`,
-:mod:`~qevo_lite.experiment.grid`, :mod:`~qevo_lite.experiment.summary`) walks the same path for every
+:mod:`~qevo_lite.experiment.cell_grid`, :mod:`~qevo_lite.experiment.summary`) walks the same path for every
 task: pretrained model -> FP32 numbers -> RTN baselines -> (where RTN hurts) local + global ES ->
 held-out numbers -> tables and figures. A task fills in the hooks below; everything else is shared.
 To add a task: subclass :class:`Task` in a new ``qevo_lite/tasks/<name>/`` package and add one line to
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..methods import as_config, config_from_dict, describe
+from ..methods import EvolutionConfig, as_config, config_from_dict, describe
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,17 @@ class Metric:
 
 def describe_es(p: dict, samples: str, loss: str) -> str:
     """How a profile's ES and peers ran, in a sentence or two (for :meth:`Task.describe`); ``p`` the profile as
-    a dict, ``samples`` what the local stage's samples are (``images``), ``loss`` the global stage's loss."""
-    if p.get("local_method", "sampled") == "quadratic" and p.get("local_generations", 0) > 0:
-        local = (f"local stage: per output channel, a (1+{p['local_lam']}) ES on the layer's exact quadratic output "
-                 f"error over {p['local_samples']} {samples} (up to {p['local_generations']} generations per layer), "
+    a dict (:meth:`Profile.as_dict`), ``samples`` what the local stage's samples are (``images``), ``loss`` the
+    global stage's loss."""
+    es = EvolutionConfig.from_dict(p["es"])
+    loc, glob = es.local, es.global_stage
+    if es.local_kind == "quadratic":
+        local = (f"local stage: per output channel, a (1+{loc.lam}) ES on the layer's exact quadratic output "
+                 f"error over {loc.samples} {samples} (up to {loc.generations} generations per layer), "
                  "layer by layer; then ")
-    elif p.get("local_evaluations", 0) > 0:
-        local = (f"local stage: {p['local_evaluations']} evaluations per layer on the layer-output MSE of "
-                 f"{p['local_samples']} {samples}; then ")
+    elif es.local_kind == "sampled":
+        local = (f"local stage: {loc.evaluations} evaluations per layer on the layer-output MSE of "
+                 f"{loc.samples} {samples}; then ")
     else:
         local = ""
     peers = p.get("peers", ())   # each {"method": name, **settings} (Profile.as_dict)
@@ -70,7 +73,7 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
                                                                  samples) for x in peers) +
                 "; each is also the start of the same ES (\"ES from ...\"). Wall times are end to end from the RTN "
                 "state on one machine and thread setting.") if peers else ""
-    return (f"ES = {local}a global (1+{p['lam']}) ES with {p['budget']} evaluations on the search {loss}." + peer_txt)
+    return f"ES = {local}a global (1+{glob.lam}) ES with {glob.budget} evaluations on the search {loss}." + peer_txt
 
 
 class Task:
@@ -90,6 +93,11 @@ class Task:
         architectures: the architectures the task builds and trains (the registry's dispatch).
         plotted_metrics: how many of :attr:`metrics` get a "metric vs bits" figure.
         profiles: ``{"fast": Profile, "full": Profile}``.
+        first_es: ``{profile name: EvolutionConfig}``: the ES as first built, which the task's notebook walks
+            before it shows the default ES next to the peers (empty: the notebook walks the default).
+        study_options: keys of the profile's ``options`` that only the task's extra studies read
+            (:meth:`extra`); they do not change a cell's numbers, so cells are reused across them and
+            :meth:`without_studies` turns the studies off.
     """
 
     name = "task"
@@ -102,6 +110,8 @@ class Task:
     plotted_metrics = 1
     architectures: tuple = ()
     profiles: dict = {}
+    first_es: dict = {}
+    study_options: tuple = ()
 
     # -- data and models --------------------------------------------------------------------------
     def unavailable(self, profile) -> str | None:
@@ -168,8 +178,12 @@ class Task:
 
     def extra(self, ctx, results: dict, out, progress: bool) -> dict:
         """Further studies after the grid (e.g. detection's fitness comparison), resumable through
-        :func:`~qevo_lite.experiment.grid.run_cells`; their keys are added to the results."""
+        :func:`~qevo_lite.experiment.cell_grid.run_cells`; their keys are added to the results."""
         return {}
+
+    def without_studies(self, profile):
+        """``profile`` with the task's extra studies turned off (default: unchanged)."""
+        return profile
 
     def extra_markdown(self, results: dict) -> str:
         """Text for the studies of :meth:`extra` in ``results.md``."""

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ...core.evaluate import default_device
 from ...core.train import train_loop
+from ...es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
 from ...experiment.profile import Profile
 from ...experiment.task import Metric, Task, describe_es
 from .data import DEFAULT_NORMAL_CLASSES, ae_splits
@@ -41,12 +42,15 @@ PROFILES = {
     # falls below chance, reported only), at 3 bits RTN doubles it, at 4 bits it costs about 17%.
     # full: wherever RTN hurts.
     "fast": Profile("fast", "autoencoder", "fashion_mnist", {"ae": ARCH}, search_size=1024, test_size=2000,
-                    local_samples=256, local_evaluations=500, budget=96, report_every=4, min_rise_percent=2.0,
-                    max_rise_percent=500.0, options=_OPTIONS),
+                    es=EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=96)), report_every=4,
+                    min_rise_percent=2.0, max_rise_percent=500.0, options=_OPTIONS),
     "full": Profile("full", "autoencoder", "fashion_mnist", {"ae": ARCH}, seeds=(0, 1, 2, 3, 4), search_size=2048,
-                    test_size=None, local_samples=1024, local_evaluations=1000, budget=2000, report_every=25,
-                    min_rise_percent=2.0, options=_OPTIONS),
+                    test_size=None, es=EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)),
+                    report_every=25, min_rise_percent=2.0, options=_OPTIONS),
 }
+# the ES as first built (the sampled local stage), which notebook 06 walks
+FIRST_ES = {"fast": EvolutionConfig(SampledLocal(samples=128, evaluations=500), GlobalStage(budget=96)),
+            "full": EvolutionConfig(SampledLocal(samples=512, evaluations=1000), GlobalStage(budget=2000))}
 
 
 def train_autoencoder(model, train, epochs: int = 4, batch_size: int = 128, lr: float = 3e-3, seed: int = 0,
@@ -70,6 +74,7 @@ class AutoencoderTask(Task):
     hurt = 10.0
     plotted_metrics = 2
     architectures = (ARCH,)
+    first_es = FIRST_ES
     profiles = PROFILES
 
     def load_splits(self, profile, download: bool | None = None):

@@ -14,6 +14,7 @@ from ...core.data import load_splits
 from ...core.evaluate import default_device, evaluate
 from ...core.models import ARCHITECTURES, build_model
 from ...core.train import train_classifier
+from ...es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
 from ...experiment.profile import Profile
 from ...experiment.task import Metric, Task, describe_es
 
@@ -30,12 +31,17 @@ DEFAULT_RECIPE = {"epochs": 3, "lr": 3e-3}
 
 PROFILES = {
     "fast": Profile("fast", "classification", "fashion_mnist", {"vgg": "vgg_small", "resnet": "resnet_small"},
-                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=1024, test_size=5000, local_samples=256,
-                    budget=64, report_every=2, min_drop_points=0.5),
+                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=1024, test_size=5000,
+                    es=EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=64)), report_every=2,
+                    min_drop_points=0.5),
     "full": Profile("full", "classification", "cifar10", {"vgg": "vgg11", "resnet": "resnet20"},
-                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=4096, test_size=None, local_samples=1024,
-                    local_evaluations=1000, budget=2000, report_every=25, min_drop_points=0.5),
+                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=4096, test_size=None,
+                    es=EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)), report_every=25,
+                    min_drop_points=0.5),
 }
+# the ES as first built (the sampled local stage), which notebooks 03 and 04 walk
+FIRST_ES = {"fast": EvolutionConfig(SampledLocal(samples=128, evaluations=200), GlobalStage(budget=64)),
+            "full": EvolutionConfig(SampledLocal(samples=512, evaluations=1000), GlobalStage(budget=2000))}
 
 
 class ClassificationTask(Task):
@@ -48,6 +54,7 @@ class ClassificationTask(Task):
     es_loss, es_metric = "cross_entropy", "default"
     hurt = 2.0
     architectures = tuple(ARCHITECTURES)
+    first_es = FIRST_ES
     profiles = PROFILES
 
     def load_splits(self, profile, download: bool | None = None):

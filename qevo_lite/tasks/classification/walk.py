@@ -10,10 +10,10 @@ import statistics
 
 import torch
 
+from ...experiment import figures
 from ...experiment.context import Context
-from ...experiment.grid import cell_key, run_grid
+from ...experiment.cell_grid import cell_key, run_grid
 from ...experiment.summary import markdown_table
-from ...viz import experiment_plots
 from ...viz.style import new_axes
 from .task import TASK
 
@@ -30,7 +30,7 @@ def context(profile: str, experiment: str, device=None, download: bool | None = 
     print(f"profile {prof.name!r}: dataset {prof.dataset}, model {prof.archs([experiment])[0]}, bits {list(prof.bits)}, "
           f"seeds {list(prof.seeds)}")
     print(f"search split {prof.search_size} images, held-out test {prof.test_size or 'all'} images; budget per run: "
-          f"{prof.local_evaluations} local evaluations per layer + {prof.budget} global evaluations")
+          f"{prof.es.budgets_text()}")
     return ctx
 
 
@@ -154,17 +154,17 @@ def check_es_beats_rtn(rows: list[dict], cells: dict) -> None:
 
 def plot_accuracy_vs_bits(rows: list[dict], arch: str):
     """Held-out accuracy against bit width: FP32, RTN per tensor and per channel, the ES."""
-    return experiment_plots.plot_metric_vs_bits(rows, arch, ACCURACY)
+    return figures.plot_metric_vs_bits(rows, arch, ACCURACY)
 
 
 def plot_curves(cells: dict, arch: str, bits: int):
     """Search fitness over the global stage and held-out accuracy at the reporting points, per seed."""
-    return experiment_plots.plot_curves(cells, arch, bits, ACCURACY)
+    return figures.plot_curves(cells, arch, bits, ACCURACY)
 
 
 def plot_moved(cells: dict, arch: str, bits: int):
     """Where the ES moved weights (per layer) and their rounding residuals."""
-    return experiment_plots.plot_moved(cells, arch, bits)
+    return figures.plot_moved(cells, arch, bits)
 
 
 def local_gains(rows: list[dict], cells: dict) -> dict:

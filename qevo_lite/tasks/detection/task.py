@@ -24,7 +24,8 @@ import torch
 
 from ...core.evaluate import default_device
 from ...core.train import train_loop
-from ...experiment.grid import run_cells
+from ...experiment.cell_grid import run_cells
+from ...es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal
 from ...experiment.profile import Profile
 from ...experiment.task import Metric, Task, describe_es
 from .comparison import comparison_markdown, run_fitness_comparison, summarize_comparison
@@ -37,14 +38,16 @@ from .targets import STRIDE, detection_loss
 _MODELS = {"vgg": "det_vgg_small", "resnet": "det_resnet_small"}
 PROFILES = {
     "fast": Profile("fast", "detection", "glyph_boxes", _MODELS, bits=(2, 3, 4), search_size=192, test_size=400,
-                    local_samples=64, local_evaluations=0, budget=24, report_every=None, min_drop_points=1.0,
-                    extra_granularities=(),
+                    es=EvolutionConfig(QuadraticLocal(samples=64), GlobalStage(budget=24)), report_every=None,
+                    min_drop_points=1.0, extra_granularities=(),
                     options={"compare_budget": 12, "compare_model": "det_vgg_small", "compare_seeds": (0, 1, 2)}),
     "full": Profile("full", "detection", "voc", _MODELS, bits=(2, 3, 4, 8), search_size=2048, test_size=5000,
-                    local_samples=512, local_evaluations=0, budget=2000, report_every=None, min_drop_points=1.0,
-                    extra_granularities=(),
+                    es=EvolutionConfig(QuadraticLocal(samples=512), GlobalStage(budget=2000)), report_every=None,
+                    min_drop_points=1.0, extra_granularities=(),
                     options={"compare_budget": 200, "compare_model": "det_vgg_small", "compare_seeds": (0,)}),
 }
+# the ES as first built, which notebook 05 walks: the global stage alone
+FIRST_ES = {"fast": EvolutionConfig(None, GlobalStage(budget=24)), "full": EvolutionConfig(None, GlobalStage(budget=2000))}
 
 
 def train_detector(model, train, epochs: int = 6, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
@@ -70,6 +73,8 @@ class DetectionTask(Task):
     hurt = 2.0
     plotted_metrics = 2
     architectures = tuple(ARCHITECTURES)
+    first_es = FIRST_ES
+    study_options = ("compare_budget", "compare_model", "compare_seeds")
     profiles = PROFILES
 
     def load_splits(self, profile, download: bool | None = None):
@@ -119,8 +124,12 @@ class DetectionTask(Task):
                 f"test {p['test_size']} canvases of the official test glyphs (reported only). mAP by torchmetrics "
                 "(COCO-style, in %), the ES as mean ± sample std over the seeds. RTN = nearest rounding per channel "
                 "with the scale rule of lowest search-split detection loss. "
-                + describe_es(p, "canvases", "per-image detection loss") + " The ES and the peers run where RTN is at least {p['min_drop_points']:g} points of mAP@[.5:.95] below FP32 on the "
+                + describe_es(p, "canvases", "per-image detection loss") + f" The ES and the peers run where RTN is at least {p['min_drop_points']:g} points of mAP@[.5:.95] below FP32 on the "
                 "search split. Weights moved = share of codes that differ from RTN.")
+
+    def without_studies(self, profile):
+        """``profile`` without the fitness comparison (``compare_budget`` 0)."""
+        return profile.with_overrides(options={**profile.options, "compare_budget": 0})
 
     def extra(self, ctx, results: dict, out, progress: bool) -> dict:
         """The fitness comparison (loss vs mAP) at the lowest bit width where the profile's compare model

@@ -1,4 +1,5 @@
-"""The grid of one task: every (architecture, bit width, seed) cell, resumable, with one output folder.
+"""The cell grid of one task (not the quantization grid, :mod:`qevo_lite.quant.grid`): every (architecture, bit
+width, seed) cell, resumable, with one output folder.
 
 :func:`run_task` runs a task's grid headless and writes into its folder ``out``:
 

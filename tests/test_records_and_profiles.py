@@ -1,0 +1,102 @@
+"""The typed views behind the tables and figures (one Outcome per method, read from the cell's own ``peers``), a
+profile that holds its ES as one config (budgets as knobs, JSON round trip), the task-typed study options, the
+layer roles of notebook 04 and the notebooks' teacher cell. All fast: no training, no ES run."""
+import pytest
+import torch
+
+from qevo_lite.core.models import build_model
+from qevo_lite.es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
+from qevo_lite.experiment.records import keyed, method_outcomes, method_points, outcome, outcomes
+from qevo_lite.experiment.task import Metric, describe_es
+from qevo_lite.notebook import Session
+from qevo_lite.tasks import autoencoder, classification, detection
+from qevo_lite.tasks.classification.roles import folded_pairs, layer_role
+
+ACC = Metric("accuracy", "accuracy (%)")
+
+
+def _row():
+    row = {"arch": "m", "bits": 2, "seeds": [0, 1], "es_run": True, "granularity": "per_channel", "rtn_rule": "mse",
+           "rtn_per_tensor_rule": "maxabs_full", "peers": ["gptq"], "local_method": "quadratic",
+           "local_evaluations": 1e6, "global_evaluations": 64, "wall_seconds": 10.0, "moved_share": 0.02,
+           "gptq_seconds": 2.0, "es_gptq_seconds": 9.0, "es_gptq_moved_share": 0.01,
+           "local_test_accuracy": 0.85}
+    for prefix, acc in (("fp32", 0.9), ("rtn", 0.5), ("rtn_per_tensor", 0.3), ("es", 0.88), ("gptq", 0.8),
+                        ("es_gptq", 0.87)):
+        row.update(keyed(prefix, {"accuracy": acc, "loss": 1 - acc}, "test"))
+        row.update(keyed(prefix, {"accuracy": acc + 0.01}, "search"))
+    row["es_test_accuracy_std"] = 0.004
+    return row
+
+
+def test_outcomes_read_every_method_of_a_row_and_only_its_own_keys():
+    row = _row()
+    got = outcomes(row)
+    assert [o.prefix for o in got] == ["fp32", "rtn_per_tensor", "rtn", "es", "gptq", "es_gptq"]
+    es = outcome(row, "es")
+    assert es.value(ACC) == 0.88 and es.std(ACC) == 0.004 and es.value("loss") == pytest.approx(0.12)
+    assert es.value(ACC, "search") == pytest.approx(0.89) and es.seconds == 10.0
+    assert outcome(row, "rtn").test == {"accuracy": 0.5, "loss": 0.5}      # not rtn_per_tensor's keys
+    assert outcome(row, "es_gptq").seconds == 11.0 and outcome(row, "gptq").kind == "peer"
+    assert outcome(row, "rtn_per_tensor").label == "RTN per-tensor (maxabs_full)"
+    with pytest.raises(KeyError, match="No method 'adaround'.*'gptq'"):
+        outcome(row, "adaround")
+    assert [p["label"] for p in method_points(row, ACC)] == ["RTN", "ES from RTN", "GPTQ", "ES from GPTQ"]
+    assert method_outcomes({**row, "es_run": False}) == []
+
+
+def test_a_profile_holds_its_es_as_one_config_with_budget_knobs():
+    fast = classification.PROFILES["fast"]
+    assert fast.es == EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=64))
+    changed = fast.with_overrides(budget=12, local_budget=30, bits=[2])
+    assert changed.es.global_stage.budget == 12 and changed.es.local.generations == 30 and changed.bits == (2,)
+    first = fast.with_overrides(es=classification.TASK.first_es["fast"], local_budget=400)
+    assert isinstance(first.es.local, SampledLocal) and first.es.local.evaluations == 400
+    with pytest.raises(ValueError, match="Unknown profile fields \\['local_evaluations'\\]"):
+        fast.with_overrides(local_evaluations=400)
+    with pytest.raises(ValueError, match="es must be an EvolutionConfig"):
+        fast.with_overrides(es="quadratic")
+    for es in (fast.es, first.es, detection.TASK.first_es["fast"]):
+        assert EvolutionConfig.from_dict(es.as_dict()) == es
+    d = fast.as_dict()
+    assert d["es"]["local"]["kind"] == "quadratic" and d["peers"][0]["method"] == "gptq"
+    assert describe_es(d, "images", "cross-entropy").startswith(
+        "ES = local stage: per output channel, a (1+16) ES on the layer's exact quadratic output error over 256 "
+        "images (up to 2000 generations per layer), layer by layer; then a global (1+8) ES with 64 evaluations")
+    assert "local stage: 500 evaluations per layer" in describe_es(
+        autoencoder.PROFILES["fast"].with_overrides(es=autoencoder.TASK.first_es["fast"]).as_dict(), "images", "MSE")
+    assert first.es.budgets_text() == "400 local evaluations per layer + 64 global evaluations"
+
+
+def test_study_options_are_typed_on_the_task():
+    fast = detection.PROFILES["fast"]
+    assert set(detection.TASK.study_options) <= set(fast.options)
+    assert detection.TASK.without_studies(fast).option("compare_budget") == 0
+    assert classification.TASK.study_options == () and classification.TASK.without_studies(fast) is fast
+
+
+def test_layer_roles_and_the_batch_norms_folded_into_shortcuts():
+    model = build_model("resnet_small").eval()
+    pairs = folded_pairs(model)
+    assert pairs["stages.1.0.shortcut.1"] == "stages.1.0.shortcut.0" and pairs["stem.1"] == "stem.0"
+    assert len(pairs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert [layer_role(n, "fc") for n in ("stem.0", "stages.0.0.conv1", "stages.2.0.shortcut.0", "fc")] == \
+        ["stem", "block conv", "shortcut", "classifier"]
+
+
+def test_the_teachers_cell_checks_the_reference_solutions(tmp_path, monkeypatch, capsys):
+    session = Session(torch.device("cpu"), in_colab=False)
+    monkeypatch.chdir(tmp_path)
+    session.check_solutions("99", {"double": lambda fn: None})
+    assert "solutions/99_solutions.py not found" in capsys.readouterr().out
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "solutions" / "99_solutions.py").write_text("def double(x):\n    return 2 * x\n")
+    seen = []
+    session.check_solutions("99", {"double": lambda fn: seen.append(fn(21))})
+    assert seen == [42]
+
+    def wrong(fn):
+        assert fn(1) == 3, "Exercise: wrong"
+    with pytest.raises(AssertionError, match="Exercise: wrong"):
+        session.check_solutions("99", {"double": wrong})
+
