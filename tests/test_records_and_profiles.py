@@ -100,3 +100,12 @@ def test_the_teachers_cell_checks_the_reference_solutions(tmp_path, monkeypatch,
     with pytest.raises(AssertionError, match="Exercise: wrong"):
         session.check_solutions("99", {"double": wrong})
 
+
+def test_the_tuning_grid_is_every_combination_with_numbers_parsed():
+    from conftest import load_script
+    tune = load_script("tune_peers")
+    assert tune.parse_grid("lr=1e-3,1e-2; reduction=sum_channels,mean") == [
+        {"lr": 1e-3, "reduction": "sum_channels"}, {"lr": 1e-3, "reduction": "mean"},
+        {"lr": 1e-2, "reduction": "sum_channels"}, {"lr": 1e-2, "reduction": "mean"}]
+    assert tune.parse_grid("steps=250,1000") == [{"steps": 250}, {"steps": 1000}] and tune.parse_grid("") == [{}]
+    assert tune.VALIDATION == slice(1024, 2048)   # the slice the ES's settings were chosen on (README)

@@ -1,0 +1,106 @@
+"""Tune a rounding method's settings on the validation slice, never on the test split.
+
+The validation slice is the one the ES's own settings were chosen on: images 1,024-2,047 of the classification
+task's held-back pool (training images never used in pretraining; the first 1,024 are the search split every
+method fits). Each setting of the grid (the cartesian product of ``--grid``) runs the registered method
+(:mod:`qevo_lite.methods`) from the RTN state of the fast profile's models, and is scored by its accuracy and
+loss on the validation slice; the wall time is the method's own (:func:`qevo_lite.methods.choose_codes`).
+One process, 2 threads, one seed per setting unless ``--seeds`` says more.
+
+    python scripts/tune_peers.py --method adaround --bits 2 --grid "lr=1e-3,3e-3,1e-2,3e-2;reduction=sum_channels,mean"
+
+prints a Markdown table (best first per model) and appends every row to ``--out`` (JSON lines), so a sweep can
+be continued in stages (e.g. the regulariser weight at the best learning rate).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from qevo_lite import evaluate, load_splits
+from qevo_lite.core.data import Split
+from qevo_lite.methods import RoundingProblem, as_config, choose_codes, config_dict
+from qevo_lite.tasks import context
+
+VALIDATION = slice(1024, 2048)
+
+
+def parse_grid(text: str) -> list[dict]:
+    """``"lr=1e-3,1e-2;reduction=mean"`` -> every combination as ``{field: value}`` (numbers parsed)."""
+    axes = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        key, values = part.split("=", 1)
+        axes.append([(key.strip(), _value(v.strip())) for v in values.split(",")])
+    return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--method", default="adaround", help="a registered method (default: adaround)")
+    ap.add_argument("--models", default="vgg,resnet", help="model labels of the fast classification profile")
+    ap.add_argument("--bits", type=int, default=2)
+    ap.add_argument("--grid", default="", help='settings to try, e.g. "lr=1e-3,1e-2;reduction=sum_channels,mean"')
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds per setting")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="results/tuning.jsonl", help="JSON lines file the rows are appended to")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ctx = context("classification", "fast", device="cpu")
+    p = ctx.profile
+    pool = load_splits(p.dataset, search_size=VALIDATION.stop, seed=p.split_seed).search
+    assert torch.equal(pool.x[:len(ctx.search)], ctx.search.x), "the pool must start with the profile's search split"
+    val = Split(pool.x[VALIDATION], pool.y[VALIDATION])
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = p.es if args.method == "es" else as_config(args.method)   # the ES: the profile's own config
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for label in args.models.split(","):
+        arch = p.models[label]
+        fmodel, _ = ctx.model(arch)
+        rtn = ctx.rtn(arch, args.bits)["state"]
+        rtn_val = evaluate(rtn.to_model(fmodel), val)
+        print(f"\n{arch} W{args.bits}: RTN validation accuracy {100 * rtn_val['accuracy']:.2f}%")
+        print(f"| model | {args.method} settings | validation accuracy (%) | validation loss | seconds |")
+        print("|---|---|---|---|---|")
+        rows = []
+        for changes in parse_grid(args.grid):
+            config = replace(base, **changes)
+            accs, losses, secs = [], [], []
+            for s in seeds:
+                t0 = time.perf_counter()
+                res = choose_codes(config, RoundingProblem(fmodel, rtn, ctx.search, seed=s))
+                secs.append(time.perf_counter() - t0)
+                numbers = evaluate(res.state.to_model(fmodel), val)
+                accs.append(numbers["accuracy"])
+                losses.append(numbers["loss"])
+            row = {"arch": arch, "bits": args.bits, "config": config_dict(config), "changes": changes, "seeds": seeds,
+                   "validation_accuracy": statistics.fmean(accs), "validation_loss": statistics.fmean(losses),
+                   "seconds": statistics.fmean(secs), "threads": args.threads}
+            rows.append(row)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"| {arch} | {changes or 'defaults'} | {100 * row['validation_accuracy']:.2f} | "
+                  f"{row['validation_loss']:.4f} | {row['seconds']:.1f} |", flush=True)
+        best = max(rows, key=lambda r: r["validation_accuracy"])
+        print(f"best on the validation slice: {best['changes'] or 'defaults'} "
+              f"({100 * best['validation_accuracy']:.2f}%)")
+
+
+if __name__ == "__main__":
+    main()
