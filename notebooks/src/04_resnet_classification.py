@@ -44,10 +44,7 @@ session = setup(threads=2)  # the committed outputs were computed with 2 threads
 # %% [markdown]
 # ## Parameters
 #
-# A *profile* fixes the dataset, the model, the bit widths, the seeds and the budgets
-# (`qevo_lite.tasks.classification.PROFILES`); `None` below keeps the profile's value. The environment
-# variable `QEVO_PROFILE` overrides the default profile, and the cell is tagged `parameters` so
-# papermill can override any value.
+# As in 03: `None` keeps the profile's value, `QEVO_PROFILE` picks the profile, papermill can override any value.
 
 # %% tags=["parameters"]
 profile = os.environ.get("QEVO_PROFILE", "fast")  # "fast" (Fashion-MNIST, CPU) or "full" (CIFAR-10, GPU)
