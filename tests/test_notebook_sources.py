@@ -48,6 +48,17 @@ def test_source_matches_committed_notebook(src):
         assert b == c, f"{hint} (first difference in cell {i}: {b[0]} {b[1][:80]!r} vs {c[0]} {c[1][:80]!r})"
 
 
+
+@pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
+def test_committed_notebook_is_executed(src):
+    """Notebooks are committed executed: every cell whose output nbval checks has one (a rebuild from the source
+    without executing wipes them, and nbval's lax mode would not notice), and the run-time cell has run."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{src.stem}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    checked = [c for c in code if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    assert checked and all(c.outputs for c in checked), f"{src.stem}: committed without outputs: run ./run.sh notebooks"
+    assert any("report_run_time" in c.source and c.outputs for c in code), f"{src.stem}: the last cells did not run"
+
 def test_install_cell_and_badges_come_from_pyproject_url():
     """The repository URL is written once (pyproject's [project.urls] Repository): every notebook's install cell
     and Colab badge, and the README's badge table, are generated from it."""

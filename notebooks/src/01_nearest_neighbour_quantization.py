@@ -17,7 +17,7 @@
 #   near a rounding boundary to their *other* neighbour can **raise** accuracy, so nearest
 #   rounding is not the best assignment of weights to grid points.
 #
-# **Run time:** about 1-2 minutes on an idle 2-core CPU with the default `fast` profile (107 s when the committed
+# **Run time:** about 1-2 minutes on an idle 2-core CPU with the default `fast` profile (93 s when the committed
 # outputs were made, on the slower of the two 2-core development machines; 58 s on the other; the last cell
 # prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.

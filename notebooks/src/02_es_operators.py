@@ -21,7 +21,7 @@
 #   error), and both in sequence, at about the same wall time;
 # * why the fast evaluator (partial re-execution of the network) matters.
 #
-# **Run time:** about 1.5-2.5 minutes on an idle 2-core CPU with the default `fast` profile (140 s when the committed
+# **Run time:** about 1.5-2.5 minutes on an idle 2-core CPU with the default `fast` profile (121 s when the committed
 # outputs were made, on the slower of the two 2-core development machines; 78 s on the other; the last cell
 # prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
