@@ -50,7 +50,7 @@ class Profile(Overridable):
         test_size: held-out test images (None: the whole official test split).
         es: the ES's settings, one config (:class:`~qevo_lite.es.pipeline.EvolutionConfig`: its local stage,
             quadratic or sampled or none, and its global stage with the ``budget`` of evaluations per cell);
-            :meth:`with_budgets` changes its budgets.
+            ``with_overrides(budget=..., local_budget=...)`` changes its budgets.
         peers: the rounding methods run beside the ES, as configs of registered methods
             (:mod:`qevo_lite.methods`; a name stands for that method's default config, e.g. ``"gptq"``), each
             also as a start of the ES, where the ES runs and RTN costs at least the task's ``hurt`` on the
@@ -116,11 +116,6 @@ class Profile(Overridable):
         d["es"] = self.es.as_dict()
         d["peers"] = [config_dict(c) for c in self.peers]
         return d
-
-    @property
-    def has_local_stage(self) -> bool:
-        """Whether the ES starts with its local (layer-wise) stage."""
-        return self.es.local_kind is not None
 
     def option(self, key: str, default=None):
         """A task-specific setting from :attr:`options`."""
