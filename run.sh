@@ -2,8 +2,10 @@
 # The project's one entry point. Sets itself up on first use (a venv in .venv, the package and its
 # test tools at the versions in requirements/test.lock, and on Debian/Ubuntu the offline Fashion-MNIST package),
 # then runs what you ask:
-#   ./run.sh demo        the main job: the fast reproduction of the classification experiments
-#                        (qevo reproduce --profile fast; JSON, Markdown table and figures in results/reproduce-fast)
+#   ./run.sh demo        the main job: every task with every method (RTN, GPTQ, AdaRound, BRECQ, the ES) once at
+#                        its headline width, one seed, one model per task (qevo reproduce --profile demo; JSON,
+#                        Markdown tables and figures in results/reproduce-demo); the whole grid (all widths,
+#                        3 seeds, both models): ./run.sh demo --profile fast (results/reproduce-fast)
 #   ./run.sh test        the whole test suite (what CI runs): unit tests, grading, the Colab path, the browser test,
 #                        and every notebook executed by nbval, in .venv with every package at its locked version
 #   ./run.sh test-oldest the same tests in .venv-oldest, where every runtime dependency is at its lower bound in
@@ -86,7 +88,7 @@ case "$cmd" in
 esac
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 case "$cmd" in
-  demo)      qevo reproduce --profile fast --out results/reproduce-fast "$@" ;;
+  demo)      qevo reproduce --profile demo "$@" ;;
   test)      browser; "${PYTEST[@]}" "$@" ;;
   test-newest) browser
              echo "newest versions: $(python -m pip list --format=freeze 2>/dev/null | grep -iE '^(torch|torchvision|numpy|brevitas|accelerate|matplotlib|torchmetrics)==' | tr '\n' ' ')" >&2

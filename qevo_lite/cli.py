@@ -128,8 +128,10 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--experiment", default="all",
                    help="classification (or only vgg / resnet), detection, autoencoder, a comma-separated list, "
                         "or all (default)")
-    p.add_argument("--profile", default=None, choices=("fast", "full"),
-                   help="fast (default, or $QEVO_PROFILE): Fashion-MNIST, small models, CPU minutes; "
+    p.add_argument("--profile", default=None, choices=("demo", "fast", "full"),
+                   help="fast (default, or $QEVO_PROFILE): Fashion-MNIST, small models, every width and 3 seeds, "
+                        "CPU minutes to an hour; demo: every method once at each task's headline width (one seed, "
+                        "one model per task, the peers tuned), about 10 CPU minutes; "
                         "full: CIFAR-10, VGG-11/ResNet-20, GPU recommended")
     p.add_argument("--bits", type=int_list, default=None, help="comma-separated bit widths (default: the profile's)")
     p.add_argument("--seeds", type=int_list, default=None, help="comma-separated ES seeds (default: the profile's)")

@@ -7,6 +7,9 @@ loss on ``data``), then chooses the codes with ``method`` on that grid: any meth
 * ``"rtn"``: nearest rounding only;
 * ``"gptq"``: GPTQ (greedy, error feedback through each layer's input Hessian);
 * ``"adaround"``: AdaRound (learned up/down choice per weight, 1,000 Adam steps per layer);
+* ``"brecq"``: block reconstruction (AdaRound's relaxation fitted to each block's output, weighted by the
+  Fisher diagonal; blocks found by :func:`qevo_lite.rounding.blocks.find_blocks`'s rule, layer by layer for a
+  model torch.fx cannot trace);
 * ``"es"``: the evolution strategy: the local stage (per-channel ES on each layer's exact quadratic
   output error) then the global (1+8) ES on the loss over ``data``.
 

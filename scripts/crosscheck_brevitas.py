@@ -14,6 +14,9 @@ with our settings, reads back the integer codes Brevitas chose, and prints held-
 seconds next to ours. ``--ablate`` adds GPTQ variants (float64, act-order, damping, Hessian from float
 inputs, more images, Brevitas' runtime-stats scale) that explain differences between the two GPTQs.
 
+``brevitas_block_round`` runs the learned round in blockwise mode on blocks the caller cuts (the tests: our
+block reconstruction's blocks).
+
 The glue (``brevitas_model``, ``brevitas_codes``, ``brevitas_gptq``, ``brevitas_learned_round``) knows
 nothing of ``qevo_lite`` beyond a state's ``layers[name].scale / qmin / qmax``; tests/test_crosscheck_brevitas.py
 loads it from this file.
@@ -177,6 +180,12 @@ def brevitas_learned_round(qmodel: nn.Module, x: torch.Tensor, steps: int = 1000
         training_handlers=[HandlerSpec(name="learned_round",
                                        config=LearnedRoundArgs(learned_round_param="hard_sigmoid",
                                                                learned_round_kwargs={}))])
+    _train_learned_round(config, qmodel, x, functools.partial(get_blocks, block_check_fn=is_layer), seed, quiet)
+    return qmodel.eval()
+
+
+def _train_learned_round(config, model: nn.Module, x: torch.Tensor, get_blocks_fn, seed: int, quiet: bool) -> None:
+    """Brevitas' learned-round trainer on ``model`` (blocks from ``get_blocks_fn(model)``), batches of ``x``."""
     loader = torch.utils.data.DataLoader(x, batch_size=256)
     sink = io.StringIO()
     with torch.random.fork_rng(devices=[]), \
@@ -184,9 +193,31 @@ def brevitas_learned_round(qmodel: nn.Module, x: torch.Tensor, steps: int = 1000
             contextlib.redirect_stderr(sink) if quiet else contextlib.nullcontext():
         torch.manual_seed(seed)   # the trainer draws its batches from the global generator (restored afterwards)
         LearnedRoundTrainer(config=config).train(
-            model=qmodel, model_forward=lambda m, inp: m(inp), block_forward=lambda b, inp: b(inp),
-            data_loader=loader, cache=CacheVision(), keep_gpu=True,
-            get_blocks_fn=functools.partial(get_blocks, block_check_fn=is_layer))
+            model=model, model_forward=lambda m, inp: m(inp), block_forward=lambda b, inp: b(inp),
+            data_loader=loader, cache=CacheVision(), keep_gpu=True, get_blocks_fn=get_blocks_fn)
+
+
+def brevitas_block_round(qmodel: nn.Module, x: torch.Tensor, blocks, steps: int = 1000, batch_size: int = 64,
+                         lr: float = 0.1, seed: int = 0, quiet: bool = True) -> nn.Module:
+    """Brevitas' learned round in blockwise mode on ``qmodel`` in place: ``blocks`` are ``torch.fx`` pieces of
+    ``qmodel``'s graph sharing its Quant layers (one tensor in, one out, e.g. ``qevo_lite.rounding.blocks.cut_blocks``'
+    ``.module`` s), chained in an ``nn.Sequential`` so that Brevitas' trainer caches each block's inputs (from the
+    blocks before it, already rounded) and FP32 outputs and fits all of a block's rounding variables together
+    to the block's output: AdaRound's hard sigmoid, the output error averaged over all elements (Brevitas' ``mse``
+    without a reduction: our ``fisher=False``), Adam at ``lr``, each variable rounded at 0.5 at the end. Brevitas'
+    rounding regulariser (``round_reg``) accepts a single layer only, so blockwise mode runs without one: compare
+    with our block reconstruction at ``lam=0``."""
+    config = TrainerConfig(
+        training_args=TrainingArgs(
+            optimizers_args=[OptimizerArgs(target_params="learned_round", optimizer_cls=torch.optim.Adam, lr=lr,
+                                           optimizer_kwargs={})],
+            batch_size=batch_size, iters=steps, losses_args=[LossArgs(cls="mse", kwargs={})],
+            use_best_model=False, use_amp=False),
+        training_handlers=[HandlerSpec(name="learned_round",
+                                       config=LearnedRoundArgs(learned_round_param="hard_sigmoid",
+                                                               learned_round_kwargs={}))])
+    chain = nn.Sequential(*blocks)
+    _train_learned_round(config, chain, x, lambda model: list(model.children()), seed, quiet)
     return qmodel.eval()
 
 

@@ -42,6 +42,8 @@ def parse_grid(text: str) -> list[dict]:
 
 
 def _value(text: str):
+    if text in ("True", "False"):
+        return text == "True"
     for kind in (int, float):
         try:
             return kind(text)

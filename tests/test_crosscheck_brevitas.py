@@ -1,6 +1,6 @@
 """Cross-check of the rounding peers against Brevitas (the ``crosscheck`` extra, which CI installs): GPTQ against
-``brevitas.graph.gptq`` and AdaRound against Brevitas' learned round, on the same grid, a small VGG trained on
-the bundled digits.
+``brevitas.graph.gptq``, AdaRound against Brevitas' learned round and block reconstruction against its blockwise
+mode, on the same grid, a small VGG trained on the bundled digits.
 
 The glue (a Brevitas copy of the model on our grid, running Brevitas' algorithms, reading back Brevitas' integer
 codes) lives in scripts/crosscheck_brevitas.py, which also runs the comparison on the fast-profile
@@ -22,6 +22,8 @@ pytest.importorskip("accelerate")   # Brevitas' learned-round trainer (brevitas_
 
 from qevo_lite import build_model, evaluate, fold_batchnorm, quantize_model, train_classifier  # noqa: E402
 from qevo_lite.rounding.adaround import adaround  # noqa: E402
+from qevo_lite.rounding.block_reconstruction import block_reconstruction  # noqa: E402
+from qevo_lite.rounding.blocks import cut_blocks  # noqa: E402
 from qevo_lite.rounding.gptq import gptq  # noqa: E402
 
 xc = load_script("crosscheck_brevitas")
@@ -142,3 +144,34 @@ def test_adaround_matches_brevitas_learned_round(digits_vgg, digits):
     # both below RTN (measured 0.79-1.01 vs 1.02-1.41), within 0.3% of each other; allowed 3%
     assert l_ours <= rtn and l_theirs <= rtn
     assert abs(l_ours - l_theirs) <= 0.03 * l_theirs
+
+
+def test_block_reconstruction_against_brevitas_blockwise_learned_round(digits_vgg, digits):
+    """Block reconstruction without the Fisher weighting and without the regulariser (Brevitas' blockwise mode has
+    none: its ``round_reg`` takes one layer) against Brevitas' learned round in blockwise mode on the same blocks
+    (our simple rule's: the VGG's three stages and its classifier) and grid: 100 Adam steps per block at lr 1e-2,
+    batch 64 of 256 images, the block-output error averaged over all elements, hard sigmoid rounded at 0.5;
+    different batch draws (ours: seed 0; Brevitas: the global generator, seed 100).
+
+    Measured on this fixture's recipe with training seeds 0, 1, 2: both far below RTN's search loss (ours
+    0.378-0.394, Brevitas 0.487-0.566, RTN 1.18-1.53) and above RTN's test accuracy (ours 97.4-97.8%, Brevitas
+    90.9-94.6%, RTN 42-74%); the codes either side moved agree for only 63-69% (ours against itself with another
+    seed: 90%). Without a regulariser many relaxed roundings end near 0.5, so the codes are fragile, but Brevitas'
+    result is consistently worse (also at 1,000 steps: loss 0.486 vs 0.380), and its blockwise mode run with one
+    layer per block is worse than its own layer-wise mode (0.464 vs 0.408): a difference in how its trainer
+    handles our fx blocks that we have not found. Asserted: the same grid, both well below RTN, ours not worse."""
+    state = quantize_model(digits_vgg, bits=3, scale_rule="mse")
+    x = digits.search.x[:256]
+    ours, groups = block_reconstruction(digits_vgg, state, digits.search, samples=256, steps=100, batch_size=64,
+                                        lam=0.0, lr=1e-2, fisher=False, seed=0)
+    assert len(groups) == 4
+    qmodel = xc.brevitas_model(digits_vgg, state)
+    blocks = [b.module for b in cut_blocks(qmodel, groups)]
+    xc.brevitas_block_round(qmodel, x, blocks, steps=100, batch_size=64, lr=1e-2, seed=100)
+    codes, scales = xc.brevitas_codes(qmodel, list(state.layers))
+    theirs = state.with_codes(codes)
+    assert_same_grid(state, scales)
+    assert sum(theirs.moved(state).values()) > 0.01 * state.num_weights     # Brevitas did move codes
+    rtn, l_ours, l_theirs = (search_loss(digits_vgg, s, digits) for s in (state, ours, theirs))
+    assert l_ours <= 0.6 * rtn and l_theirs <= 0.6 * rtn
+    assert l_ours <= 1.02 * l_theirs

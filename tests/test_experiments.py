@@ -302,8 +302,21 @@ def test_peers_and_the_es_from_their_codes_fill_the_table(tmp_path, ckpt):
         assert f"| vgg_small | W2 | {label} |" in md
     targets = res["peer_targets"]
     assert [(t["arch"], t["bits"]) for t in targets] == [("vgg_small", 2)]
-    assert targets[0]["time_ratio"] == pytest.approx(row["wall_seconds"] / row["adaround_seconds"])
+    best = targets[0]["peer"]                            # the peer of best held-out accuracy
+    assert best == max(("gptq", "adaround"), key=lambda p: row[f"{p}_test_accuracy"])
+    assert targets[0]["time_ratio"] == pytest.approx(row["wall_seconds"] / row[f"{best}_seconds"])
     assert "target (i)" in md
+
+
+def test_peers_without_the_es_from_their_codes(tmp_path, ckpt):
+    """``es_from_peers=False`` (the demo profiles): the peers' own lines, no "ES from <peer>" runs or lines."""
+    res = run(tmp_path, ckpt, bits=(2,), seeds=(0,), es=TINY_QUADRATIC, peers=("gptq",), es_from_peers=False)
+    cell = res["cells"][KEY.format(2, 0)]
+    assert "gptq_test_accuracy" in cell and not any(k.startswith("es_gptq") for k in cell)
+    md = (tmp_path / "results.md").read_text()
+    assert "| vgg_small | W2 | GPTQ |" in md and "ES from GPTQ" not in md
+    assert not any(" ± " in line for line in md.splitlines() if line.startswith("| vgg_small"))  # one seed: no std
+    assert res["peer_targets"][0]["peers"] == {}
 
 
 def test_side_by_side_reuses_the_context_and_shows_every_method(ckpt, monkeypatch):

@@ -74,7 +74,8 @@ def test_the_registry_dispatches_to_the_same_codes(tiny_vgg, digits):
 
 
 def test_names_and_configs_are_checked():
-    assert method_names() == ("rtn", "gptq", "adaround", "es") and method_names("peer") == ("gptq", "adaround")
+    assert method_names() == ("rtn", "gptq", "adaround", "brecq", "es")
+    assert method_names("peer") == ("gptq", "adaround", "brecq")
     with pytest.raises(ValueError, match="Unknown method 'magic'"):
         get_method("magic")
     with pytest.raises(ValueError, match="not the config of a registered method"):

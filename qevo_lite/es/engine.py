@@ -232,8 +232,9 @@ def run_es(evaluator: Evaluator, config: ESConfig, report=None, layers=None, sen
             Ctrl-C; if it exists when the run starts, the run resumes from it.
     Returns:
         an :class:`ESResult`; ``history`` has one dict per generation
-        (generation, best, mean, best_metric, p, evaluations, seconds, accepted: the generation's best child
-        beat the parent, successes: how many of its children did).
+        (generation, best, mean, best_metric, p, evaluations, seconds: the run's wall time so far without the
+        held-out reports, accepted: the generation's best child beat the parent, successes: how many of its
+        children did).
     """
     names = list(layers or evaluator.state.layers)
     if config.layer_choice == "sensitivity" and not sensitivity_order:
@@ -263,7 +264,9 @@ def run_es(evaluator: Evaluator, config: ESConfig, report=None, layers=None, sen
             run.elapsed = run.history[-1]["seconds"] = time.perf_counter() - t_start
             bar.set_postfix(best=f"{run.best[1].fitness:.4f}", p=f"{run.p:.2g}")
             if config.report_every and run.gen % config.report_every == 0:
+                t_report = time.perf_counter()
                 run.do_report()
+                t_start += time.perf_counter() - t_report   # held-out reports are not the ES's time
             if run.checkpoint is not None and run.gen % checkpoint_every == 0:
                 run.save()
     except KeyboardInterrupt:

@@ -83,7 +83,8 @@ def _evolve(ctx, arch: str, bits: int, seed: int, start, files, progress: bool, 
 
 
 def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> dict:
-    """Each peer's numbers and wall time, and the ES started from its codes (``es_<peer>_*``)."""
+    """Each peer's numbers and wall time, and (``profile.es_from_peers``) the ES started from its codes
+    (``es_<peer>_*``)."""
     task, out = ctx.task, {}
     head = task.metrics[0]
     rtn_state = ctx.rtn(arch, bits)["state"]
@@ -96,6 +97,8 @@ def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -
         out[f"{peer}_seconds"] = res["seconds"]
         for split in ("search", "test"):
             out.update(keyed(peer, res[split], split))
+        if not ctx.profile.es_from_peers:
+            continue
         peer_files = [f.with_name(f"{f.stem}-{peer}.pt") if f is not None else None for f in files]
         evolved = _evolve(ctx, arch, bits, seed, res["state"].codes(), peer_files, progress, report=False)
         result = evolved.glob.result

@@ -114,7 +114,8 @@ class Context:
         key = (arch, bits, config, seed if get_method(config).seeded else 0)
         if key not in self._peers:
             fmodel, _ = self.model(arch)
-            problem = RoundingProblem(fmodel, self.rtn(arch, bits)["state"], self.search, seed=seed)
+            problem = RoundingProblem(fmodel, self.rtn(arch, bits)["state"], self.search, seed=seed,
+                                      loss=self.task.es_loss, metric=self.task.es_metric, threads=self.local_threads)
             res = choose_codes(config, problem)
             model = res.state.to_model(fmodel)
             self._peers[key] = {"state": res.state, "seconds": res.seconds, "search": self.evaluate(model, "search"),

@@ -62,7 +62,7 @@ def plot_metric_vs_bits(rows: list[dict], arch: str, metric, ax=None, path=None)
     if es:
         es_out = [outcome(r, "es") for r in es]
         ax.errorbar([r["bits"] for r in es], [s * o.value(metric) for o in es_out],
-                    yerr=[s * o.std(metric) for o in es_out], fmt="D-", color="tab:red", capsize=4,
+                    yerr=[s * (o.std(metric) or 0.0) for o in es_out], fmt="D-", color="tab:red", capsize=4,
                     label=f"ES (mean ± std, {len(es[0]['seeds'])} seeds)")
     ax.set_xticks(bits)
     ax.set_xlabel("weight bit width (bits)")

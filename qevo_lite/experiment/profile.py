@@ -55,6 +55,7 @@ class Profile(Overridable):
             (:mod:`qevo_lite.methods`; a name stands for that method's default config, e.g. ``"gptq"``), each
             also as a start of the ES, where the ES runs and RTN costs at least the task's ``hurt`` on the
             search split.
+        es_from_peers: also run the ES from each peer's codes (``ES from GPTQ`` ...); the demo profiles skip it.
         report_every: generations between held-out reports in the global stage (never used for
             selection); None: held-out numbers only at the end (for costly metrics such as mAP).
         min_drop_points: for tasks whose headline metric is higher-is-better (accuracy, mAP): run
@@ -82,6 +83,7 @@ class Profile(Overridable):
     test_size: int | None = None
     es: EvolutionConfig = field(default_factory=EvolutionConfig)
     peers: tuple = ("gptq", "adaround")
+    es_from_peers: bool = True
     report_every: int | None = 4
     min_drop_points: float = 0.5
     min_rise_percent: float = 2.0
@@ -116,6 +118,13 @@ class Profile(Overridable):
         d["es"] = self.es.as_dict()
         d["peers"] = [config_dict(c) for c in self.peers]
         return d
+
+    def headline(self, bits: int, peers: tuple, models: dict | None = None) -> "Profile":
+        """The ``demo`` profile made from this one: one width ``bits`` (the task's headline width), seed 0, the
+        given ``peers`` (not as starts of the ES), no extra RTN grids, and ``models`` (default: this profile's):
+        every method once, in minutes (``./run.sh demo``)."""
+        return replace(self, name="demo", bits=(bits,), seeds=(0,), peers=peers, extra_granularities=(),
+                       models=dict(models or self.models), es_from_peers=False)
 
     def option(self, key: str, default=None):
         """A task-specific setting from :attr:`options`."""

@@ -61,7 +61,7 @@ class Outcome:
 
 
 def _numbers(row: dict, prefix: str) -> dict:
-    """The ``search``/``test`` values and stds of ``prefix`` in ``row``."""
+    """The ``search``/``test`` values and stds of ``prefix`` in ``row`` (no stds for a row of one seed)."""
     out = {}
     for split in SPLITS:
         start = f"{prefix}_{split}_"
@@ -74,7 +74,8 @@ def _numbers(row: dict, prefix: str) -> dict:
                 stds[metric.removesuffix("_std")] = v
             else:
                 values[metric] = v
-        out[split], out[f"{split}_std"] = values, {k: v for k, v in stds.items() if k in values}
+        one_seed = len(row.get("seeds", ())) == 1   # a std of one seed says nothing: none is shown
+        out[split], out[f"{split}_std"] = values, {} if one_seed else {k: v for k, v in stds.items() if k in values}
     return out
 
 
@@ -100,8 +101,8 @@ def rtn_outcomes(row: dict) -> list[Outcome]:
 
 
 def method_outcomes(row: dict) -> list[Outcome]:
-    """The ES from RTN, then each peer the row lists in ``peers`` followed by the ES from its codes; empty
-    where the ES did not run."""
+    """The ES from RTN, then each peer the row lists in ``peers`` followed by the ES from its codes (where it
+    ran); empty where the ES did not run."""
     if not row.get("es_run"):
         return []
     stages = "local + global" if row.get("local_method") or row.get("local_evaluations") else "global"
@@ -111,6 +112,8 @@ def method_outcomes(row: dict) -> list[Outcome]:
     for peer in row.get("peers", []):
         name = label_of(peer)
         out.append(Outcome(peer, name, "peer", seconds=row[f"{peer}_seconds"], **_numbers(row, peer)))
+        if f"es_{peer}_seconds" not in row:   # the profile did not start the ES from this peer
+            continue
         out.append(Outcome(f"es_{peer}", f"ES from {name}", "es",
                            seconds=row[f"{peer}_seconds"] + row[f"es_{peer}_seconds"],
                            moved=f"{100 * row[f'es_{peer}_moved_share']:.2f}% of {name}'s",

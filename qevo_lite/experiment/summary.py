@@ -134,26 +134,29 @@ def _method_cells(r: dict, o: Outcome, ms, rtn: float, fp32_gap: float, timing: 
 
 def peer_targets(rows: list[dict], task) -> list[dict]:
     """The peers issue's targets at every (model, bits) where RTN costs at least ``task.hurt`` and the ES and
-    AdaRound ran: (i) the ES from RTN beats AdaRound's held-out headline metric by more than the larger seed
-    std in at most half its wall time, or matches it (within that std) in at most a quarter; (ii) the global
-    stage adds a held-out gain beyond the seed std on top of the local stage (where the local stage's held-out
-    number was measured); (iii) the ES from each peer's codes against that peer."""
+    the peers ran: (i) the ES from RTN beats the best peer (``peer``: the one of best held-out headline metric) by
+    more than the larger seed std in at most half its wall time, or matches it (within that std) in at most a
+    quarter; (ii) the global stage adds a held-out gain beyond the seed std on top of the local stage (where the
+    local stage's held-out number was measured); (iii) the ES from each peer's codes against that peer (where it
+    ran)."""
     head, out = task.metrics[0], []
     for r in rows:
-        if not r["es_run"] or "adaround" not in r.get("peers", ()) or rtn_cost(r, task) < task.hurt:
+        if not r["es_run"] or not r.get("peers") or rtn_cost(r, task) < task.hurt:
             continue
         found = {o.prefix: o for o in method_outcomes(r)}
-        es, ada = found["es"], found["adaround"]
-        std = max(es.std(head), ada.std(head))
-        margin = head.improvement(es.value(head), ada.value(head))
-        ratio = es.seconds / ada.seconds
+        es = found["es"]
+        best = max(r["peers"], key=lambda p: head.improvement(found[p].value(head), 0.0))
+        peer = found[best]
+        std = max(es.std(head) or 0.0, peer.std(head) or 0.0)
+        margin = head.improvement(es.value(head), peer.value(head))
+        ratio = es.seconds / peer.seconds
         local = local_value(r, head)
-        t = {"arch": r["arch"], "bits": r["bits"], "margin": margin, "std": std, "time_ratio": ratio,
+        t = {"arch": r["arch"], "bits": r["bits"], "peer": best, "margin": margin, "std": std, "time_ratio": ratio,
              "beats": margin > std and ratio <= 0.5, "matches": abs(margin) <= std and ratio <= 0.25,
              "global_gain": None if local is None else head.improvement(es.value(head), local),
-             "peers": {peer: head.improvement(found[f"es_{peer}"].value(head), found[peer].value(head))
-                       for peer in r["peers"]}}
-        t["global_beyond_noise"] = None if local is None else t["global_gain"] > es.std(head)
+             "peers": {p: head.improvement(found[f"es_{p}"].value(head), found[p].value(head))
+                       for p in r["peers"] if f"es_{p}" in found}}
+        t["global_beyond_noise"] = None if local is None else t["global_gain"] > (es.std(head) or 0.0)
         out.append(t)
     return out
 
@@ -168,10 +171,11 @@ def peer_targets_markdown(targets: list[dict], task) -> list[str]:
         verdict = "met (beats)" if t["beats"] else "met (matches)" if t["matches"] else "not met"
         glob = ("not measured" if t["global_gain"] is None else
                 f"{unit(t['global_gain'])} ({'beyond' if t['global_beyond_noise'] else 'within'} the seed std)")
-        peers = "; ".join(f"ES from {label_of(p)} vs {label_of(p)} {unit(v)}" for p, v in t["peers"].items())
-        lines.append(f"- {t['arch']} W{t['bits']}: ES from RTN vs AdaRound {unit(t['margin'])} (larger seed std "
-                     f"{head.scale * t['std']:.{head.digits + 1}f}) in {100 * t['time_ratio']:.0f}% of AdaRound's wall "
-                     f"time: target (i) {verdict}; global stage over local: {glob}; {peers}.")
+        peers = "".join(f"; ES from {label_of(p)} vs {label_of(p)} {unit(v)}" for p, v in t["peers"].items())
+        best = label_of(t["peer"])
+        lines.append(f"- {t['arch']} W{t['bits']}: ES from RTN vs the best peer ({best}) {unit(t['margin'])} (larger "
+                     f"seed std {head.scale * t['std']:.{head.digits + 1}f}) in {100 * t['time_ratio']:.0f}% of {best}'s "
+                     f"wall time: target (i) {verdict}; global stage over local: {glob}{peers}.")
     return lines
 
 

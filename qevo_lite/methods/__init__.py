@@ -7,6 +7,7 @@ figures.
 """
 from ..es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal, evolve_codes
 from ..rounding.adaround import AdaRoundConfig, round_adaround
+from ..rounding.block_reconstruction import BlockReconstructionConfig, round_blocks
 from ..rounding.gptq import GPTQConfig, round_gptq
 from ..rounding.nearest import RTNConfig, round_nearest
 from ..rounding.problem import RoundingProblem
@@ -16,9 +17,10 @@ from .registry import (Method, MethodResult, as_config, choose_codes, config_dic
 register("rtn", RTNConfig, round_nearest, label="RTN", kind="rtn", seeded=False)
 register("gptq", GPTQConfig, round_gptq, label="GPTQ", seeded=False)
 register("adaround", AdaRoundConfig, round_adaround, label="AdaRound")
+register("brecq", BlockReconstructionConfig, round_blocks, label="BRECQ")
 register("es", EvolutionConfig, evolve_codes, label="ES", kind="es")
 
-__all__ = ["AdaRoundConfig", "EvolutionConfig", "GPTQConfig", "GlobalStage", "Method", "MethodResult",
+__all__ = ["AdaRoundConfig", "BlockReconstructionConfig", "EvolutionConfig", "GPTQConfig", "GlobalStage", "Method", "MethodResult",
            "QuadraticLocal", "RTNConfig", "RoundingProblem", "SampledLocal", "as_config", "choose_codes",
            "config_dict", "config_from_dict", "default_config", "describe", "get_method", "label_of",
            "method_names", "register", "unregister"]

@@ -43,6 +43,43 @@ def rounding_regulariser(h: torch.Tensor, beta: float) -> torch.Tensor:
     return (1 - (2 * h - 1).abs().pow(beta)).sum()
 
 
+class RelaxedCodes:
+    """AdaRound's relaxed codes of one weight (rows layout: dim 0 = output channel): ``base = floor(w / s + z)``
+    and a free variable ``v`` per weight, started where ``h(v)`` equals the weight's distance above ``base`` (so
+    the soft weight starts at the float weight). ``scale`` and ``zero_point`` are broadcast to the weight's shape.
+    AdaRound optimises one layer's ``v`` (:func:`adaround_layer`); block reconstruction those of a block's layers."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int):
+        w = weight.detach().float()
+        self.scale, self.zero_point, self.qmin, self.qmax = scale, zero_point, qmin, qmax
+        self.base = torch.floor(w / scale + zero_point)
+        rest = (w / scale + zero_point - self.base).clamp(1e-4, 1 - 1e-4)
+        self.v = (-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1)).requires_grad_(True)   # h(v) = rest at the start
+
+    def soft_weight(self, module: nn.Module) -> torch.Tensor:
+        """The weight decoded from the relaxed codes, laid out like ``module.weight`` (differentiable in ``v``)."""
+        codes = torch.clamp(self.base + rectified_sigmoid(self.v), self.qmin, self.qmax)
+        return from_rows(self.scale * (codes - self.zero_point), module)
+
+    def regulariser(self, beta: float) -> torch.Tensor:
+        """:func:`rounding_regulariser` of this weight's relaxed roundings."""
+        return rounding_regulariser(rectified_sigmoid(self.v), beta)
+
+    def hard_codes(self) -> torch.Tensor:
+        """The codes with every relaxed rounding decided (``h >= 0.5`` rounds up), float, rows layout."""
+        with torch.no_grad():
+            return torch.clamp(self.base + (rectified_sigmoid(self.v) >= 0.5).float(), self.qmin, self.qmax)
+
+
+def annealed_beta(step: int, steps: int, warmup: float, beta: tuple) -> float | None:
+    """The regulariser's ``beta`` at ``step`` of ``steps``: None during the warm-up (the first ``warmup`` share of
+    the steps, no regulariser), then falling linearly from ``beta[0]`` to ``beta[1]``."""
+    start = int(warmup * steps)
+    if step < start:
+        return None
+    return beta[0] + (beta[1] - beta[0]) * (step - start) / max(1, steps - start)
+
+
 def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
                    qmin: int, qmax: int, inputs: torch.Tensor, targets: torch.Tensor, steps: int = 1000,
                    batch_size: int = 64, lam: float = 0.01, beta: tuple = (20.0, 2.0), warmup: float = 0.2,
@@ -56,29 +93,23 @@ def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor,
     count, which weighs the regulariser ``lam`` more)."""
     if reduction not in ("sum_channels", "mean"):
         raise ValueError(f"reduction must be 'sum_channels' or 'mean', got {reduction!r}.")
-    w = weight.detach().float()
-    base = torch.floor(w / scale + zero_point)
-    rest = (w / scale + zero_point - base).clamp(1e-4, 1 - 1e-4)
-    v = (-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1)).requires_grad_(True)   # h(v) = rest at the start
-    opt = torch.optim.Adam([v], lr=lr)
+    relaxed = RelaxedCodes(weight, scale, zero_point, qmin, qmax)
+    opt = torch.optim.Adam([relaxed.v], lr=lr)
     bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
     g = generator or torch.Generator().manual_seed(0)
-    start = int(warmup * steps)
     for step in range(steps):
         idx = torch.randint(len(inputs), (min(batch_size, len(inputs)),), generator=g)
-        codes = torch.clamp(base + rectified_sigmoid(v), qmin, qmax)
-        params = {"weight": from_rows(scale * (codes - zero_point), module)} | ({"bias": bias} if bias is not None else {})
+        params = {"weight": relaxed.soft_weight(module)} | ({"bias": bias} if bias is not None else {})
         out = functional_call(module, params, (inputs[idx],))
         err = (out - targets[idx]).pow(2)
         loss = err.sum(1).mean() if reduction == "sum_channels" else err.mean()
-        if step >= start:
-            b = beta[0] + (beta[1] - beta[0]) * (step - start) / max(1, steps - start)
-            loss = loss + lam * rounding_regulariser(rectified_sigmoid(v), b)
+        b = annealed_beta(step, steps, warmup, beta)
+        if b is not None:
+            loss = loss + lam * relaxed.regulariser(b)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        return torch.clamp(base + (rectified_sigmoid(v) >= 0.5).float(), qmin, qmax)
+    return relaxed.hard_codes()
 
 
 def adaround(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 1024, steps: int = 1000,

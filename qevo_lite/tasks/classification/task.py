@@ -16,6 +16,7 @@ from ...core.models import ARCHITECTURES, build_model
 from ...core.train import train_classifier
 from ...es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
 from ...experiment.profile import Profile
+from ...methods import AdaRoundConfig, BlockReconstructionConfig, GPTQConfig
 from ...experiment.task import Metric, Task, describe_es
 
 # Training recipes of the committed checkpoints (epochs chosen to train in ~2 minutes on 2 CPU cores).
@@ -39,9 +40,15 @@ PROFILES = {
                     es=EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)), report_every=25,
                     min_drop_points=0.5),
 }
+# the peers at the settings chosen on the validation slice (docs/tuning.md: best mean of both models at W2)
+TUNED_PEERS = (GPTQConfig(samples=1024, damp=0.01), AdaRoundConfig(lr=0.1, reduction="mean"),
+               BlockReconstructionConfig(lr=0.1, fisher=False))
+# ./run.sh demo: every method once at the headline width W2, one seed, one model
+PROFILES["demo"] = PROFILES["fast"].headline(2, TUNED_PEERS, {"vgg": "vgg_small"})
 # the ES as first built (the sampled local stage), which notebooks 03 and 04 walk
 FIRST_ES = {"fast": EvolutionConfig(SampledLocal(samples=128, evaluations=200), GlobalStage(budget=64)),
             "full": EvolutionConfig(SampledLocal(samples=512, evaluations=1000), GlobalStage(budget=2000))}
+FIRST_ES["demo"] = FIRST_ES["fast"]
 
 
 class ClassificationTask(Task):

@@ -27,6 +27,7 @@ from ...core.train import train_loop
 from ...experiment.cell_grid import run_cells
 from ...es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal
 from ...experiment.profile import Profile
+from ...methods import AdaRoundConfig, BlockReconstructionConfig, GPTQConfig
 from ...experiment.task import Metric, Task, describe_es
 from .comparison import comparison_markdown, run_fitness_comparison, summarize_comparison
 from .data import TEST_CANVASES, TRAIN_CANVASES, load_dataset
@@ -46,8 +47,15 @@ PROFILES = {
                     min_drop_points=1.0, extra_granularities=(),
                     options={"compare_budget": 200, "compare_model": "det_vgg_small", "compare_seeds": (0,)}),
 }
+# ./run.sh demo: every method once at the headline width W2, one seed; the peers at the settings validated
+# for classification (docs/tuning.md), not yet validated on this task
+DEMO_PEERS = (GPTQConfig(samples=1024, damp=0.01), AdaRoundConfig(lr=0.1, reduction="mean"),
+              BlockReconstructionConfig(lr=0.1, fisher=False))
+PROFILES["demo"] = PROFILES["fast"].headline(2, DEMO_PEERS, {"vgg": "det_vgg_small"}).with_overrides(
+    options={**PROFILES["fast"].options, "compare_budget": 0})   # no fitness comparison: notebook 05 shows it
 # the ES as first built, which notebook 05 walks: the global stage alone
 FIRST_ES = {"fast": EvolutionConfig(None, GlobalStage(budget=24)), "full": EvolutionConfig(None, GlobalStage(budget=2000))}
+FIRST_ES["demo"] = FIRST_ES["fast"]
 
 
 def train_detector(model, train, epochs: int = 6, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,

@@ -1,0 +1,98 @@
+"""Every method as a curve of budgets: held-out metric against wall time, seeds as error bars, FP32 as a line.
+
+    python scripts/budget_curves.py --task classification --model vgg --bits 2 --seeds 0,1,2
+
+Each method runs from the RTN state of the task's ``demo`` profile (its peers at their validated settings,
+docs/tuning.md) at several budgets: GPTQ's calibration images, AdaRound's and block reconstruction's Adam steps
+per layer / block, the ES's local-stage generations (its global stage as in the profile). The wall time is the
+method's own from the RTN state (:func:`qevo_lite.methods.choose_codes`: layer captures included, no held-out
+reports: the ES runs without them here). The held-out metric is the task's headline one on its test split;
+nothing is chosen on it. Writes one JSON line per (method, budget, seed) to ``--out`` (rows already there are
+reused, so an interrupted run resumes) and the figure to ``--figure``. One process; time it alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from qevo_lite.viz.experiment_plots import plot_budget_curves
+from qevo_lite.methods import config_dict, get_method
+from qevo_lite.tasks import context
+
+BUDGETS = {"gptq": ("samples", (128, 256, 1024)), "adaround": ("steps", (250, 1000, 4000)),
+           "brecq": ("steps", (250, 1000, 4000)), "es": ("local generations", (500, 2000, 8000))}
+
+
+def configs(profile) -> list[tuple[str, str, int, object]]:
+    """``(method name, budget name, budget, config)`` for every method of ``profile`` (its peers and its ES)."""
+    out = []
+    for config in profile.peers + (profile.es,):
+        name = get_method(config).name
+        field, values = BUDGETS[name]
+        if field == "samples":   # no more calibration images than the search split has
+            values = [v for v in values if v <= profile.search_size] or [profile.search_size]
+        for v in values:
+            config_v = config.with_budgets(None, v) if name == "es" else replace(config, **{field: v})
+            out.append((name, field, v, config_v))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--task", default="classification")
+    ap.add_argument("--model", default="vgg", help="a model label of the task's profiles")
+    ap.add_argument("--bits", type=int, default=2)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="results/budget_curves.jsonl")
+    ap.add_argument("--figure", default=None, help="PNG path (default: next to --out)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ctx = context(args.task, "demo", device="cpu")
+    arch = ctx.task.profiles["fast"].models[args.model]
+    head = ctx.task.metrics[0]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["task"], r["arch"], r["bits"], json.dumps(r["config"], sort_keys=True), r["seed"])] = r
+    rows = []
+    for name, field, budget, config in configs(ctx.profile):
+        seeds = [int(s) for s in args.seeds.split(",")] if get_method(config).seeded else [0]
+        for seed in seeds:
+            key = (args.task, arch, args.bits, json.dumps(config_dict(config), sort_keys=True), seed)
+            if key not in done:
+                res = ctx.peer(arch, args.bits, config, seed)
+                done[key] = {"task": args.task, "arch": arch, "bits": args.bits, "config": config_dict(config),
+                             "seed": seed, "method": name, "budget_name": field, "budget": budget,
+                             "seconds": res["seconds"], "test": res["test"], "threads": args.threads}
+                with out.open("a") as f:
+                    f.write(json.dumps(done[key]) + "\n")
+                print(f"{name} {field} {budget} seed {seed}: {head.fmt(res['test'][head.key])} in "
+                      f"{res['seconds']:.1f} s", flush=True)
+            rows.append(done[key])
+    points = []
+    for name, field, budget, _ in configs(ctx.profile):
+        runs = [r for r in rows if r["method"] == name and r["budget"] == budget]
+        values = [r["test"][head.key] for r in runs]
+        points.append({"method": get_method(name).label, "budget": f"{budget:,} {field}",
+                       "seconds": statistics.fmean(r["seconds"] for r in runs), "value": statistics.fmean(values),
+                       "std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values)})
+    for p in points:
+        print(f"| {p['method']} | {p['budget']} | {head.fmt(p['value'], p['std'])} | {p['seconds']:.1f} | {p['seeds']} |")
+    fp32 = ctx.fp32(arch)["test"][head.key]
+    figure = Path(args.figure) if args.figure else out.with_name(f"{args.task}_{arch}_W{args.bits}_budgets.png")
+    plot_budget_curves(points, head, fp32, f"{arch} W{args.bits}: held-out {head.label} vs wall time "
+                       f"(seeds as error bars)", path=figure)
+    print(f"wrote {figure}")
+
+
+if __name__ == "__main__":
+    main()
