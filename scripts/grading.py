@@ -71,7 +71,7 @@ def grade(folder: Path, submission: Path, out: Path) -> dict:
 
 
 def cache(results: Path) -> None:
-    """Write the small inputs of the assignments that read a finished run (``./run.sh demo``'s folder)."""
+    """Write the small inputs of the assignments that read a finished run (``./run.sh demo --profile fast``'s folder)."""
     cls = json.loads((results / "classification" / "results.json").read_text())
     keep = ("arch", "bits", "seed", "fp32_search_accuracy", "fp32_test_accuracy", "rtn_search_accuracy",
             "rtn_test_accuracy", "es_search_accuracy", "es_test_accuracy", "gptq_test_accuracy",
@@ -111,7 +111,7 @@ def main(argv=None) -> None:
     g.add_argument("number")
     g.add_argument("submission", type=Path)
     g.add_argument("--out", type=Path, default=None)
-    c = sub.add_parser("cache", help="refresh grading/data from a finished ./run.sh demo")
+    c = sub.add_parser("cache", help="refresh grading/data from a finished ./run.sh demo --profile fast")
     c.add_argument("--results", type=Path, default=ROOT / "results" / "reproduce-fast")
     args = ap.parse_args(argv)
     if args.cmd == "build":

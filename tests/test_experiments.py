@@ -316,7 +316,8 @@ def test_peers_without_the_es_from_their_codes(tmp_path, ckpt):
     md = (tmp_path / "results.md").read_text()
     assert "| vgg_small | W2 | GPTQ |" in md and "ES from GPTQ" not in md
     assert not any(" ± " in line for line in md.splitlines() if line.startswith("| vgg_small"))  # one seed: no std
-    assert res["peer_targets"][0]["peers"] == {}
+    assert res["peer_targets"][0]["peers"] == {} and res["peer_targets"][0]["beats"] is None   # one seed: no verdict
+    assert "not decided (one seed)" in md
 
 
 def test_side_by_side_reuses_the_context_and_shows_every_method(ckpt, monkeypatch):

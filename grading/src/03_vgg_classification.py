@@ -14,8 +14,8 @@
 # # Assignment 03 · The experiment on a VGG
 #
 # Companion of the tutorial notebook `03_vgg_classification`. The questions read the results of a finished
-# run from `data/classification_cells.json` (written by `python scripts/grading.py cache` from
-# `./run.sh demo`'s output), so nothing is retrained or re-run here. The checks below a question run on those
+# run from `data/classification_cells.json` (written by `python scripts/grading.py cache` from the output of
+# `./run.sh demo --profile fast`), so nothing is retrained or re-run here. The checks below a question run on those
 # numbers; the grader runs further hidden tests on fresh random inputs against the package's own code (which
 # your code may not call).
 

@@ -151,12 +151,14 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
         margin = head.improvement(es.value(head), peer.value(head))
         ratio = es.seconds / peer.seconds
         local = local_value(r, head)
-        t = {"arch": r["arch"], "bits": r["bits"], "peer": best, "margin": margin, "std": std, "time_ratio": ratio,
-             "beats": margin > std and ratio <= 0.5, "matches": abs(margin) <= std and ratio <= 0.25,
+        one_seed = es.std(head) is None          # a single seed has no std: nothing to decide against
+        t = {"arch": r["arch"], "bits": r["bits"], "peer": best, "margin": margin, "std": None if one_seed else std,
+             "time_ratio": ratio, "beats": None if one_seed else margin > std and ratio <= 0.5,
+             "matches": None if one_seed else abs(margin) <= std and ratio <= 0.25,
              "global_gain": None if local is None else head.improvement(es.value(head), local),
              "peers": {p: head.improvement(found[f"es_{p}"].value(head), found[p].value(head))
                        for p in r["peers"] if f"es_{p}" in found}}
-        t["global_beyond_noise"] = None if local is None else t["global_gain"] > (es.std(head) or 0.0)
+        t["global_beyond_noise"] = None if local is None or one_seed else t["global_gain"] > es.std(head)
         out.append(t)
     return out
 
@@ -168,14 +170,17 @@ def peer_targets_markdown(targets: list[dict], task) -> list[str]:
         (lambda v: f"{head.scale * v:+.{head.digits + 2}f}")
     lines = []
     for t in targets:
-        verdict = "met (beats)" if t["beats"] else "met (matches)" if t["matches"] else "not met"
-        glob = ("not measured" if t["global_gain"] is None else
-                f"{unit(t['global_gain'])} ({'beyond' if t['global_beyond_noise'] else 'within'} the seed std)")
+        verdict = ("not decided (one seed)" if t["beats"] is None else "met (beats)" if t["beats"] else
+                   "met (matches)" if t["matches"] else "not met")
+        noise = ("one seed" if t["global_beyond_noise"] is None else
+                 f"{'beyond' if t['global_beyond_noise'] else 'within'} the seed std")
+        glob = "not measured" if t["global_gain"] is None else f"{unit(t['global_gain'])} ({noise})"
+        std = "one seed" if t["std"] is None else f"larger seed std {head.scale * t['std']:.{head.digits + 1}f}"
         peers = "".join(f"; ES from {label_of(p)} vs {label_of(p)} {unit(v)}" for p, v in t["peers"].items())
         best = label_of(t["peer"])
-        lines.append(f"- {t['arch']} W{t['bits']}: ES from RTN vs the best peer ({best}) {unit(t['margin'])} (larger "
-                     f"seed std {head.scale * t['std']:.{head.digits + 1}f}) in {100 * t['time_ratio']:.0f}% of {best}'s "
-                     f"wall time: target (i) {verdict}; global stage over local: {glob}{peers}.")
+        lines.append(f"- {t['arch']} W{t['bits']}: ES from RTN vs the best peer ({best}) {unit(t['margin'])} ({std}) "
+                     f"in {100 * t['time_ratio']:.0f}% of {best}'s wall time: target (i) {verdict}; global stage over "
+                     f"local: {glob}{peers}.")
     return lines
 
 
