@@ -109,3 +109,16 @@ def test_the_tuning_grid_is_every_combination_with_numbers_parsed():
         {"lr": 1e-2, "reduction": "sum_channels"}, {"lr": 1e-2, "reduction": "mean"}]
     assert tune.parse_grid("steps=250,1000") == [{"steps": 250}, {"steps": 1000}] and tune.parse_grid("") == [{}]
     assert tune.VALIDATION == slice(1024, 2048)   # the slice the ES's settings were chosen on (README)
+
+
+def test_demo_profiles_run_every_method_once_at_the_headline_width():
+    from qevo_lite.methods import AdaRoundConfig, get_method
+    for task, bits in ((classification, 2), (detection, 2), (autoencoder, 3)):
+        demo, fast = task.PROFILES["demo"], task.PROFILES["fast"]
+        assert demo.name == "demo" and demo.bits == (bits,) and demo.seeds == (0,) and not demo.es_from_peers
+        assert [get_method(c).name for c in demo.peers] == ["gptq", "adaround", "brecq"]
+        assert demo.es == fast.es and demo.search_size == fast.search_size and set(demo.models) <= set(fast.models)
+        assert task.TASK.first_es["demo"] == task.TASK.first_es["fast"]
+    assert detection.PROFILES["demo"].option("compare_budget") == 0            # no fitness study in the demo
+    # the classification peers at the settings chosen on the validation slice (docs/tuning.md)
+    assert AdaRoundConfig(lr=0.1, reduction="mean") in classification.PROFILES["fast"].peers
