@@ -169,8 +169,8 @@ def test_budget_curves_draw_one_line_per_method_through_its_budgets():
     from qevo_lite.viz.experiment_plots import plot_budget_curves
     pts = [{"method": "AdaRound", "budget": f"{b} steps", "seconds": s, "value": v, "std": 0.01}
            for b, s, v in ((250, 9.0, 0.88), (1000, 35.0, 0.90), (4000, 140.0, 0.905))]
-    pts += [{"method": "ES", "budget": f"{g} generations", "seconds": s, "value": v, "std": None}
-            for g, s, v in ((500, 6.0, 0.89), (2000, 12.0, 0.906))]
+    pts += [{"method": "ES", "budget": f"{g:,}", "unit": "search images", "seconds": s, "value": v, "std": None}
+            for g, s, v in ((256, 6.0, 0.89), (1024, 12.0, 0.906))]
     fig = plot_budget_curves(pts, Metric("accuracy", "accuracy (%)"), 0.914, "t")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
@@ -178,5 +178,5 @@ def test_budget_curves_draw_one_line_per_method_through_its_budgets():
     assert sorted(len(l.get_xdata()) for l in curves) == [2, 3]         # one line per method, through its budgets
     assert [l.get_ydata()[0] for l in ax.lines if l.get_linestyle() == "--"] == pytest.approx([91.4])   # FP32
     assert {t.get_text() for t in ax.texts} == {p["budget"] for p in pts}
-    assert [t.get_text() for t in ax.get_legend().get_texts()][1:] == ["AdaRound", "ES"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()][1:] == ["AdaRound", "ES (search images)"]
     plt.close(fig)

@@ -43,19 +43,23 @@ def plot_methods_vs_time(points: list[dict], metric, title: str, ax=None, path=N
 def plot_budget_curves(points: list[dict], metric, fp32: float | None, title: str, ax=None, path=None):
     """Each method as a curve over its budgets: held-out ``metric`` against wall time (log scale), one line per
     method through its budgets in order, seed std as error bars, each point labelled with its budget, FP32 as a
-    dashed line. ``points``: ``[{method, budget (text), seconds, value, std}]``, values in the metric's own
-    units, a method's points in budget order."""
+    dashed line. ``points``: ``[{method, budget (text), seconds, value, std}]`` (optional ``unit``: what the
+    method's budget counts, shown in the legend, e.g. ``"Adam steps per layer"``), values in the metric's own
+    units, a method's points in budget order. Labels of neighbouring methods alternate below and above their
+    points so that curves which meet stay readable."""
     fig, ax = new_axes(ax, figsize=(7.6, 4.8))
     s = metric.scale
     if fp32 is not None:
         ax.axhline(s * fp32, color="black", ls="--", lw=1.2, label=f"FP32 ({s * fp32:.{getattr(metric, 'digits', 1)}f})")
-    for method in dict.fromkeys(p["method"] for p in points):
+    for i, method in enumerate(dict.fromkeys(p["method"] for p in points)):
         mine = [p for p in points if p["method"] == method]
         xs, ys = [max(p["seconds"], 0.1) for p in mine], [s * p["value"] for p in mine]
-        line = ax.errorbar(xs, ys, yerr=[s * (p.get("std") or 0.0) for p in mine], fmt="o-", capsize=3, label=method)
+        unit = mine[0].get("unit")
+        line = ax.errorbar(xs, ys, yerr=[s * (p.get("std") or 0.0) for p in mine], fmt="o-", capsize=3,
+                           label=f"{method} ({unit})" if unit else method)
         for p, x, y in zip(mine, xs, ys):
-            ax.annotate(p["budget"], (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
-                        color=line[0].get_color())
+            ax.annotate(p["budget"], (x, y), textcoords="offset points", xytext=(4, -11 if i % 2 == 0 else 5),
+                        fontsize=7, color=line[0].get_color())
     ax.set_xscale("log")
     ax.set_xlabel("wall time from the RTN state (s, log scale)")
     ax.set_ylabel(f"held-out {metric.label}")
