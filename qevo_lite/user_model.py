@@ -13,9 +13,10 @@ loss on ``data``), then chooses the codes with ``method`` on that grid: any meth
 * ``"es"``: the evolution strategy: the local stage (per-channel ES on each layer's exact quadratic
   output error) then the global (1+8) ES on the loss over ``data``.
 
-``data`` is what the methods fit (never your test set): a :class:`~qevo_lite.core.data.Split` with labels
-(the loss is then the cross-entropy unless you pass ``loss``), or a tensor of inputs alone (the loss is then
-the MSE to the float model's own outputs). Returns the quantized float model (weights decoded) and a
+``data`` is what the methods fit (never your test set): a :class:`~qevo_lite.core.data.Split` or an
+``(inputs, targets)`` pair (the loss is then the cross-entropy unless you pass ``loss``), a tensor of inputs
+alone (the loss is then the MSE to the float model's own outputs), or a torch ``Dataset`` / ``DataLoader`` of
+either; it is checked first (:mod:`qevo_lite.core.user_data`). Returns the quantized float model (weights decoded) and a
 :class:`QuantizeReport`.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from .core.data import Split
+from .core.user_data import as_inputs_and_targets, check_class_labels
 from .evaluators.base import Loss, resolve_loss
 from .methods import RoundingProblem, choose_codes, default_config, get_method
 from .quant.export import float_size_bytes, save_state
@@ -89,18 +91,32 @@ def _scores(model: nn.Module, split: Split, loss: Loss, metric_fn, batch: int = 
     return res
 
 
-def _as_split(model: nn.Module, data) -> tuple[Split, bool]:
-    """``(split, labelled)``: inputs alone get the float model's outputs as targets."""
-    if isinstance(data, Split):
-        return data, True
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return Split(data[0], data[1]), True
-    if isinstance(data, torch.Tensor):
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            y = torch.cat([model(data[i:i + 256].to(device)).cpu() for i in range(0, len(data), 256)])
-        return Split(data, y), False
-    raise TypeError("data must be a Split, an (inputs, targets) pair or a tensor of inputs.")
+def _as_split(model: nn.Module, data, what: str = "data") -> tuple[Split, bool]:
+    """``(split, labelled)`` of any form :mod:`qevo_lite.core.user_data` accepts, checked; inputs alone get the
+    float model's outputs as targets."""
+    x, y = as_inputs_and_targets(data, what)
+    if y is not None:
+        return Split(x, y), True
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        y = torch.cat([model(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)])
+    return Split(x, y), False
+
+
+def _check_labels(model: nn.Module, split: Split, what: str) -> None:
+    """Labels a cross-entropy over the model's outputs can score (see :func:`check_class_labels`)."""
+    with torch.no_grad():
+        out = model(split.x[:1].to(next(model.parameters()).device))
+    if out.ndim != 2:
+        raise ValueError(f"The cross-entropy needs outputs of shape (N, classes); the model gives "
+                         f"{tuple(out.shape)}. Pass loss='output_mse' or a callable loss.")
+    check_class_labels(split.y, out.shape[1], what)
+
+
+def _check_counts(samples: int, budget: int, adaround_steps: int) -> None:
+    for name, value, least in (("samples", samples, 1), ("budget", budget, 0), ("adaround_steps", adaround_steps, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}.")
 
 
 def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, loss=None,
@@ -110,11 +126,15 @@ def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, l
 
     Args:
         model: any PyTorch model (not modified); BN is folded into the convs first.
-        data: what the methods fit: a Split / (inputs, targets) pair, or a tensor of inputs alone.
+        data: what the methods fit: a Split / (inputs, targets) pair, a tensor of inputs alone, or a torch
+            ``Dataset`` / ``DataLoader`` of either (read once, in order, into memory). Checked first: no
+            samples, NaN/inf inputs, a target count that differs from the input count and, for the
+            cross-entropy, labels that are not class indices of the model's outputs raise a ValueError that
+            says what to pass instead.
         method: a registered method's name (:func:`qevo_lite.methods.method_names`) or a config instance
             (e.g. ``qv.methods.AdaRoundConfig(steps=2000)``); a name takes its config from ``samples``,
             ``budget`` and ``adaround_steps``.
-        test: optional held-out Split / pair (labelled data) for the report; never used to choose.
+        test: optional held-out data in any of ``data``'s forms, for the report; never used to choose.
         loss: ``"cross_entropy"``, ``"mse"`` (reconstruction of the inputs, for autoencoders), ``"output_mse"``
             or a callable ``(outputs, targets) -> (n,)`` (:data:`qevo_lite.evaluators.base.LOSSES` says what each
             scores against; the ES and the report use the same); default cross-entropy for labelled data,
@@ -122,12 +142,18 @@ def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, l
         samples: images whose layer inputs the layer-wise methods fit (AdaRound: 4x as many).
         budget: the global ES stage's evaluations; adaround_steps: AdaRound's Adam steps per layer.
     Returns ``(quantized model, report)``."""
+    _check_counts(samples, budget, adaround_steps)
     config = default_config(method, samples, budget, adaround_steps) if isinstance(method, str) else method
     name = get_method(config).name   # ValueError naming the registered methods for an unknown one
-    fmodel = fold_batchnorm(model)
+    fmodel = fold_batchnorm(model)   # a copy: the user's model is never modified
     split, labelled = _as_split(fmodel, data)
+    test = None if test is None else _as_split(fmodel, test, "test")[0]
     loss = loss or ("cross_entropy" if labelled else "output_mse")
     spec = resolve_loss(loss)
+    if loss == "cross_entropy":
+        for what, s in (("data", split), ("test", test)):
+            if s is not None:
+                _check_labels(fmodel, s, what)
     metric_fn = spec.metric if loss == "cross_entropy" else None
     score = lambda m, s: _scores(m, s, spec, None)["loss"]  # noqa: E731
     floats = list(unquantized_weighted_modules(fmodel))
@@ -145,7 +171,6 @@ def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, l
                             _scores(qmodel, split, spec, metric_fn),
                             _scores(rtn.state.to_model(fmodel), split, spec, metric_fn), left_in_float=floats)
     if test is not None:
-        test, _ = _as_split(fmodel, test)
         report.test = _scores(qmodel, test, spec, metric_fn)
         report.rtn_test = _scores(rtn.state.to_model(fmodel), test, spec, metric_fn)
     return qmodel.eval(), report
