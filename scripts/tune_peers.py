@@ -2,12 +2,14 @@
 
 The validation slice is the one the ES's own settings were chosen on: images 1,024-2,047 of the classification
 task's held-back pool (training images never used in pretraining; the first 1,024 are the search split every
-method fits). Each setting of the grid (the cartesian product of ``--grid``) runs the registered method
+method fits). For the autoencoder (``--task autoencoder``) it is the same slice of its search pool (normal-class
+images held back from training; the first 1,024 are its search split), scored by the reconstruction MSE. Each setting of the grid (the cartesian product of ``--grid``) runs the registered method
 (:mod:`qevo_lite.methods`) from the RTN state of the fast profile's models, and is scored by its accuracy and
 loss on the validation slice; the wall time is the method's own (:func:`qevo_lite.methods.choose_codes`).
 One process, 2 threads, one seed per setting unless ``--seeds`` says more.
 
     python scripts/tune_peers.py --method adaround --bits 2 --grid "lr=1e-3,3e-3,1e-2,3e-2;reduction=sum_channels,mean"
+    python scripts/tune_peers.py --task autoencoder --models ae --bits 3 --method brecq --grid "lr=1e-2,1e-1;fisher=False,True"
 
 prints a Markdown table (best first per model) and appends every row to ``--out`` (JSON lines), so a sweep can
 be continued in stages (e.g. the regulariser weight at the best learning rate).
@@ -26,10 +28,26 @@ import torch
 
 from qevo_lite import evaluate, load_splits
 from qevo_lite.core.data import Split
+from qevo_lite.tasks.autoencoder.metrics import search_mse
 from qevo_lite.methods import RoundingProblem, as_config, choose_codes, config_dict
 from qevo_lite.tasks import context
 
 VALIDATION = slice(1024, 2048)
+
+
+def validation(ctx) -> tuple[Split, object]:
+    """``(validation split, score)`` of the task: ``score(model) -> {metric key: value, "loss": value}``. The
+    slice :data:`VALIDATION` of the task's held-back pool, checked to start with the profile's search split."""
+    p = ctx.profile
+    if ctx.task.name == "autoencoder":
+        pool = ctx.task.load_splits(p.with_overrides(search_size=VALIDATION.stop)).search
+        score = lambda model: {"mse": (m := search_mse(model, val)), "loss": m}  # noqa: E731
+    else:
+        pool = load_splits(p.dataset, search_size=VALIDATION.stop, seed=p.split_seed).search
+        score = lambda model: evaluate(model, val)  # noqa: E731
+    assert torch.equal(pool.x[:len(ctx.search)], ctx.search.x), "the pool must start with the profile's search split"
+    val = Split(pool.x[VALIDATION], pool.y[VALIDATION])
+    return val, score
 
 
 def parse_grid(text: str) -> list[dict]:
@@ -55,7 +73,8 @@ def _value(text: str):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--method", default="adaround", help="a registered method (default: adaround)")
-    ap.add_argument("--models", default="vgg,resnet", help="model labels of the fast classification profile")
+    ap.add_argument("--task", default="classification", choices=("classification", "autoencoder"))
+    ap.add_argument("--models", default="vgg,resnet", help="model labels of the task's fast profile (autoencoder: ae)")
     ap.add_argument("--bits", type=int, default=2)
     ap.add_argument("--grid", default="", help='settings to try, e.g. "lr=1e-3,1e-2;reduction=sum_channels,mean"')
     ap.add_argument("--seeds", default="0", help="comma-separated seeds per setting")
@@ -63,12 +82,10 @@ def main() -> None:
     ap.add_argument("--out", default="results/tuning.jsonl", help="JSON lines file the rows are appended to")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    ctx = context("classification", "fast", device="cpu")
-    p = ctx.profile
-    pool = load_splits(p.dataset, search_size=VALIDATION.stop, seed=p.split_seed).search
-    assert torch.equal(pool.x[:len(ctx.search)], ctx.search.x), "the pool must start with the profile's search split"
-    val = Split(pool.x[VALIDATION], pool.y[VALIDATION])
+    ctx = context(args.task, "fast", device="cpu")
+    _, score = validation(ctx)
     seeds = [int(s) for s in args.seeds.split(",")]
+    p, head = ctx.profile, ctx.task.metrics[0]
     base = p.es if args.method == "es" else as_config(args.method)   # the ES: the profile's own config
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,9 +93,8 @@ def main() -> None:
         arch = p.models[label]
         fmodel, _ = ctx.model(arch)
         rtn = ctx.rtn(arch, args.bits)["state"]
-        rtn_val = evaluate(rtn.to_model(fmodel), val)
-        print(f"\n{arch} W{args.bits}: RTN validation accuracy {100 * rtn_val['accuracy']:.2f}%")
-        print(f"| model | {args.method} settings | validation accuracy (%) | validation loss | seconds |")
+        print(f"\n{arch} W{args.bits}: RTN validation {head.label} {head.fmt(score(rtn.to_model(fmodel))[head.key])}")
+        print(f"| model | {args.method} settings | validation {head.label} | validation loss | seconds |")
         print("|---|---|---|---|---|")
         rows = []
         for changes in parse_grid(args.grid):
@@ -86,22 +102,23 @@ def main() -> None:
             accs, losses, secs = [], [], []
             for s in seeds:
                 t0 = time.perf_counter()
-                res = choose_codes(config, RoundingProblem(fmodel, rtn, ctx.search, seed=s))
+                res = choose_codes(config, RoundingProblem(fmodel, rtn, ctx.search, seed=s, loss=ctx.task.es_loss,
+                                                           metric=ctx.task.es_metric))
                 secs.append(time.perf_counter() - t0)
-                numbers = evaluate(res.state.to_model(fmodel), val)
-                accs.append(numbers["accuracy"])
+                numbers = score(res.state.to_model(fmodel))
+                accs.append(numbers[head.key])
                 losses.append(numbers["loss"])
-            row = {"arch": arch, "bits": args.bits, "config": config_dict(config), "changes": changes, "seeds": seeds,
-                   "validation_accuracy": statistics.fmean(accs), "validation_loss": statistics.fmean(losses),
+            row = {"task": args.task, "arch": arch, "bits": args.bits, "config": config_dict(config),
+                   "changes": changes, "seeds": seeds, f"validation_{head.key}": statistics.fmean(accs), "validation_loss": statistics.fmean(losses),
                    "seconds": statistics.fmean(secs), "threads": args.threads}
             rows.append(row)
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"| {arch} | {changes or 'defaults'} | {100 * row['validation_accuracy']:.2f} | "
+            print(f"| {arch} | {changes or 'defaults'} | {head.fmt(row[f'validation_{head.key}'])} | "
                   f"{row['validation_loss']:.4f} | {row['seconds']:.1f} |", flush=True)
-        best = max(rows, key=lambda r: r["validation_accuracy"])
+        best = max(rows, key=lambda r: head.improvement(r[f"validation_{head.key}"], 0.0))
         print(f"best on the validation slice: {best['changes'] or 'defaults'} "
-              f"({100 * best['validation_accuracy']:.2f}%)")
+              f"({head.fmt(best[f'validation_{head.key}'])})")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@
 # 4. look at reconstructions and error maps at FP32, RTN and after the ES;
 # 5. check the anomaly detector (ROC curves, AUROC) at FP32, RTN and after the ES;
 # 6. see where the ES moved weights;
-# 7. run the package's current ES next to the rounding peers GPTQ and AdaRound.
+# 7. run the package's current ES next to the rounding peers GPTQ, AdaRound and block reconstruction.
 #
 # The same code runs headless as `qevo reproduce --experiment autoencoder`.
 #
-# **Run time:** about 3.5-4.5 minutes on an idle 2-core CPU with the default `fast` profile (269 s when the committed
-# outputs were made, on the slower of the two 2-core development machines; 198 s on the other; the last cell
-# prints this run's time). Cores shared with other work slow it down,
+# **Run time:** about 5-6 minutes on an idle 2-core CPU with the default `fast` profile (360 s when the committed
+# outputs were made, on the slower of the two 2-core development machines, of which 293 s in section 9's side-by-side
+# run with three tuned peers; the last cell prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
 
 # %% [markdown]
@@ -355,11 +355,16 @@ assert per_layer[min(sizes, key=sizes.get)] > per_layer[max(sizes, key=sizes.get
 # scales: **GPTQ** (Frantar et al., 2023) rounds a layer one input column at a time and spreads each column's
 # error over the columns not yet rounded; **AdaRound** (Nagel et al., 2020) learns each weight's up/down
 # choice by gradient descent on the layer-output error, with a regulariser that pushes the relaxed choice to
-# 0 or 1. "ES from GPTQ" and "ES from AdaRound" start the ES from their codes. Notebook 07 compares what
-# they optimise.
+# 0 or 1; **block reconstruction** (BRECQ, Li et al., 2021) fits the same relaxation to a whole block's output
+# (here the encoder and the decoder, cut where one tensor is alive), so that a layer's rounding can make up for
+# the layer before it. "ES from GPTQ", "ES from AdaRound" and "ES from BRECQ" start the ES from their codes.
+# Each peer runs at the settings chosen on this task's validation slice (not the test images; the README's
+# `docs/tuning.md`): AdaRound and block reconstruction with Adam's learning rate 0.1 and the output error
+# averaged, GPTQ with 1,024 images and damping 0.001. Notebook 07 compares what they optimise.
 #
 # They run at 3 bits (the lowest width where the ES runs) with the profile's seeds. Wall times are end to end
-# from the RTN state on this machine. The next cell takes about 2.5 minutes on an idle 2-core CPU.
+# from the RTN state on this machine. The next cell takes about 5 minutes on an idle 2-core CPU (three seeds of
+# three peers and of the ES from each).
 
 # %%
 side = run_side_by_side(ctx, bits=(min(r["bits"] for r in es_rows),))
@@ -370,15 +375,22 @@ print_side_by_side(side, ctx.task)
 plot_side_by_side(side, ctx.task);
 
 # %% [markdown]
-# What it shows (checked below, with a tolerance of the seed std or 0.002 in normalised MSE, whichever is
+# What it shows (checked below, with a tolerance of the seed std or 0.004 in normalised MSE, whichever is
 # larger, so that it holds on another CPU):
 #
-# * the ES from RTN with the exact local stage reconstructs held-out images at least as well as AdaRound and
-#   GPTQ, and better than the first ES of section 5;
-# * started from a peer's codes, the ES ends at least as well as that peer.
+# * the ES from RTN with the exact local stage reconstructs held-out images better than the first ES of
+#   section 5 and better than GPTQ;
+# * **tuned, AdaRound is level with the ES or slightly ahead (within the tolerance), and block reconstruction
+#   is clearly ahead of it**: on this network, fitting the encoder's and decoder's outputs as a whole beats
+#   fixing each layer's own output error, which is all the ES's local stage looks at. Both take two to
+#   three times the ES's wall time; the README's budget curves show the gap growing when they get more steps;
+# * started from GPTQ's or AdaRound's codes, the ES ends at least level with that peer; **started from block
+#   reconstruction's codes it makes them worse**: the local stage pulls each layer back towards its own best
+#   output error and so undoes what block reconstruction traded between the layers of a block. A second
+#   stage that looks at blocks is issue 20's.
 
 # %%
-peer_targets = check_side_by_side(side, ctx.task, tolerance=0.002)
+peer_targets = check_side_by_side(side, ctx.task, tolerance=0.004, behind=(("es", "brecq"), ("es_brecq", "brecq")))
 r = side["summary"][0]
 assert r["es_test_mse"] < next(x for x in rows if x["bits"] == r["bits"])["es_test_mse"]
 
@@ -451,7 +463,8 @@ check_exercise_2(auroc_per_class)
 # seed, and the anomaly detector built on that error improves with it, although the ES never saw an
 # anomaly. It recovers a larger share of the gap where rounding hurts less; at 3 bits most of the loss
 # remains, and the local (layer-wise) stage does most of the work. The package's current ES, with an exact
-# local stage, reconstructs at least as well as AdaRound and GPTQ at 3 bits (section 9).
+# local stage, reconstructs better than GPTQ at 3 bits and level with tuned AdaRound, in a third to a half of
+# its time, but block reconstruction, which fits whole blocks, is clearly ahead of both (section 9).
 
 # %%
 print(f"held-out test (ES: mean of {len(prof.seeds)} seeds); MSE normalised, PSNR dB, AUROC")
@@ -466,8 +479,8 @@ for r in rows:
 session.report_run_time();
 
 # %% [markdown]
-# **References.** M. Pietroń, arXiv:2605.05228 (2026); GPTQ (Frantar et al., ICLR 2023) and AdaRound (Nagel
-# et al., ICML 2020).
+# **References.** M. Pietroń, arXiv:2605.05228 (2026); GPTQ (Frantar et al., ICLR 2023), AdaRound (Nagel
+# et al., ICML 2020) and BRECQ (Li et al., ICLR 2021).
 #
 # **Read next:** `07_rounding_methods`, the rounding methods side by side: what each optimises and what each
 # costs. Headless: `qevo reproduce --experiment autoencoder`
