@@ -339,5 +339,12 @@ def test_side_by_side_reuses_the_context_and_shows_every_method(ckpt, monkeypatc
     row["es_test_accuracy"] = row["adaround_test_accuracy"] - 0.05       # five points behind AdaRound
     with pytest.raises(AssertionError):
         check_side_by_side(res, TASK, tolerance=0.01)
+    row["es_test_accuracy"] = max(row["gptq_test_accuracy"], row["adaround_test_accuracy"])
+    row["es_gptq_test_accuracy"], row["es_adaround_test_accuracy"] = row["gptq_test_accuracy"], row["es_test_accuracy"]
+    check_side_by_side(res, TASK, tolerance=0.01)                                   # nothing behind: passes
+    with pytest.raises(AssertionError, match="is not behind"):                      # a claimed lead must hold
+        check_side_by_side(res, TASK, tolerance=0.01, behind=(("es_gptq", "gptq"),))
+    row["adaround_test_accuracy"] = row["es_adaround_test_accuracy"] = row["es_test_accuracy"] + 0.05
+    check_side_by_side(res, TASK, tolerance=0.01, behind=(("es", "adaround"),))  # the lead the notebook states
     with pytest.raises(ValueError, match="other data"):
         ctx.with_profile(tiny_profile(search_size=64))
