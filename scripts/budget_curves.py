@@ -31,12 +31,15 @@ BUDGETS = {"gptq": ("samples", (128, 256, 1024)), "adaround": ("steps", (250, 10
            "brecq": ("steps", (250, 1000, 4000)), "es": ("images", (64, 256, 1024))}
 
 
-def configs(profile) -> list[tuple[str, str, int, object]]:
-    """``(method name, budget name, budget, config)`` for every method of ``profile`` (its peers and its ES)."""
+def configs(profile, steps=None) -> list[tuple[str, str, int, object]]:
+    """``(method name, budget name, budget, config)`` for every method of ``profile`` (its peers and its ES);
+    ``steps``: AdaRound's and block reconstruction's step budgets instead of :data:`BUDGETS`'."""
     out = []
     for config in profile.peers + (profile.es,):
         name = get_method(config).name
         field, values = BUDGETS[name]
+        if field == "steps" and steps:
+            values = steps
         if field in ("samples", "images"):   # no more images than the search split has
             values = sorted({min(v, profile.search_size) for v in values})
         for v in values:
@@ -52,6 +55,8 @@ def main() -> None:
     ap.add_argument("--model", default="vgg", help="a model label of the task's profiles")
     ap.add_argument("--bits", type=int, default=2)
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", default=None, help="AdaRound's and block reconstruction's step budgets, e.g. "
+                    "250,1000 (default: 250,1000,4000)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="results/budget_curves.jsonl")
     ap.add_argument("--figure", default=None, help="PNG path (default: next to --out)")
@@ -68,7 +73,8 @@ def main() -> None:
             r = json.loads(line)
             done[(r["task"], r["arch"], r["bits"], json.dumps(r["config"], sort_keys=True), r["seed"])] = r
     rows = []
-    for name, field, budget, config in configs(ctx.profile):
+    steps = [int(v) for v in args.steps.split(",")] if args.steps else None
+    for name, field, budget, config in configs(ctx.profile, steps):
         seeds = [int(s) for s in args.seeds.split(",")] if get_method(config).seeded else [0]
         for seed in seeds:
             key = (args.task, arch, args.bits, json.dumps(config_dict(config), sort_keys=True), seed)
