@@ -99,17 +99,18 @@ def main() -> None:
         rows = []
         for changes in parse_grid(args.grid):
             config = replace(base, **changes)
-            accs, losses, secs = [], [], []
+            values, losses, secs = [], [], []
             for s in seeds:
                 t0 = time.perf_counter()
                 res = choose_codes(config, RoundingProblem(fmodel, rtn, ctx.search, seed=s, loss=ctx.task.es_loss,
                                                            metric=ctx.task.es_metric))
                 secs.append(time.perf_counter() - t0)
                 numbers = score(res.state.to_model(fmodel))
-                accs.append(numbers[head.key])
+                values.append(numbers[head.key])
                 losses.append(numbers["loss"])
             row = {"task": args.task, "arch": arch, "bits": args.bits, "config": config_dict(config),
-                   "changes": changes, "seeds": seeds, f"validation_{head.key}": statistics.fmean(accs), "validation_loss": statistics.fmean(losses),
+                   "changes": changes, "seeds": seeds, f"validation_{head.key}": statistics.fmean(values),
+                   "validation_loss": statistics.fmean(losses),
                    "seconds": statistics.fmean(secs), "threads": args.threads}
             rows.append(row)
             with out.open("a") as f:

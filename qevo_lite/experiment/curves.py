@@ -54,8 +54,9 @@ def curve_targets(points: list[dict], head, es_label: str = "ES") -> dict:
         reach = [e for e in es if head.improvement(e["value"], p["value"]) >= 0]
         fastest = min(reach, key=lambda e: e["seconds"], default=None)
         ratio = None if fastest is None else fastest["seconds"] / p["seconds"]
+        es_budget = None if fastest is None else f"{fastest['budget']} {fastest.get('unit') or ''}".strip()
         budgets.append({"method": p["method"], "budget": p["budget"], "unit": p.get("unit"), "value": p["value"],
-                        "seconds": p["seconds"], "es_budget": fastest and f"{fastest['budget']} {fastest.get('unit') or ''}".strip(),
+                        "seconds": p["seconds"], "es_budget": es_budget,
                         "es_seconds": fastest and fastest["seconds"], "time_ratio": ratio,
                         "met": ratio is not None and ratio <= 0.5})
     best = lambda pts: max(pts, key=lambda q: head.improvement(q["value"], 0.0))
