@@ -13,7 +13,9 @@
 #                        are masked (tests/nbval_mask_numbers.cfg), the notebooks' asserts still hold; not part of CI
 #   ./run.sh test-newest the same tests in .venv-newest, with the newest versions the index offers, past the project's
 #                        own caps (scripts/dependency_versions.py capped) too: finds the next break on purpose; not CI
-#   ./run.sh lock        refresh requirements/test.lock (pip-compile, from pyproject.toml and requirements/torch-cap.txt)
+#   ./run.sh lock        update requirements/test.lock after pyproject.toml changed (pip-compile, from pyproject.toml and
+#                        requirements/torch-cap.txt; keeps the pins that still satisfy it); ./run.sh lock --upgrade
+#                        moves every pin to the newest version the index offers
 #   ./run.sh notebooks   rebuild notebooks/*.ipynb from notebooks/src/ and execute them (fast profile)
 #   ./run.sh qevo ...    any other qevo command, e.g. ./run.sh qevo bench
 set -euo pipefail
@@ -63,7 +65,7 @@ browser() {   # the widget test drives Debian's chromium (Playwright's own brows
   fi
 }
 
-EXTRAS=".[test,crosscheck,classroom]"
+EXTRAS=".[test,crosscheck,classroom,export]"
 PYTEST=(python -m pytest -q --nbval-lax --durations=15 tests notebooks/*.ipynb)
 cmd=${1:-demo}; shift || true
 case "$cmd" in
@@ -80,8 +82,8 @@ case "$cmd" in
     fi ;;
   lock)          # pip-compile in its own venv; resolves with pip, so it sees the same index and disk as pip
     [ -x .venv-lock/bin/pip-compile ] || { "$PY" -m venv .venv-lock && .venv-lock/bin/python -m pip install -q --upgrade pip pip-tools; }
-    CUSTOM_COMPILE_COMMAND="./run.sh lock" .venv-lock/bin/pip-compile -q --upgrade --extra test --extra crosscheck \
-      --extra classroom --strip-extras --no-emit-index-url --no-emit-find-links -c requirements/torch-cap.txt \
+    CUSTOM_COMPILE_COMMAND="./run.sh lock" .venv-lock/bin/pip-compile -q --extra test --extra crosscheck \
+      --extra classroom --extra export --strip-extras --no-emit-index-url --no-emit-find-links -c requirements/torch-cap.txt \
       -o requirements/test.lock pyproject.toml "$@"
     echo "requirements/test.lock refreshed: run ./run.sh test before committing it" >&2; exit 0 ;;
   *) setup .venv -c requirements/test.lock -e "$EXTRAS" ;;

@@ -14,6 +14,7 @@ from .evaluators.full import FullEvaluator
 from .evaluators.incremental import IncrementalEvaluator
 from .quant.export import float_size_bytes, load_state, save_state
 from .quant.fold import fold_batchnorm, quantizable_layers
+from .quant.onnx_export import OnnxExport, export_onnx, run_onnx
 from .quant.grid import SCALE_RULES, LayerQuant, QuantConfig, QuantState, quantize_model, quantize_tensor
 from .quant.rtn import best_rtn
 from .rounding.adaround import adaround
@@ -24,9 +25,9 @@ from .tasks import load_pretrained, train_checkpoint
 
 __version__ = "0.1.0"
 __all__ = ["ARCHITECTURES", "DatasetUnavailable", "ESConfig", "ESResult", "FullEvaluator",
-           "IncrementalEvaluator", "LayerQuant", "QuantConfig", "QuantState", "SCALE_RULES", "Split", "Splits",
-           "adaround", "best_rtn", "build_model", "default_device", "evaluate", "float_size_bytes",
+           "IncrementalEvaluator", "LayerQuant", "OnnxExport", "QuantConfig", "QuantState", "SCALE_RULES", "Split", "Splits",
+           "adaround", "best_rtn", "build_model", "default_device", "evaluate", "export_onnx", "float_size_bytes",
            "fold_batchnorm", "gptq", "load_pretrained", "load_splits", "load_state", "predict_logits",
            "quantize", "QuantizeReport",
-           "quantizable_layers", "quantize_model", "quantize_tensor", "run_es", "save_state",
+           "quantizable_layers", "quantize_model", "quantize_tensor", "run_es", "run_onnx", "save_state",
            "train_checkpoint", "train_classifier"]

@@ -35,6 +35,7 @@ from .evaluators.base import Loss, resolve_loss
 from .methods import RoundingProblem, choose_codes, default_config, get_method
 from .quant.export import float_size_bytes, save_state
 from .quant.fold import fold_batchnorm, unquantized_weighted_modules
+from .quant.onnx_export import export_float_onnx, export_onnx
 from .quant.rtn import best_rtn
 
 
@@ -56,6 +57,8 @@ class QuantizeReport:
     test: dict = field(default_factory=dict)
     rtn_test: dict = field(default_factory=dict)
     left_in_float: list = field(default_factory=list)
+    onnx: object = None              # an OnnxExport when ``onnx=`` was given
+    onnx_float_bytes: int = 0        # the same model as a float32 ONNX file
 
     def __str__(self) -> str:
         fmt = lambda d: ", ".join(f"{k} {v:.4g}" for k, v in d.items()) or "-"  # noqa: E731
@@ -67,6 +70,12 @@ class QuantizeReport:
                      f"({100 * self.moved / max(1, self.weights):.2f}%)")
         lines.append(f"  packed size {self.packed_bytes:,} bytes vs {self.float_bytes:,} as float32 "
                      f"({self.float_bytes / max(1, self.packed_bytes):.1f}x smaller)")
+        if self.onnx is not None:
+            lines.append(f"  ONNX {self.onnx.path} {self.onnx.bytes:,} bytes vs {self.onnx_float_bytes:,} as float32 "
+                         f"ONNX ({self.onnx_float_bytes / max(1, self.onnx.bytes):.1f}x smaller; "
+                         f"{len(self.onnx.integer_layers)} layers with integer weights)")
+            if self.onnx.float_layers:
+                lines.append(f"  left float32 in the ONNX file: {self.onnx.float_layers}")
         if self.left_in_float:
             lines.append(f"  left in float: {self.left_in_float}")
         return "\n".join(lines)
@@ -121,7 +130,7 @@ def _check_counts(samples: int, budget: int, adaround_steps: int) -> None:
 
 def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, loss=None,
              granularity: str = "per_channel", seed: int = 0, budget: int = 64, samples: int = 256,
-             adaround_steps: int = 1000, progress: bool = True) -> tuple[nn.Module, QuantizeReport]:
+             adaround_steps: int = 1000, progress: bool = True, onnx=None) -> tuple[nn.Module, QuantizeReport]:
     """Quantize ``model``'s weights to ``bits`` bits with ``method`` (see the module docstring).
 
     Args:
@@ -141,6 +150,9 @@ def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, l
             ``"output_mse"`` to the float model's outputs for inputs alone.
         samples: images whose layer inputs the layer-wise methods fit (AdaRound: 4x as many).
         budget: the global ES stage's evaluations; adaround_steps: AdaRound's Adam steps per layer.
+        onnx: a path: also write the quantized model there as ONNX with integer weights
+            (:func:`qevo_lite.quant.onnx_export.export_onnx`; needs the ``export`` extra); the report gives its
+            size next to the float32 ONNX file's.
     Returns ``(quantized model, report)``."""
     _check_counts(samples, budget, adaround_steps)
     config = default_config(method, samples, budget, adaround_steps) if isinstance(method, str) else method
@@ -173,4 +185,9 @@ def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, l
     if test is not None:
         report.test = _scores(qmodel, test, spec, metric_fn)
         report.rtn_test = _scores(rtn.state.to_model(fmodel), test, spec, metric_fn)
+    if onnx is not None:
+        example = split.x[:2].to(next(fmodel.parameters()).device)
+        report.onnx = export_onnx(fmodel, state, example, onnx)
+        with tempfile.TemporaryDirectory() as tmp:
+            report.onnx_float_bytes = export_float_onnx(fmodel, example, Path(tmp) / "float.onnx")
     return qmodel.eval(), report

@@ -15,7 +15,8 @@ Repository``, the one place it is written):
 
 * ``{{colab_badge}}`` (in a markdown cell): the notebook's "Open in Colab" badge;
 * a code cell holding only ``# {{install_cell}}``: a cell that installs qevo-lite where it is missing (Colab,
-  a fresh machine) with ``pip install "qevo-lite @ git+<URL>"``; ``QEVO_LITE_URL`` overrides the URL (a fork,
+  a fresh machine) with ``pip install "qevo-lite[export] @ git+<URL>"`` (the export extra: notebook 01 runs the
+  ONNX file with onnxruntime); ``QEVO_LITE_URL`` overrides the URL (a fork,
   or a ``git+file://`` clone for the offline test).
 
 ``python scripts/notebooks.py build``   writes ``notebooks/<name>.ipynb`` from each source (no outputs);
@@ -68,7 +69,7 @@ import sys
 if importlib.util.find_spec("qevo_lite") is None:
     url = os.environ.get("QEVO_LITE_URL", "git+{repository_url()}.git")
     print(f"installing qevo-lite from {{url}} (a minute; the pretrained models come with it)")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"qevo-lite @ {{url}}"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"qevo-lite[export] @ {{url}}"], check=True)
 import qevo_lite
 
 print(f"qevo-lite {{qevo_lite.__version__}} from {{os.path.dirname(qevo_lite.__file__)}}")'''
