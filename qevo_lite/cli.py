@@ -1,4 +1,4 @@
-"""The ``qevo`` command: headless training, demos, benchmarks and reproductions."""
+"""The ``qevo`` command: headless training, demos, benchmarks, reproductions, and quantizing a torchvision model."""
 from __future__ import annotations
 
 import argparse
@@ -122,6 +122,54 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    """A torchvision model and an image folder through ``qv.quantize``; the result as ONNX or packed codes."""
+    from pathlib import Path
+    import torch
+    from .torchvision_models import batchnorm_statistics_from, image_folder, torchvision_model
+    from .user_model import quantize
+    weights = None if args.weights.lower() == "none" else args.weights
+    model = torchvision_model(args.model, weights=weights)
+    data = image_folder(args.data, args.resolution, limit=args.images)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    if weights is None:   # untrained: batch-norm statistics of these images, so activations have a trained scale
+        batchnorm_statistics_from(model, images)
+    if args.loss == "output_mse":   # inputs alone: the float model's own outputs are the targets
+        data = images
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix != ".onnx":
+        raise ValueError(f"--out {out}: write an ONNX file (a path ending in .onnx).")
+    print(f"qevo quantize: {args.model} ({'untrained' if weights is None else weights + ' weights'}), "
+          f"{len(data)} images of {args.data} at {args.resolution} px, W{args.bits}, {args.method}")
+    _, report = quantize(model, data, bits=args.bits, method=args.method, loss=args.loss, samples=args.samples,
+                         budget=args.budget, progress=not args.no_progress, onnx=out)
+    print(report)
+    return 0
+
+
+def _add_quantize(sub) -> None:
+    """The ``quantize`` sub-command: a torchvision model on an image folder."""
+    p = sub.add_parser("quantize", help="quantize a torchvision model on an image folder; write it as ONNX")
+    p.add_argument("--model", required=True, help="torchvision:<name>, e.g. torchvision:resnet18, "
+                   "torchvision:mobilenet_v2, torchvision:retinanet_resnet50_fpn")
+    p.add_argument("--weights", default="DEFAULT",
+                   help="torchvision weights name (DEFAULT: the pretrained ones, downloaded once), or none")
+    p.add_argument("--data", required=True, help="a folder of class sub-folders of images (ImageNet's val layout)")
+    p.add_argument("--images", type=int, default=256, help="calibration images read from --data (default 256)")
+    p.add_argument("--resolution", type=int, default=224, help="image side in pixels after the centre crop")
+    p.add_argument("--bits", type=int, default=4)
+    p.add_argument("--method", default="es", help="a registered method: rtn, gptq, adaround, brecq, es")
+    p.add_argument("--loss", default="output_mse", choices=("output_mse", "cross_entropy"),
+                   help="output_mse (default): match the float model's outputs, no labels needed; "
+                        "cross_entropy: the folder's class index as the label (right for ImageNet's 1,000 "
+                        "synset folders, sorted)")
+    p.add_argument("--samples", type=int, default=256, help="images the layer-wise methods fit")
+    p.add_argument("--budget", type=int, default=64, help="the ES's global-stage evaluations")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", default=None, help="write the quantized model here as ONNX with integer weights")
+    p.set_defaults(func=cmd_quantize)
+
+
 def _add_reproduce(sub) -> None:
     """The ``reproduce`` sub-command and its options."""
     p = sub.add_parser("reproduce", help="the experiments headless: JSON, Markdown tables, figures")
@@ -200,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     _add_reproduce(sub)
+    _add_quantize(sub)
 
     return parser
 
