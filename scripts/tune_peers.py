@@ -3,7 +3,10 @@
 The validation slice is the one the ES's own settings were chosen on: images 1,024-2,047 of the classification
 task's held-back pool (training images never used in pretraining; the first 1,024 are the search split every
 method fits). For the autoencoder (``--task autoencoder``) it is the same slice of its search pool (normal-class
-images held back from training; the first 1,024 are its search split), scored by the reconstruction MSE. Each setting of the grid (the cartesian product of ``--grid``) runs the registered method
+images held back from training; the first 1,024 are its search split), scored by the reconstruction MSE. For
+detection (``--task detection``) it is canvases 192-575 of the search pool (the same generator continued: the
+first 192 are the fast profile's search split, drawn from training glyphs the detector never saw), scored by
+mAP@[.5:.95]. Each setting of the grid (the cartesian product of ``--grid``) runs the registered method
 (:mod:`qevo_lite.methods`) from the RTN state of the fast profile's models, and is scored by its accuracy and
 loss on the validation slice; the wall time is the method's own (:func:`qevo_lite.methods.choose_codes`).
 One process, 2 threads, one seed per setting unless ``--seeds`` says more.
@@ -29,10 +32,13 @@ import torch
 from qevo_lite import evaluate, load_splits
 from qevo_lite.core.data import Split
 from qevo_lite.tasks.autoencoder.metrics import search_mse
+from qevo_lite.tasks.detection.data import DetectionSplit
+from qevo_lite.tasks.detection.metrics import evaluate_detector
 from qevo_lite.methods import RoundingProblem, as_config, choose_codes, config_dict
 from qevo_lite.tasks import context
 
 VALIDATION = slice(1024, 2048)
+DETECTION_VALIDATION = slice(192, 576)
 
 
 def validation(ctx) -> tuple[Split, object]:
@@ -42,11 +48,18 @@ def validation(ctx) -> tuple[Split, object]:
     if ctx.task.name == "autoencoder":
         pool = ctx.task.load_splits(p.with_overrides(search_size=VALIDATION.stop)).search
         score = lambda model: {"mse": (m := search_mse(model, val)), "loss": m}  # noqa: E731
+    elif ctx.task.name == "detection":
+        pool = ctx.task.load_splits(p.with_overrides(search_size=DETECTION_VALIDATION.stop)).search
+        score = lambda model: evaluate_detector(model, val)  # noqa: E731
     else:
         pool = load_splits(p.dataset, search_size=VALIDATION.stop, seed=p.split_seed).search
         score = lambda model: evaluate(model, val)  # noqa: E731
     assert torch.equal(pool.x[:len(ctx.search)], ctx.search.x), "the pool must start with the profile's search split"
-    val = Split(pool.x[VALIDATION], pool.y[VALIDATION])
+    part = DETECTION_VALIDATION if ctx.task.name == "detection" else VALIDATION
+    assert part.start >= len(ctx.search), "the validation slice must not overlap the search split"
+    val = Split(pool.x[part], pool.y[part])
+    if ctx.task.name == "detection":   # mAP is computed against the box lists
+        val = DetectionSplit(val.x, val.y, pool.targets[part])
     return val, score
 
 
@@ -73,7 +86,7 @@ def _value(text: str):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--method", default="adaround", help="a registered method (default: adaround)")
-    ap.add_argument("--task", default="classification", choices=("classification", "autoencoder"))
+    ap.add_argument("--task", default="classification", choices=("classification", "autoencoder", "detection"))
     ap.add_argument("--models", default="vgg,resnet", help="model labels of the task's fast profile (autoencoder: ae)")
     ap.add_argument("--bits", type=int, default=2)
     ap.add_argument("--grid", default="", help='settings to try, e.g. "lr=1e-3,1e-2;reduction=sum_channels,mean"')
