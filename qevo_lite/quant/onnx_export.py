@@ -114,15 +114,14 @@ def _exported(model: nn.Module, example: torch.Tensor, opset: int):
     return proto, exporter
 
 
-def _element_type(lq: LayerQuant, bits: int, opset: int):
-    """``(ONNX TensorProto type, name, numpy container dtype, packed 4-bit?)`` for a layer's codes."""
+def _element_type(lq: LayerQuant, bits: int, opset: int) -> tuple[int, str, bool]:
+    """``(ONNX TensorProto type, its name, packed two per byte?)`` for a layer's codes: signed types for
+    symmetric grids (``qmin < 0``), unsigned for asymmetric ones; 4-bit from opset 21 at W2-W4."""
     onnx = _onnx()
     signed = lq.qmin < 0
     if bits <= 4 and opset >= INT4_OPSET:
-        return (onnx.TensorProto.INT4, "INT4", np.int8, True) if signed else (onnx.TensorProto.UINT4, "UINT4",
-                                                                               np.uint8, True)
-    return (onnx.TensorProto.INT8, "INT8", np.int8, False) if signed else (onnx.TensorProto.UINT8, "UINT8",
-                                                                            np.uint8, False)
+        return (onnx.TensorProto.INT4, "INT4", True) if signed else (onnx.TensorProto.UINT4, "UINT4", True)
+    return (onnx.TensorProto.INT8, "INT8", False) if signed else (onnx.TensorProto.UINT8, "UINT8", False)
 
 
 def _int_tensor(name: str, values: np.ndarray, kind, packed4: bool):
@@ -180,7 +179,7 @@ def _integer_weights(model_proto, qmodel: nn.Module, state: QuantState, opset: i
         axis = 1 if is_transposed(module) else 0
         if transposed:
             codes, axis = codes.T, 1 - axis
-        kind, kind_name, _, packed4 = _element_type(lq, state.config.bits, opset)
+        kind, kind_name, packed4 = _element_type(lq, state.config.bits, opset)
         shape = () if per_tensor else (len(lq.scale),)
         scale = lq.scale.numpy().astype(np.float32).reshape(shape)
         zp = lq.zero_point.numpy().reshape(shape)
