@@ -54,7 +54,7 @@ def test_untrained_batchnorm_gets_the_statistics_of_real_inputs(folder):
 
 
 def test_a_classifier_through_every_method(folder):
-    """MobileNetV2 (depthwise convs, 52 layers): each method quantizes every layer; the ES lowers the output
+    """MobileNetV2 (depthwise convs, 53 layers): each method quantizes every layer; the ES lowers the output
     error it is given to fit (16 images: it overfits them, see the README)."""
     torch.manual_seed(0)
     model = torchvision_model("torchvision:mobilenet_v2", num_classes=10)
@@ -101,3 +101,17 @@ def test_the_command_writes_an_onnx_file_onnxruntime_agrees_with(folder, tmp_pat
     assert main(["quantize", "--model", "torchvision:resnet18", "--weights", "none", "--data", str(folder),
                  "--out", str(tmp_path / "r18.pt")]) == 2          # not an ONNX path: a one-line error
     assert "ONNX file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["resnet50"])   # "vgg16_bn" passes too, in about two minutes: not in CI
+def test_the_large_classifiers_pass_through_nearest_rounding(folder, name):
+    """ResNet-50 (25.6 M weights) through ``qv.quantize`` with RTN (VGG-16-BN, 138 M, the same; the other
+    methods' per-layer statistics of VGG-16's 25,088-input classifier layer alone would be 2.5 GB: see the README)."""
+    torch.manual_seed(0)
+    model = torchvision_model(f"torchvision:{name}", num_classes=10)
+    x = torch.stack([image_folder(folder, SIDE)[i][0] for i in range(8)])
+    batchnorm_statistics_from(model, x)
+    qmodel, report = qv.quantize(model, x, bits=4, method="rtn", progress=False)
+    assert not report.left_in_float and report.weights > 2 * 10 ** 7 and report.packed_bytes < report.float_bytes / 7
+    with torch.no_grad():
+        assert torch.isfinite(qmodel(x)).all()
