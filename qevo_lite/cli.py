@@ -123,11 +123,14 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    """A torchvision model and an image folder through ``qv.quantize``; the result as ONNX or packed codes."""
+    """A torchvision model and an image folder through ``qv.quantize``; the report, and the model as ONNX."""
     from pathlib import Path
     import torch
     from .torchvision_models import batchnorm_statistics_from, image_folder, torchvision_model
     from .user_model import quantize
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix != ".onnx":
+        raise ValueError(f"--out {out}: write an ONNX file (a path ending in .onnx).")
     weights = None if args.weights.lower() == "none" else args.weights
     model = torchvision_model(args.model, weights=weights)
     data = image_folder(args.data, args.resolution, limit=args.images)
@@ -136,9 +139,6 @@ def cmd_quantize(args) -> int:
         batchnorm_statistics_from(model, images)
     if args.loss == "output_mse":   # inputs alone: the float model's own outputs are the targets
         data = images
-    out = Path(args.out) if args.out else None
-    if out is not None and out.suffix != ".onnx":
-        raise ValueError(f"--out {out}: write an ONNX file (a path ending in .onnx).")
     print(f"qevo quantize: {args.model} ({'untrained' if weights is None else weights + ' weights'}), "
           f"{len(data)} images of {args.data} at {args.resolution} px, W{args.bits}, {args.method}")
     _, report = quantize(model, data, bits=args.bits, method=args.method, loss=args.loss, samples=args.samples,
