@@ -122,3 +122,9 @@ def test_demo_profiles_run_every_method_once_at_the_headline_width():
     assert detection.PROFILES["demo"].option("compare_budget") == 0            # no fitness study in the demo
     # the classification peers at the settings chosen on the validation slice (docs/tuning.md)
     assert AdaRoundConfig(lr=0.1, reduction="mean") in classification.PROFILES["fast"].peers
+    # detection's fast profile (notebook 05, the README's 3-seed table) runs the peers validated on its own slice,
+    # block reconstruction with the Fisher weighting among them, and no "ES from <peer>" runs
+    det_fast = detection.PROFILES["fast"]
+    assert det_fast.peers == detection.TUNED_PEERS and not det_fast.es_from_peers
+    assert [get_method(c).name for c in det_fast.peers] == ["gptq", "adaround", "brecq"]
+    assert det_fast.peers[2].fisher and det_fast.peers[1].lr == 0.1

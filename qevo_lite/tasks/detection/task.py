@@ -47,10 +47,15 @@ PROFILES = {
                     min_drop_points=1.0, extra_granularities=(),
                     options={"compare_budget": 200, "compare_model": "det_vgg_small", "compare_seeds": (0,)}),
 }
-# ./run.sh demo: every method once at the headline width W2, one seed; the peers at the settings validated on
-# this task's own validation slice (docs/tuning.md, "Detection": canvases 192-575 of the search pool)
+# the peers at the settings validated on this task's own validation slice (docs/tuning.md, "Detection": canvases
+# 192-575 of the search pool). The fast profile runs them without the ES from each peer's codes: with three
+# peers at 100-160 s each per detection cell that would add three ES runs per cell and tell what notebooks 03
+# and 06 already show (started from a peer, the ES ends near where it ends from RTN, or undoes block
+# reconstruction's trades).
 TUNED_PEERS = (GPTQConfig(samples=1024, damp=0.01), AdaRoundConfig(lr=0.1, reduction="mean"),
                BlockReconstructionConfig(lr=0.1, fisher=True))
+PROFILES["fast"] = PROFILES["fast"].with_overrides(peers=TUNED_PEERS, es_from_peers=False)
+# ./run.sh demo: every method once at the headline width W2, one seed
 PROFILES["demo"] = PROFILES["fast"].headline(2, TUNED_PEERS, {"vgg": "det_vgg_small"}).with_overrides(
     options={**PROFILES["fast"].options, "compare_budget": 0})   # no fitness comparison: notebook 05 shows it
 # the ES as first built, which notebook 05 walks: the global stage alone
