@@ -117,6 +117,7 @@ def test_demo_profiles_run_every_method_once_at_the_headline_width():
         demo, fast = task.PROFILES["demo"], task.PROFILES["fast"]
         assert demo.name == "demo" and demo.bits == (bits,) and demo.seeds == (0,) and not demo.es_from_peers
         assert [get_method(c).name for c in demo.peers] == ["gptq", "adaround", "brecq"]
+        assert demo.peers == task.TASK.tuned_peers == task.TUNED_PEERS
         assert demo.es == fast.es and demo.search_size == fast.search_size and set(demo.models) <= set(fast.models)
         assert task.TASK.first_es["demo"] == task.TASK.first_es["fast"]
     assert detection.PROFILES["demo"].option("compare_budget") == 0            # no fitness study in the demo
@@ -125,6 +126,6 @@ def test_demo_profiles_run_every_method_once_at_the_headline_width():
     # detection's fast profile (notebook 05, the README's 3-seed table) runs the peers validated on its own slice,
     # block reconstruction with the Fisher weighting among them, and no "ES from <peer>" runs
     det_fast = detection.PROFILES["fast"]
-    assert det_fast.peers == detection.TUNED_PEERS and not det_fast.es_from_peers
+    assert det_fast.peers == detection.TASK.tuned_peers and not det_fast.es_from_peers
     assert [get_method(c).name for c in det_fast.peers] == ["gptq", "adaround", "brecq"]
     assert det_fast.peers[2].fisher and det_fast.peers[1].lr == 0.1

@@ -95,6 +95,8 @@ class Task:
         profiles: ``{"fast": Profile, "full": Profile}``.
         first_es: ``{profile name: EvolutionConfig}``: the ES as first built, which the task's notebook walks
             before it shows the default ES next to the peers (empty: the notebook walks the default).
+        tuned_peers: the rounding peers at the settings chosen on this task's validation slice
+            (docs/tuning.md), as method configs; the demo profile runs them, notebooks pick from them.
         study_options: keys of the profile's ``options`` that only the task's extra studies read
             (:meth:`extra`); they do not change a cell's numbers, so cells are reused across them and
             :meth:`without_studies` turns the studies off.
@@ -111,6 +113,7 @@ class Task:
     architectures: tuple = ()
     profiles: dict = {}
     first_es: dict = {}
+    tuned_peers: tuple = ()
     study_options: tuple = ()
 
     # -- data and models --------------------------------------------------------------------------

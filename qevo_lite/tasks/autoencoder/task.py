@@ -84,6 +84,7 @@ class AutoencoderTask(Task):
     plotted_metrics = 2
     architectures = (ARCH,)
     first_es = FIRST_ES
+    tuned_peers = TUNED_PEERS
     profiles = PROFILES
 
     def load_splits(self, profile, download: bool | None = None):

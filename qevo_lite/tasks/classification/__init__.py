@@ -3,6 +3,6 @@
 ``TASK`` is the task of the experiment pipeline; :mod:`.walk` holds the notebooks' steps.
 """
 from . import walk
-from .task import DEFAULT_RECIPE, PROFILES, RECIPES, TASK, ClassificationTask
+from .task import DEFAULT_RECIPE, PROFILES, RECIPES, TASK, TUNED_PEERS, ClassificationTask
 
-__all__ = ["DEFAULT_RECIPE", "PROFILES", "RECIPES", "TASK", "ClassificationTask", "walk"]
+__all__ = ["DEFAULT_RECIPE", "PROFILES", "RECIPES", "TASK", "TUNED_PEERS", "ClassificationTask", "walk"]

@@ -64,6 +64,7 @@ class ClassificationTask(Task):
     hurt = 2.0
     architectures = tuple(ARCHITECTURES)
     first_es = FIRST_ES
+    tuned_peers = TUNED_PEERS
     profiles = PROFILES
 
     def load_splits(self, profile, download: bool | None = None):

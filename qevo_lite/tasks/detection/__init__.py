@@ -10,8 +10,8 @@ from .task import PROFILES, TASK, TUNED_PEERS, DetectionTask, train_detector
 
 __all__ = ["ARCHITECTURES", "DATASETS", "PROFILES", "RECIPES", "STRIDE", "TASK", "TUNED_PEERS", "CenterHead",
            "DetectionSplit", "DetectionSplits", "DetectionTask", "ResNetDetector", "VGGDetector", "build_model",
-           "decode",
-           "detection_loss", "detection_loss_on", "draw_boxes", "encode_targets", "evaluate_detector", "load_dataset",
-           "load_detection_splits", "load_glyphs", "load_voc", "make_canvases", "map_fitness", "mean_average_precision",
-           "outputs_from_targets", "plot_before_after", "plot_fitness_comparison", "plot_samples", "predict",
-           "run_fitness_comparison", "summarize_comparison", "targets_from_dense", "tight_box", "train_detector"]
+           "decode", "detection_loss", "detection_loss_on", "draw_boxes", "encode_targets", "evaluate_detector",
+           "load_dataset", "load_detection_splits", "load_glyphs", "load_voc", "make_canvases", "map_fitness",
+           "mean_average_precision", "outputs_from_targets", "plot_before_after", "plot_fitness_comparison",
+           "plot_samples", "predict", "run_fitness_comparison", "summarize_comparison", "targets_from_dense",
+           "tight_box", "train_detector"]

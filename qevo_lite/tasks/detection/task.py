@@ -87,6 +87,7 @@ class DetectionTask(Task):
     plotted_metrics = 2
     architectures = tuple(ARCHITECTURES)
     first_es = FIRST_ES
+    tuned_peers = TUNED_PEERS
     study_options = ("compare_budget", "compare_model", "compare_seeds")
     profiles = PROFILES
 
