@@ -121,7 +121,10 @@ def test_demo_profiles_run_every_method_once_at_the_headline_width():
         assert demo.es == fast.es and demo.search_size == fast.search_size and set(demo.models) <= set(fast.models)
         assert task.TASK.first_es["demo"] == task.TASK.first_es["fast"]
     assert detection.PROFILES["demo"].option("compare_budget") == 0            # no fitness study in the demo
-    # the classification peers at the settings chosen on the validation slice (docs/tuning.md)
+    # every fast profile (the README's 3-seed tables) runs its task's peers at the settings chosen on the validation
+    # slice (docs/tuning.md), block reconstruction included
+    for task in (classification, detection, autoencoder):
+        assert task.PROFILES["fast"].peers == task.TASK.tuned_peers
     assert AdaRoundConfig(lr=0.1, reduction="mean") in classification.PROFILES["fast"].peers
     # detection's fast profile (notebook 05, the README's 3-seed table) runs the peers validated on its own slice,
     # block reconstruction with the Fisher weighting among them, and no "ES from <peer>" runs

@@ -34,12 +34,12 @@ DEFAULT_RECIPE = {"epochs": 3, "lr": 3e-3}
 TUNED_PEERS = (GPTQConfig(samples=1024, damp=0.01), AdaRoundConfig(lr=0.1, reduction="mean"),
                BlockReconstructionConfig(lr=0.1, fisher=False))
 PROFILES = {
-    # fast: GPTQ and AdaRound tuned (block reconstruction runs in the demo profile only: notebooks 03 and 04 stay
-    # within minutes); full: the peers at their defaults (not validated on CIFAR-10 yet)
+    # fast: the three peers tuned (notebooks 03 and 04 run them with one seed to stay within 4 minutes); full: the
+    # peers at their defaults (not validated on CIFAR-10 yet)
     "fast": Profile("fast", "classification", "fashion_mnist", {"vgg": "vgg_small", "resnet": "resnet_small"},
                     bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=1024, test_size=5000,
                     es=EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=64)), report_every=2,
-                    min_drop_points=0.5, peers=TUNED_PEERS[:2]),
+                    min_drop_points=0.5, peers=TUNED_PEERS),
     "full": Profile("full", "classification", "cifar10", {"vgg": "vgg11", "resnet": "resnet20"},
                     bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=4096, test_size=None,
                     es=EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)), report_every=25,
