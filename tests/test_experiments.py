@@ -348,3 +348,31 @@ def test_side_by_side_reuses_the_context_and_shows_every_method(ckpt, monkeypatc
     check_side_by_side(res, TASK, tolerance=0.01, behind=(("es", "adaround"),))  # the lead the notebook states
     with pytest.raises(ValueError, match="other data"):
         ctx.with_profile(tiny_profile(search_size=64))
+    # a notebook picks some of the profile's peers by name, with or without the ES from their codes
+    some = run_side_by_side(ctx, bits=(2,), seeds=(0,), base=base, peers=("adaround",), es_from_peers=False,
+                            progress=False)
+    md = side_by_side_markdown(some, TASK)
+    assert "| vgg_small | W2 | AdaRound |" in md and "GPTQ" not in md and "ES from" not in md.replace(
+        "ES from RTN", "")
+    with pytest.raises(ValueError, match="brecq"):
+        run_side_by_side(ctx, bits=(2,), seeds=(0,), base=base, peers=("brecq",), progress=False)
+
+
+def test_every_method_sees_the_weight_layout_the_evaluation_leaves(ckpt):
+    """The classifier's evaluation runs the model in channels_last layout and converts it in place; the context
+    converts it when it loads it, so a method run before the first evaluation sees the same weights, strides
+    included, as one run after it (the CPU conv kernels round differently in each layout, and the ES's choices
+    follow its float comparisons: a budget-curve run and a grid cell had given different ES codes at one seed)."""
+    ctx = Context(TASK, tiny_profile(), device="cpu", checkpoint_dir=ckpt)
+    fmodel, _ = ctx.model("vgg_small")
+    strides = {n: p.stride() for n, p in fmodel.named_parameters()}
+    convs = [p for p in fmodel.parameters() if p.dim() == 4 and p.shape[1] > 1]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in convs)
+    ctx.fp32("vgg_small")                                   # the evaluation: nothing left to convert
+    assert {n: p.stride() for n, p in fmodel.named_parameters()} == strides
+    # and so the ES run first gives the codes it gives after the FP32 numbers
+    first = ctx.peer("vgg_small", 2, TINY_QUADRATIC, 0)["state"].codes()
+    other = Context(TASK, tiny_profile(), device="cpu", checkpoint_dir=ckpt)
+    other.fp32("vgg_small")
+    after = other.peer("vgg_small", 2, TINY_QUADRATIC, 0)["state"].codes()
+    assert all(torch.equal(first[k], after[k]) for k in first)

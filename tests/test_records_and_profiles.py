@@ -66,6 +66,9 @@ def test_a_profile_holds_its_es_as_one_config_with_budget_knobs():
     assert "local stage: 500 evaluations per layer" in describe_es(
         autoencoder.PROFILES["fast"].with_overrides(es=autoencoder.TASK.first_es["fast"]).as_dict(), "images", "MSE")
     assert first.es.budgets_text() == "400 local evaluations per layer + 64 global evaluations"
+    # the text says the ES started from each peer only where the profile runs it
+    assert '"ES from ...")' in describe_es(d, "images", "cross-entropy")
+    assert "ES from" not in describe_es(fast.with_overrides(es_from_peers=False).as_dict(), "images", "cross-entropy")
 
 
 def test_study_options_are_typed_on_the_task():

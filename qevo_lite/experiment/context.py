@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.evaluate import default_device
+from ..core.evaluate import default_device, to_fast_layout
 from ..methods import RoundingProblem, as_config, choose_codes, get_method
 from ..quant.fold import fold_batchnorm
 from ..quant.rtn import best_rtn
@@ -76,7 +76,10 @@ class Context:
                 raise ValueError(f"{arch} was trained against split seed {entry['split_seed']}, the profile uses "
                                  f"{p.split_seed}: its search split could contain training images.")
             self.task.check_entry(p, arch, entry)
-            self._models[arch] = (fold_batchnorm(model).to(self.device).eval(), entry)
+            fmodel = fold_batchnorm(model).to(self.device).eval()
+            # in the layout the task's evaluation leaves it in, from the start (Task.fast_layout): otherwise a
+            # method run before the first evaluation would see other float rounding than one run after it
+            self._models[arch] = (to_fast_layout(fmodel) if self.task.fast_layout else fmodel, entry)
         return self._models[arch]
 
     def evaluate(self, model, split: str) -> dict:

@@ -1,12 +1,13 @@
 """The rounding methods side by side, for the experiment notebooks (03-06): the package's default ES (the
-quadratic local stage, then the global stage) next to the rounding peers GPTQ and AdaRound and the ES started
-from each peer's codes, on the data, models and RTN baselines of a context that has already run.
+quadratic local stage, then the global stage) next to the rounding peers (GPTQ, AdaRound, block reconstruction)
+and the ES started from each peer's codes, on the data, models and RTN baselines of a context that has already run.
 
 It is the same pipeline as ``qevo reproduce`` (:func:`~qevo_lite.experiment.cell_grid.run_grid`) with the task's
 default profile's ES settings, cut to a few bit widths and seeds so that a notebook stays within minutes.
 """
 from __future__ import annotations
 
+from ..methods import get_method
 from ..viz.experiment_plots import plot_methods_vs_time
 from .context import Context
 from .cell_grid import run_grid
@@ -14,18 +15,30 @@ from .records import method_outcomes, method_points
 from .summary import markdown_table, peer_targets, peer_targets_markdown
 
 
-def run_side_by_side(ctx: Context, bits, seeds=None, archs=None, base=None, progress: bool = True) -> dict:
-    """RTN, GPTQ, AdaRound, the ES from RTN and the ES from each peer's codes at ``bits`` (a sequence of bit
-    widths) for ``archs`` (default: the profile's models) and ``seeds`` (default: ``ctx``'s).
+def run_side_by_side(ctx: Context, bits, seeds=None, archs=None, base=None, peers=None, es_from_peers=None,
+                     progress: bool = True) -> dict:
+    """RTN, the rounding peers, the ES from RTN and (``es_from_peers``) the ES from each peer's codes at ``bits``
+    (a sequence of bit widths) for ``archs`` (default: the profile's models) and ``seeds`` (default: ``ctx``'s).
 
     The ES and the peers take the settings of ``base`` (default: the task's profile of the same name in
     ``ctx.task.profiles``), so a notebook that walked a variant of the ES (e.g. its sampled local stage) shows
-    here what ``qevo reproduce`` and the README report. Peers run only where the ES runs and RTN costs at least the task's
-    ``hurt`` on the search split. Task studies (detection's fitness comparison) are left out (:meth:`Task.without_studies`). Returns
-    :func:`~qevo_lite.experiment.cell_grid.run_grid`'s results (``summary`` rows carry the peers' columns)."""
+    here what ``qevo reproduce`` and the README report. ``peers``: names of ``base``'s peers to run, in
+    ``base``'s order (e.g. ``("gptq", "brecq")``; default: all of them), at ``base``'s settings;
+    ``es_from_peers``: default ``base``'s. Peers run only where the ES runs and RTN costs at least the task's
+    ``hurt`` on the search split. Task studies (detection's fitness comparison) are left out
+    (:meth:`Task.without_studies`). Returns :func:`~qevo_lite.experiment.cell_grid.run_grid`'s results
+    (``summary`` rows carry the peers' columns). ValueError for a name that is not one of ``base``'s peers."""
     default = base if base is not None else ctx.task.profiles[ctx.profile.name]
+    chosen = default.peers
+    if peers is not None:
+        known = [get_method(c).name for c in default.peers]
+        unknown = [n for n in peers if n not in known]
+        if unknown:
+            raise ValueError(f"{unknown} not among the profile's peers {known}; pick from those.")
+        chosen = tuple(c for c, n in zip(default.peers, known) if n in peers)
     prof = ctx.task.without_studies(default.with_overrides(
-        bits=tuple(bits), seeds=tuple(seeds) if seeds is not None else ctx.profile.seeds))
+        bits=tuple(bits), seeds=tuple(seeds) if seeds is not None else ctx.profile.seeds, peers=chosen,
+        es_from_peers=es_from_peers))
     return run_grid(ctx.with_profile(prof), archs=archs, progress=progress)
 
 

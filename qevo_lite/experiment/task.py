@@ -71,8 +71,8 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
     peers = p.get("peers", ())   # each {"method": name, **settings} (Profile.as_dict)
     peer_txt = (" Peers on the same grid: " + ", ".join(describe(as_config(x) if isinstance(x, str) else config_from_dict(x),
                                                                  samples) for x in peers) +
-                "; each is also the start of the same ES (\"ES from ...\"). Wall times are end to end from the RTN "
-                "state on one machine and thread setting.") if peers else ""
+                ("; each is also the start of the same ES (\"ES from ...\")" if p.get("es_from_peers", True) else "") +
+                ". Wall times are end to end from the RTN state on one machine and thread setting.") if peers else ""
     return f"ES = {local}a global (1+{glob.lam}) ES with {glob.budget} evaluations on the search {loss}." + peer_txt
 
 
@@ -95,6 +95,11 @@ class Task:
         profiles: ``{"fast": Profile, "full": Profile}``.
         first_es: ``{profile name: EvolutionConfig}``: the ES as first built, which the task's notebook walks
             before it shows the default ES next to the peers (empty: the notebook walks the default).
+        fast_layout: the task's evaluation runs the model in ``channels_last`` layout
+            (:func:`~qevo_lite.core.evaluate.to_fast_layout`, which converts a model in place). The context then
+            converts the float model once, when it loads it, so that every method sees the same weight layout
+            whatever ran first: the CPU conv kernels round differently in each layout, and the ES's choices
+            follow its float comparisons.
         tuned_peers: the rounding peers at the settings chosen on this task's validation slice
             (docs/tuning.md), as method configs; the demo profile runs them, notebooks pick from them.
         study_options: keys of the profile's ``options`` that only the task's extra studies read
@@ -114,6 +119,7 @@ class Task:
     profiles: dict = {}
     first_es: dict = {}
     tuned_peers: tuple = ()
+    fast_layout = False
     study_options: tuple = ()
 
     # -- data and models --------------------------------------------------------------------------

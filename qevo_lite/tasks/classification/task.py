@@ -65,6 +65,7 @@ class ClassificationTask(Task):
     architectures = tuple(ARCHITECTURES)
     first_es = FIRST_ES
     tuned_peers = TUNED_PEERS
+    fast_layout = True   # its evaluation converts the model to channels_last (core.evaluate.to_fast_layout)
     profiles = PROFILES
 
     def load_splits(self, profile, download: bool | None = None):

@@ -88,6 +88,7 @@ class DetectionTask(Task):
     architectures = tuple(ARCHITECTURES)
     first_es = FIRST_ES
     tuned_peers = TUNED_PEERS
+    fast_layout = True   # its evaluation converts the model to channels_last (core.evaluate.to_fast_layout)
     study_options = ("compare_budget", "compare_model", "compare_seeds")
     profiles = PROFILES
 
