@@ -305,6 +305,12 @@ def test_peers_and_the_es_from_their_codes_fill_the_table(tmp_path, ckpt):
     best = targets[0]["peer"]                            # the peer of best held-out accuracy
     assert best == max(("gptq", "adaround"), key=lambda p: row[f"{p}_test_accuracy"])
     assert targets[0]["time_ratio"] == pytest.approx(row["wall_seconds"] / row[f"{best}_seconds"])
+    # target (i) as the budget curves read it: reaches every peer in half its time and beats the best by > std
+    es, peers = row["es_test_accuracy"], {p: row[f"{p}_test_accuracy"] for p in ("gptq", "adaround")}
+    reaches = all(es >= v and row["wall_seconds"] <= 0.5 * row[f"{p}_seconds"] for p, v in peers.items())
+    std = max(row["es_test_accuracy_std"], row[f"{best}_test_accuracy_std"])
+    assert targets[0]["reaches"] == reaches and targets[0]["beats"] == (es - peers[best] > std)
+    assert targets[0]["met"] == (reaches and es - peers[best] > std)
     assert "target (i)" in md
 
 
@@ -316,7 +322,7 @@ def test_peers_without_the_es_from_their_codes(tmp_path, ckpt):
     md = (tmp_path / "results.md").read_text()
     assert "| vgg_small | W2 | GPTQ |" in md and "ES from GPTQ" not in md
     assert not any(" ± " in line for line in md.splitlines() if line.startswith("| vgg_small"))  # one seed: no std
-    assert res["peer_targets"][0]["peers"] == {} and res["peer_targets"][0]["beats"] is None   # one seed: no verdict
+    assert res["peer_targets"][0]["peers"] == {} and res["peer_targets"][0]["met"] is None   # one seed: no verdict
     assert "not decided (one seed)" in md
 
 

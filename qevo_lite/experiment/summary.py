@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..core.stats import mean_std
 from ..methods import label_of
+from .curves import curve_targets
 from .records import Outcome, fp32_outcome, local_value, method_outcomes, rtn_outcomes
 
 # cell keys that are the same for every seed of an (arch, bits) row
@@ -134,9 +135,10 @@ def _method_cells(r: dict, o: Outcome, ms, rtn: float, fp32_gap: float, timing: 
 
 def peer_targets(rows: list[dict], task) -> list[dict]:
     """The peers issue's targets at every (model, bits) where RTN costs at least ``task.hurt`` and the ES and
-    the peers ran: (i) the ES from RTN beats the best peer (``peer``: the one of best held-out headline metric) by
-    more than the larger seed std in at most half its wall time, or matches it (within that std) in at most a
-    quarter; (ii) the global stage adds a held-out gain beyond the seed std on top of the local stage (where the
+    the peers ran: (i) read as on the budget curves (:func:`~qevo_lite.experiment.curves.curve_targets`, each
+    method one point here): the ES from RTN reaches every peer's held-out headline metric in at most half that
+    peer's wall time (``reaches``) and beats the best peer (``peer``: the one of best held-out headline metric) by
+    more than the larger seed std (``beats``); ``met`` when both hold; (ii) the global stage adds a held-out gain beyond the seed std on top of the local stage (where the
     local stage's held-out number was measured); (iii) the ES from each peer's codes against that peer (where it
     ran)."""
     head, out = task.metrics[0], []
@@ -147,14 +149,17 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
         es = found["es"]
         best = max(r["peers"], key=lambda p: head.improvement(found[p].value(head), 0.0))
         peer = found[best]
-        std = max(es.std(head) or 0.0, peer.std(head) or 0.0)
-        margin = head.improvement(es.value(head), peer.value(head))
-        ratio = es.seconds / peer.seconds
+        point = lambda o: {"method": o.label, "budget": "profile", "seconds": o.seconds, "value": o.value(head),
+                           "std": o.std(head) or 0.0}
+        read = curve_targets([point(es)] + [point(found[p]) for p in r["peers"]], head, es.label)
         local = local_value(r, head)
         one_seed = es.std(head) is None          # a single seed has no std: nothing to decide against
-        t = {"arch": r["arch"], "bits": r["bits"], "peer": best, "margin": margin, "std": None if one_seed else std,
-             "time_ratio": ratio, "beats": None if one_seed else margin > std and ratio <= 0.5,
-             "matches": None if one_seed else abs(margin) <= std and ratio <= 0.25,
+        reaches = all(b["met"] for b in read["budgets"])
+        beats = read["best"]["met"]
+        t = {"arch": r["arch"], "bits": r["bits"], "peer": best, "margin": read["best"]["margin"],
+             "std": None if one_seed else read["best"]["std"], "time_ratio": es.seconds / peer.seconds,
+             "reaches": reaches, "beats": None if one_seed else beats,
+             "met": None if one_seed else reaches and beats,
              "global_gain": None if local is None else head.improvement(es.value(head), local),
              "peers": {p: head.improvement(found[f"es_{p}"].value(head), found[p].value(head))
                        for p in r["peers"] if f"es_{p}" in found}}
@@ -170,8 +175,9 @@ def peer_targets_markdown(targets: list[dict], task) -> list[str]:
         (lambda v: f"{head.scale * v:+.{head.digits + 2}f}")
     lines = []
     for t in targets:
-        verdict = ("not decided (one seed)" if t["beats"] is None else "met (beats)" if t["beats"] else
-                   "met (matches)" if t["matches"] else "not met")
+        verdict = ("not decided (one seed)" if t["met"] is None else "met" if t["met"] else
+                   f"not met (reaches every peer in at most half its time: {'yes' if t['reaches'] else 'no'}; "
+                   f"beats the best by more than the std: {'yes' if t['beats'] else 'no'})")
         noise = ("one seed" if t["global_beyond_noise"] is None else
                  f"{'beyond' if t['global_beyond_noise'] else 'within'} the seed std")
         glob = "not measured" if t["global_gain"] is None else f"{unit(t['global_gain'])} ({noise})"
