@@ -40,7 +40,7 @@ def main() -> None:
         arch = p.models[label]
         fmodel, _ = ctx.model(arch)
         rtn = ctx.rtn(arch, 2)["state"]
-        local = {s: run_local(fmodel, rtn, ctx.search, p.es.local, seed=s).codes for s in seeds}
+        local = {s: run_local(fmodel, rtn, ctx.search, p.es.local, seed=s, loss=ctx.task.es_loss).codes for s in seeds}
         global_only = replace(p.es, local=None)   # the global stage alone, from each seed's local codes
         before = [evaluate(rtn.with_codes(local[s]).to_model(fmodel), ctx.test)["accuracy"] for s in seeds]
         for n in sizes:

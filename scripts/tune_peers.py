@@ -13,6 +13,7 @@ One process, 2 threads, one seed per setting unless ``--seeds`` says more.
 
     python scripts/tune_peers.py --method adaround --bits 2 --grid "lr=1e-3,3e-3,1e-2,3e-2;reduction=sum_channels,mean"
     python scripts/tune_peers.py --task autoencoder --models ae --bits 3 --method brecq --grid "lr=1e-2,1e-1;fisher=False,True"
+    python scripts/tune_peers.py --task detection --method es --grid "local.weighting=output,fisher"
 
 prints a Markdown table (best first per model) and appends every row to ``--out`` (JSON lines), so a sweep can
 be continued in stages (e.g. the regulariser weight at the best learning rate).
@@ -63,6 +64,18 @@ def validation(ctx) -> tuple[Split, object]:
     return val, score
 
 
+def with_changes(config, changes: dict):
+    """``config`` with ``changes`` applied; a key ``part.field`` changes a field of a nested config (e.g.
+    ``local.weighting`` of the ES's :class:`~qevo_lite.es.pipeline.EvolutionConfig`)."""
+    flat = {k: v for k, v in changes.items() if "." not in k}
+    nested: dict[str, dict] = {}
+    for k, v in changes.items():
+        if "." in k:
+            part, name = k.split(".", 1)
+            nested.setdefault(part, {})[name] = v
+    return replace(config, **flat, **{part: replace(getattr(config, part), **v) for part, v in nested.items()})
+
+
 def parse_grid(text: str) -> list[dict]:
     """``"lr=1e-3,1e-2;reduction=mean"`` -> every combination as ``{field: value}`` (numbers parsed)."""
     axes = []
@@ -111,7 +124,7 @@ def main() -> None:
         print("|---|---|---|---|---|")
         rows = []
         for changes in parse_grid(args.grid):
-            config = replace(base, **changes)
+            config = with_changes(base, changes)
             values, losses, secs = [], [], []
             for s in seeds:
                 t0 = time.perf_counter()

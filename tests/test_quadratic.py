@@ -112,3 +112,82 @@ def test_the_stage_starts_from_given_codes_and_lowers_every_layer_error(tiny_vgg
     assert [e["layer"] for e in log] == list(state.layers)
     assert all(e["after"] <= e["before"] for e in log) and log[0]["moves"] > 0
     assert (codes[first] != state.layers[first].codes).sum() > 0
+
+
+def weighted_error(layer, lq, x, y, codes, b):
+    """``sum_c sum_p b_cp r_cp^2`` by running the layer (``b``: one weight per image and output position, or per
+    output element)."""
+    bshape = (-1,) + (1,) * (codes.dim() - 1)
+    w = lq.scale.reshape(bshape) * (codes.float() - lq.zero_point.reshape(bshape).float())
+    with torch.no_grad():
+        r = functional_call(layer, {"weight": from_rows(w, layer)}, (x,)).double() - y.double()
+    if b.shape != r.shape:
+        b = b.unsqueeze(-1) if isinstance(layer, nn.Linear) else b.unsqueeze(1)
+    b = b.double()
+    return float((b * r.pow(2)).sum())
+
+
+@pytest.mark.parametrize("per_element", [False, True], ids=["per-position", "per-element"])
+@pytest.mark.parametrize("make,shape", [LAYERS[0], LAYERS[2], LAYERS[3]])
+def test_weighted_error_changes_equal_the_layer_run(make, shape, per_element):
+    """With a weight per output position or per output element (the Fisher weighting; per element each channel
+    has its own H), H, G and the error are the weighted ones: every candidate's predicted change equals the change
+    of the weighted error measured by running the layer."""
+    layer, lq, x, y = layer_case(make, shape)
+    with torch.no_grad():
+        out = layer(x)
+    shape_b = out.shape if per_element else (out.shape[:1] + out.shape[2:] if out.dim() > 2 else out.shape[:1])
+    b = torch.rand(shape_b, generator=torch.Generator().manual_seed(5)) * 3
+    q = LayerQuadratic(layer, lq, x, y, chunk=5, weights=b)
+    assert q.h.shape[0] == (lq.codes.shape[0] if per_element else getattr(layer, "groups", 1))
+    e0 = weighted_error(layer, lq, x, y, lq.codes, b)
+    assert q.error == pytest.approx(e0, rel=1e-5)
+    assert q.error != pytest.approx(squared_error(layer, lq, x, y, lq.codes), rel=1e-3)   # the weights count
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randint(lq.codes.shape[0], (10,), generator=g)
+    cols = torch.stack([torch.randperm(q.k, generator=g)[:3] for _ in rows])
+    moves = torch.randint(-1, 2, (10, 3), generator=g)
+    delta = q.delta(rows, cols, moves)
+    for n in range(10):
+        codes = lq.codes.reshape(lq.codes.shape[0], -1).clone()
+        codes[rows[n], cols[n]] += moves[n].to(codes.dtype)
+        changed = weighted_error(layer, lq, x, y, codes.reshape(lq.codes.shape), b)
+        assert float(delta[n]) == pytest.approx(changed - e0, rel=1e-5, abs=1e-6 * e0)
+    with pytest.raises(ValueError, match="one weight per image and output position"):
+        LayerQuadratic(layer, lq, x, y, weights=torch.ones(len(x), 2))
+
+
+def test_output_weights_are_the_squared_loss_gradient_before_the_relu():
+    """``output_weights``: the squared gradient of the per-image loss with respect to the layer's output (taken
+    before an in-place ReLU, so a dead position weighs 0), averaged over channels (or per element for a layer in
+    ``per_element``), scaled to mean 1."""
+    from qevo_lite.evaluators.base import cross_entropy_loss
+    from qevo_lite.evaluators.output_weights import output_weights
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 1), nn.ReLU(inplace=True), nn.Linear(1, 3)).eval()
+    x, y = torch.randn(40, 6), torch.randint(3, (40,))
+    b = output_weights(model, ["0", "2"], x, y, cross_entropy_loss, per_element=["2"], batch_size=16)
+    pre = model[0](x).detach().requires_grad_(True)
+    g, = torch.autograd.grad(cross_entropy_loss(model[2](torch.relu(pre)), y).sum(), pre)
+    expected = g.pow(2).mean(1)
+    assert b["0"].shape == (40,) and torch.allclose(b["0"], expected / expected.mean(), rtol=1e-5)
+    assert torch.all(b["0"][pre.detach()[:, 0] < 0] == 0) and b["0"].mean() == pytest.approx(1.0)
+    assert all(p.grad is None for p in model.parameters())          # the caller's model is untouched
+    out = model[2](torch.relu(model[0](x))).detach().requires_grad_(True)
+    g2, = torch.autograd.grad(cross_entropy_loss(out, y).sum(), out)
+    assert b["2"].shape == (40, 3) and torch.allclose(b["2"], g2.pow(2) / g2.pow(2).mean(), rtol=1e-5)
+
+
+def test_the_fisher_weighted_stage_lowers_the_weighted_error_and_chooses_other_codes(tiny_vgg, digits):
+    state = quantize_model(tiny_vgg, bits=2)
+    plain, _, _ = quadratic_stage(tiny_vgg, state, digits.search, samples=64, generations=100)
+    fisher, log, seconds = quadratic_stage(tiny_vgg, state, digits.search, samples=64, generations=100,
+                                           weighting="fisher", loss="cross_entropy")
+    assert all(e["after"] <= e["before"] for e in log) and seconds > 0
+    assert any(not torch.equal(plain[n], fisher[n]) for n in plain)
+    channels, log, _ = quadratic_stage(tiny_vgg, state, digits.search, samples=64, generations=100,
+                                       weighting="fisher_channels", loss="cross_entropy")
+    assert all(e["after"] <= e["before"] for e in log)
+    assert any(not torch.equal(channels[n], fisher[n]) for n in plain)
+    with pytest.raises(ValueError, match="Unknown weighting"):
+        quadratic_stage(tiny_vgg, state, digits.search, samples=64, generations=1, weighting="hessian")

@@ -112,6 +112,10 @@ def test_the_tuning_grid_is_every_combination_with_numbers_parsed():
         {"lr": 1e-2, "reduction": "sum_channels"}, {"lr": 1e-2, "reduction": "mean"}]
     assert tune.parse_grid("steps=250,1000") == [{"steps": 250}, {"steps": 1000}] and tune.parse_grid("") == [{}]
     assert tune.VALIDATION == slice(1024, 2048)   # the slice the ES's settings were chosen on (README)
+    from qevo_lite.es.pipeline import EvolutionConfig
+    changed = tune.with_changes(EvolutionConfig(), {"local.weighting": "fisher", "local.samples": 192})
+    assert changed.local.weighting == "fisher" and changed.local.samples == 192
+    assert changed.global_stage == EvolutionConfig().global_stage
 
 
 def test_demo_profiles_run_every_method_once_at_the_headline_width():
@@ -135,3 +139,12 @@ def test_demo_profiles_run_every_method_once_at_the_headline_width():
     assert det_fast.peers == detection.TASK.tuned_peers and not det_fast.es_from_peers
     assert [get_method(c).name for c in det_fast.peers] == ["gptq", "adaround", "brecq"]
     assert det_fast.peers[2].fisher and det_fast.peers[1].lr == 0.1
+    # the ES's local fitness as validated per task (docs/tuning.md, "The ES's local fitness"): Fisher-weighted per
+    # output position on the detectors, on every search canvas; the plain output error elsewhere
+    for name in ("fast", "full"):
+        assert detection.PROFILES[name].es.local.weighting == "fisher"
+    assert det_fast.es.local.samples == det_fast.search_size
+    for task in (classification, autoencoder):
+        assert all(p.es.local.weighting == "output" for p in task.PROFILES.values())
+    assert "Fisher-weighted" in det_fast.es.describe("") and "Fisher" not in classification.PROFILES["fast"].es.describe("")
+    assert "weighted by the squared gradient of the task loss" in describe_es(det_fast.as_dict(), "canvases", "loss")

@@ -40,7 +40,7 @@ def _generation(q: LayerQuadratic, rows: torch.Tensor, lam: int, topk: int, g: t
     offspring (moves 0 where there is no partner) and the number of candidates evaluated."""
     k = q.k
     s = q.step[rows, None]
-    grp = q.group_of[rows]
+    grp = q.h_of[rows]                                                                 # each row's H
     hd = torch.diagonal(q.h, dim1=1, dim2=2)[grp]                                      # (n, K)
     gr, cr = q.g[rows], q.codes[rows]
     up = torch.where(cr < q.qmax, 2 * s * gr + s * s * hd, torch.inf)

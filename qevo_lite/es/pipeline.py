@@ -22,13 +22,18 @@ from .stages import GlobalStageResult, LocalStageResult, global_stage, local_sta
 class QuadraticLocal:
     """The default local stage: per output channel, a (1+``lam``) ES on each layer's exact quadratic output
     error over ``samples`` search images, up to ``generations`` per layer (0: no local stage), first moves drawn
-    from the ``topk`` of best predicted gain, a layer stops after ``patience`` generations without gain."""
+    from the ``topk`` of best predicted gain, a layer stops after ``patience`` generations without gain.
+    ``weighting``: ``"output"`` (the layer's output error, every element alike), ``"fisher"`` (each output
+    position weighted by the squared gradient of the task loss there, :mod:`qevo_lite.evaluators.output_weights`)
+    or ``"fisher_channels"`` (each output element, where the layer is small enough:
+    :func:`~qevo_lite.es.stages.quadratic_stage`)."""
 
     samples: int = 512
     generations: int = 2000
     lam: int = 16
     topk: int = 32
     patience: int = 100
+    weighting: str = "output"
 
     @property
     def active(self) -> bool:
@@ -81,6 +86,8 @@ class EvolutionConfig:
     def describe(self, samples: str) -> str:
         local = {"quadratic": "quadratic local stage, then ", "sampled": "sampled local stage, then ",
                  None: ""}[self.local_kind]
+        if self.local_kind == "quadratic" and self.local.weighting != "output":
+            local = "Fisher-weighted " + local
         return f"ES ({local}a global (1+{self.global_stage.lam}) ES, {self.global_stage.budget} evaluations)"
 
     def with_budgets(self, budget: int | None = None, local_budget: int | None = None) -> "EvolutionConfig":
@@ -144,15 +151,17 @@ class EvolutionResult(NamedTuple):
 
 def run_local(fmodel, rtn_state: QuantState, search: Split, local: QuadraticLocal | SampledLocal | None,
               start: Codes | None = None, seed: int = 0, checkpoint: Path | None = None,
-              threads: int | None = 1) -> LocalStageResult:
-    """The local stage ``local`` from ``start`` codes (default RTN's); no stage: the start codes, no log, 0 s."""
+              threads: int | None = 1, loss="cross_entropy") -> LocalStageResult:
+    """The local stage ``local`` from ``start`` codes (default RTN's); no stage: the start codes, no log, 0 s.
+    ``loss``: the task's per-sample loss (for the Fisher weighting of the quadratic stage)."""
     start = dict(start if start is not None else rtn_state.codes())
     if local is None or not local.active:
         return LocalStageResult(start, [], 0.0)
     if isinstance(local, QuadraticLocal):
         return quadratic_stage(fmodel, rtn_state, search, start, samples=local.samples,
                                generations=local.generations, lam=local.lam, topk=local.topk,
-                               patience=local.patience, seed=seed, checkpoint=checkpoint, threads=threads)
+                               patience=local.patience, seed=seed, checkpoint=checkpoint, threads=threads,
+                               weighting=local.weighting, loss=loss)
     return local_stage(fmodel, rtn_state, search, evaluations=local.evaluations, lam=local.lam, p=local.p,
                        local_moves=local.moves, samples=local.samples, seed=seed, checkpoint=checkpoint,
                        threads=threads, start=start)
@@ -167,7 +176,7 @@ def evolve(fmodel, rtn_state: QuantState, search: Split, config: EvolutionConfig
     :func:`~qevo_lite.es.stages.global_stage`); ``report``: ``model -> dict`` of held-out numbers at reporting
     points (never used for selection); ``checkpoints``: the two stages' resume files (or None);
     ``threads``: CPU threads of the local stage."""
-    local = run_local(fmodel, rtn_state, search, config.local, start, seed, checkpoints[0], threads)
+    local = run_local(fmodel, rtn_state, search, config.local, start, seed, checkpoints[0], threads, loss)
     g = config.global_stage
     glob = global_stage(fmodel, rtn_state, search, local.codes, budget=g.budget, lam=g.lam, p=g.p, seed=seed,
                         loss=loss, metric=metric, report=report, report_every=report_every,

@@ -21,14 +21,21 @@ from torch import nn
 
 from ..core.data import Split
 from ..core.io import save_torch
-from ..evaluators.base import Codes
+from ..evaluators.base import Codes, resolve_loss
 from ..evaluators.incremental import IncrementalEvaluator
 from ..evaluators.layerwise import LayerwiseEvaluator
+from ..evaluators.output_weights import output_weights
 from ..evaluators.quadratic import LayerQuadratic, NotQuadratic
 from ..quant.grid import QuantState
 from ..rounding.layers import layer_by_layer
 from .engine import ESConfig, ESResult, run_es
 from .channel_es import evolve_layer
+
+
+# the quadratic local fitness: the plain output error, or weighted by the Fisher diagonal per output position or
+# per output element (see quadratic_stage)
+WEIGHTINGS = ("output", "fisher", "fisher_channels")
+PER_CHANNEL_ENTRIES = 1 << 21       # "fisher_channels" keeps one H per output channel up to C_out K^2 (16 MB)
 
 
 class LocalStageResult(NamedTuple):
@@ -136,20 +143,38 @@ def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int,
 
 def quadratic_stage(fmodel, rtn_state, search: Split, start: Codes | None = None, *, samples: int = 1024,
                     generations: int = 2000, lam: int = 16, topk: int = 32, patience: int = 100, seed: int = 0,
-                    checkpoint: Path | None = None, threads: int | None = 1) -> LocalStageResult:
+                    checkpoint: Path | None = None, threads: int | None = 1, weighting: str = "output",
+                    loss="cross_entropy") -> LocalStageResult:
     """The local stage on the exact quadratic fitness (:mod:`qevo_lite.es.channel_es`): layer by layer in graph
     order, each layer's inputs from the model whose earlier layers are already evolved, targets from the FP32
     model, on ``samples`` search images; from ``start`` codes (default: RTN's; e.g. a peer's codes).
 
+    ``weighting`` (:data:`WEIGHTINGS`): ``"output"``, every output element alike; ``"fisher"``, each output
+    position weighted by the squared gradient of the task ``loss`` there, averaged over channels (the rank-one
+    factorisation of :mod:`~qevo_lite.evaluators.output_weights`: same memory and work as ``"output"``);
+    ``"fisher_channels"``, each output element by its own squared gradient (one quadratic form per output
+    channel) in layers whose C_out K^2 is at most :data:`PER_CHANNEL_ENTRIES`, per position in larger ones. The
+    weights are computed once on the same images; their time is part of the stage's.
+
     A layer the quadratic form cannot describe (:class:`~qevo_lite.evaluators.quadratic.NotQuadratic`) keeps
     its codes, with one warning naming it (the global stage still moves it). ``checkpoint``: the codes are
     saved after each layer, so an interrupted run resumes between layers."""
-    skipped = []
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"Unknown weighting {weighting!r}; choose one of {WEIGHTINGS}.")
+    skipped, t0, weights = [], time.perf_counter(), {}
+    if weighting != "output":
+        spec = resolve_loss(loss)
+        exact = [n for n, lq in rtn_state.layers.items() if weighting == "fisher_channels"
+                 and lq.codes.shape[0] * lq.codes[0].numel() ** 2 <= PER_CHANNEL_ENTRIES]
+        weights = output_weights(fmodel, list(rtn_state.layers), search.x[:samples], spec.targets(search)[:samples],
+                                 spec.fn, per_element=exact)
+    weight_seconds = time.perf_counter() - t0
 
     def evolve_one(i, name, codes, log):
         def evolve(name, module, inputs, targets, current):
             try:
-                q = LayerQuadratic(module, rtn_state.layers[name], inputs, targets, current[name])
+                q = LayerQuadratic(module, rtn_state.layers[name], inputs, targets, current[name],
+                                   weights=weights.get(name))
             except NotQuadratic:
                 skipped.append(name)
                 return current[name]
@@ -159,6 +184,7 @@ def quadratic_stage(fmodel, rtn_state, search: Split, start: Codes | None = None
         return layer_by_layer(fmodel, rtn_state, search.x[:samples], evolve, [name], codes)
 
     out = resumable_layers(rtn_state, start, checkpoint, threads, evolve_one)
+    out = out._replace(seconds=out.seconds + weight_seconds)
     if skipped:
         warnings.warn(f"The quadratic local fitness does not describe {skipped}: their codes were left as they "
                       "were for the global stage.", stacklevel=2)

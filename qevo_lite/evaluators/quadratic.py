@@ -9,6 +9,11 @@ layer's outputs) and the residual ``r_c = w_c X_k + b_c - y_c`` (P,), the square
 
     dE = 2 d . g_c + d^T H_k d,      H_k = X_k X_k^T (K x K, shared by the group),  g_c = X_k r_c (K,).
 
+With a weight ``b_p >= 0`` per output position (:mod:`.output_weights`: how much the task loss cares about it) the
+weighted error ``E = sum_c sum_p b_p r_cp^2`` has the same form with ``H_k = X_k diag(b) X_k^T`` and
+``g_c = X_k diag(b) r_c``. With a weight ``f_cp`` per output *element*, each channel gets its own
+``H_c = X_k diag(f_c) X_k^T`` (C_out K x K matrices instead of one per group; ``g_c = X_k diag(f_c) r_c``).
+
 So with ``H`` and ``G`` (one ``g_c`` per channel) kept, a candidate that moves ``m`` codes costs O(m^2),
 whatever the number of images, and an accepted move updates ``g_c += H_k d``. Each output channel is an
 independent sub-problem.
@@ -64,13 +69,17 @@ class LayerQuadratic:
         inputs: what enters the layer, (N, ...); targets: the FP32 layer's outputs, (N, ...).
         codes: the current codes (rows layout); default ``lq.codes``.
         chunk: images per unfolding (bounds memory: about chunk x K x positions floats).
-    Attributes: ``h`` (groups, K, K), ``g`` (C_out, K) and ``error`` (sum of squared output errors), all
-    float64; ``codes`` (C_out, K) int64 (a copy); ``step`` (C_out,) the scale of each row.
+        weights: optional weights of the squared output errors (:mod:`~qevo_lite.evaluators.output_weights`):
+            one per output position, shaped like ``targets`` without the channel dimension (one ``H`` per group),
+            or one per output element, shaped like ``targets`` (one ``H`` per output channel); None: all 1.
+    Attributes: ``h`` (groups or C_out, K, K; ``h_of`` (C_out,) says which belongs to each row), ``g`` (C_out, K)
+    and ``error`` (sum of (weighted) squared output errors), all float64; ``codes`` (C_out, K) int64 (a copy);
+    ``step`` (C_out,) the scale of each row.
     """
 
     @torch.no_grad()
     def __init__(self, module: nn.Module, lq: LayerQuant, inputs: torch.Tensor, targets: torch.Tensor,
-                 codes: torch.Tensor | None = None, chunk: int | None = None):
+                 codes: torch.Tensor | None = None, chunk: int | None = None, weights: torch.Tensor | None = None):
         codes = lq.codes if codes is None else codes
         self.shape = codes.shape
         rows = codes.shape[0]
@@ -83,9 +92,15 @@ class LayerQuadratic:
         zp = lq.zero_point.double().reshape(-1)
         self.zero_point = zp if zp.numel() == rows else zp.expand(rows)
         self.group_of = torch.arange(rows) // (rows // self.groups)
+        if weights is not None and (len(weights) != len(targets)
+                                    or weights[0].numel() not in (targets[0].numel(), targets[0].numel() // rows)):
+            raise ValueError(f"weights {tuple(weights.shape)} do not fit outputs {tuple(targets.shape)}: pass one "
+                             "weight per image and output position (or per output element).")
+        per_channel = weights is not None and weights[0].numel() == targets[0].numel()
+        self.h_of = torch.arange(rows) if per_channel else self.group_of
         bias = module.bias.detach().double().cpu() if getattr(module, "bias", None) is not None else None
         weight = self.weight()                                    # (C_out, K) decoded, float64
-        self.h = torch.zeros(self.groups, self.k, self.k, dtype=torch.float64)
+        self.h = torch.zeros(rows if per_channel else self.groups, self.k, self.k, dtype=torch.float64)
         self.g = torch.zeros(rows, self.k, dtype=torch.float64)
         self.error, self.positions = 0.0, 0
         per = rows // self.groups
@@ -100,9 +115,21 @@ class LayerQuadratic:
             if start == 0:
                 self._check(module, x, codes, out)
             r = out - y
-            self.h += xu @ xu.transpose(1, 2)
-            self.g += torch.cat([r[k * per:(k + 1) * per] @ xu[k].T for k in range(self.groups)])
-            self.error += float(r.pow(2).sum())
+            if weights is None:
+                rw = r
+                self.h += xu @ xu.transpose(1, 2)
+            elif per_channel:
+                f = _channels_first(weights[start:start + chunk], module).double().cpu()   # (C_out, P)
+                rw = r * f
+                for c in range(rows):
+                    xk = xu[self.group_of[c]]
+                    self.h[c] += (xk * f[c]) @ xk.T
+            else:
+                b = weights[start:start + chunk].reshape(-1).double().cpu()            # (P,)
+                rw = r * b
+                self.h += (xu * b) @ xu.transpose(1, 2)
+            self.g += torch.cat([rw[k * per:(k + 1) * per] @ xu[k].T for k in range(self.groups)])
+            self.error += float((rw * r).sum())
             self.positions += r.numel()
 
     def weight(self) -> torch.Tensor:
@@ -124,7 +151,7 @@ class LayerQuadratic:
         Two moves of one candidate must be in different columns."""
         d = moves.double() * self.step[rows, None]                                  # (n, m) weight change
         lin = 2 * (d * self.g[rows[:, None], cols]).sum(1)
-        grp = self.group_of[rows][:, None, None]
+        grp = self.h_of[rows][:, None, None]
         hsub = self.h[grp, cols[:, :, None], cols[:, None, :]]                     # (n, m, m)
         return lin + torch.einsum("ni,nij,nj->n", d, hsub, d)
 
@@ -132,7 +159,7 @@ class LayerQuadratic:
         """Accept moves (one candidate per row in ``rows``, no row twice) whose error change is ``delta``."""
         d = moves.double() * self.step[rows, None]
         self.codes[rows[:, None], cols] += moves.long()
-        self.g[rows] += torch.einsum("nm,nmk->nk", d, self.h[self.group_of[rows][:, None], cols])
+        self.g[rows] += torch.einsum("nm,nmk->nk", d, self.h[self.h_of[rows][:, None], cols])
         self.error += float(delta.sum())
 
     def codes_like_layer(self) -> torch.Tensor:

@@ -60,8 +60,12 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
     es = EvolutionConfig.from_dict(p["es"])
     loc, glob = es.local, es.global_stage
     if es.local_kind == "quadratic":
+        weighted = {"output": "", "fisher": ", each output position weighted by the squared gradient of the task "
+                    "loss there (the Fisher diagonal, averaged over channels)",
+                    "fisher_channels": ", each output element weighted by the squared gradient of the task loss "
+                    "there (the Fisher diagonal)"}[loc.weighting]
         local = (f"local stage: per output channel, a (1+{loc.lam}) ES on the layer's exact quadratic output "
-                 f"error over {loc.samples} {samples} (up to {loc.generations} generations per layer), "
+                 f"error{weighted} over {loc.samples} {samples} (up to {loc.generations} generations per layer), "
                  "layer by layer; then ")
     elif es.local_kind == "sampled":
         local = (f"local stage: {loc.evaluations} evaluations per layer on the layer-output MSE of "
