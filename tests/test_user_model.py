@@ -59,3 +59,16 @@ def test_labelled_data_reports_accuracy_and_the_held_out_split(tiny_vgg, digits)
     assert "held-out" in str(report) and "smaller" in str(report)
     with pytest.raises(ValueError, match="Unknown method"):
         qv.quantize(tiny_vgg, digits.search, method="magic")
+
+
+def test_a_fisher_weighted_es_on_a_custom_model_with_inputs_alone():
+    """The ES with its local fitness weighted by the loss's squared gradients runs on a user's model through
+    ``qv.quantize`` (inputs alone: the loss is the MSE to the float outputs) and lowers the search loss."""
+    torch.manual_seed(0)
+    model = Custom().eval()
+    x = torch.randn(96, 1, 8, 8)
+    config = qv.methods.EvolutionConfig(qv.methods.QuadraticLocal(samples=64, generations=200, weighting="fisher"),
+                                        qv.methods.GlobalStage(budget=8))
+    with pytest.warns(UserWarning, match="mix"):
+        _, report = qv.quantize(model, x, bits=3, method=config, progress=False)
+    assert report.moved > 0 and report.search["loss"] < report.rtn_search["loss"]
