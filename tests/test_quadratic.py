@@ -44,22 +44,28 @@ def squared_error(layer, lq, x, y, codes):
     return float((out.double() - y.double()).pow(2).sum())
 
 
+def assert_changes_match(q, lq, error_of, candidates: int = 12):
+    """``q``'s tracked error equals ``error_of(codes)`` (the layer run), and the predicted change of random
+    candidates (3 moves in one row each) equals the change of ``error_of`` measured after applying them."""
+    e0 = error_of(lq.codes)
+    assert q.error == pytest.approx(e0, rel=1e-5)
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randint(lq.codes.shape[0], (candidates,), generator=g)
+    cols = torch.stack([torch.randperm(q.k, generator=g)[:3] for _ in rows])
+    moves = torch.randint(-1, 2, (candidates, 3), generator=g)
+    delta = q.delta(rows, cols, moves)
+    for n in range(candidates):
+        codes = lq.codes.reshape(lq.codes.shape[0], -1).clone()
+        codes[rows[n], cols[n]] += moves[n].to(codes.dtype)
+        assert float(delta[n]) == pytest.approx(error_of(codes.reshape(lq.codes.shape)) - e0, rel=1e-5,
+                                                abs=1e-6 * e0)
+
+
 @pytest.mark.parametrize("make,shape", LAYERS)
 def test_error_changes_equal_the_layer_run(make, shape):
     layer, lq, x, y = layer_case(make, shape)
     q = LayerQuadratic(layer, lq, x, y, chunk=5)                  # several chunks accumulate H and G
-    e0 = squared_error(layer, lq, x, y, lq.codes)
-    assert q.error == pytest.approx(e0, rel=1e-5)
-    g = torch.Generator().manual_seed(1)
-    rows = torch.randint(lq.codes.shape[0], (12,), generator=g)
-    cols = torch.stack([torch.randperm(q.k, generator=g)[:3] for _ in rows])
-    moves = torch.randint(-1, 2, (12, 3), generator=g)
-    delta = q.delta(rows, cols, moves)
-    for n in range(12):
-        codes = lq.codes.reshape(lq.codes.shape[0], -1).clone()
-        codes[rows[n], cols[n]] += moves[n].to(codes.dtype)
-        assert float(delta[n]) == pytest.approx(squared_error(layer, lq, x, y, codes.reshape(lq.codes.shape)) - e0,
-                                                rel=1e-5, abs=1e-6 * e0)
+    assert_changes_match(q, lq, lambda codes: squared_error(layer, lq, x, y, codes))
 
 
 @pytest.mark.parametrize("make,shape", LAYERS[:4])
@@ -140,19 +146,8 @@ def test_weighted_error_changes_equal_the_layer_run(make, shape, per_element):
     b = torch.rand(shape_b, generator=torch.Generator().manual_seed(5)) * 3
     q = LayerQuadratic(layer, lq, x, y, chunk=5, weights=b)
     assert q.h.shape[0] == (lq.codes.shape[0] if per_element else getattr(layer, "groups", 1))
-    e0 = weighted_error(layer, lq, x, y, lq.codes, b)
-    assert q.error == pytest.approx(e0, rel=1e-5)
     assert q.error != pytest.approx(squared_error(layer, lq, x, y, lq.codes), rel=1e-3)   # the weights count
-    g = torch.Generator().manual_seed(1)
-    rows = torch.randint(lq.codes.shape[0], (10,), generator=g)
-    cols = torch.stack([torch.randperm(q.k, generator=g)[:3] for _ in rows])
-    moves = torch.randint(-1, 2, (10, 3), generator=g)
-    delta = q.delta(rows, cols, moves)
-    for n in range(10):
-        codes = lq.codes.reshape(lq.codes.shape[0], -1).clone()
-        codes[rows[n], cols[n]] += moves[n].to(codes.dtype)
-        changed = weighted_error(layer, lq, x, y, codes.reshape(lq.codes.shape), b)
-        assert float(delta[n]) == pytest.approx(changed - e0, rel=1e-5, abs=1e-6 * e0)
+    assert_changes_match(q, lq, lambda codes: weighted_error(layer, lq, x, y, codes, b))
     with pytest.raises(ValueError, match="one weight per image and output position"):
         LayerQuadratic(layer, lq, x, y, weights=torch.ones(len(x), 2))
 
