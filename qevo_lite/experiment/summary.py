@@ -138,9 +138,9 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
     the peers ran: (i) read as on the budget curves (:func:`~qevo_lite.experiment.curves.curve_targets`, each
     method one point here): the ES from RTN reaches every peer's held-out headline metric in at most half that
     peer's wall time (``reaches``) and beats the best peer (``peer``: the one of best held-out headline metric) by
-    more than the larger seed std (``beats``); ``met`` when both hold; (ii) the global stage adds a held-out gain beyond the seed std on top of the local stage (where the
-    local stage's held-out number was measured); (iii) the ES from each peer's codes against that peer (where it
-    ran)."""
+    more than the larger seed std (``beats``); ``met`` when both hold; (ii) the global stage adds a held-out gain
+    beyond the seed std on top of the local stage (where the local stage's held-out number was measured); (iii) the
+    ES from each peer's codes against that peer (where it ran)."""
     head, out = task.metrics[0], []
     for r in rows:
         if not r["es_run"] or not r.get("peers") or rtn_cost(r, task) < task.hurt:
