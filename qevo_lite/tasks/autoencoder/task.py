@@ -38,13 +38,13 @@ DEFAULT_RECIPE = {"epochs": 4, "lr": 3e-3}
 
 _OPTIONS = {"normal_classes": DEFAULT_NORMAL_CLASSES}
 PROFILES = {
-    # fast: the ES wherever RTN raises the search MSE by 2% to 500%. On the committed checkpoint that is 3 and
-    # 4 bits: at 2 bits rounding destroys the model (search MSE about 16x FP32's; the held-out AUROC also
-    # falls below chance, reported only), at 3 bits RTN doubles it, at 4 bits it costs about 17%.
-    # full: wherever RTN hurts.
+    # fast and full: the ES wherever RTN raises the search MSE by at least 2%. On the committed checkpoint that is
+    # 2, 3 and 4 bits: at 2 bits rounding destroys the model (search MSE about 16x FP32's, held-out AUROC below
+    # chance), at 3 bits RTN doubles it, at 4 bits it costs about 17%. (The fast profile skipped 2 bits, as
+    # beyond repair, until 2026-12-05: a rule made for the first, sampled ES.)
     "fast": Profile("fast", "autoencoder", "fashion_mnist", {"ae": ARCH}, search_size=1024, test_size=2000,
                     es=EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=96)), report_every=4,
-                    min_rise_percent=2.0, max_rise_percent=500.0, options=_OPTIONS),
+                    min_rise_percent=2.0, options=_OPTIONS),
     "full": Profile("full", "autoencoder", "fashion_mnist", {"ae": ARCH}, seeds=(0, 1, 2, 3, 4), search_size=2048,
                     test_size=None, es=EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)),
                     report_every=25, min_rise_percent=2.0, options=_OPTIONS),
