@@ -99,7 +99,10 @@ def cmd_reproduce(args) -> int:
     chosen = plan(experiments)
     overrides = dict(bits=args.bits, seeds=args.seeds, budget=args.budget, search_size=args.search_size,
                      test_size=args.test_size, local_budget=args.local_budget, train_epochs=args.epochs,
-                     min_drop_points=args.min_drop, min_rise_percent=args.min_rise)
+                     min_drop_points=args.min_drop, min_rise_percent=args.min_rise, granularity=args.granularity,
+                     # RTN on the grids the methods do not use, beside them
+                     extra_granularities=args.granularity and tuple(g for g in ("per_channel", "per_tensor")
+                                                                    if g != args.granularity))
     if args.dataset and set(chosen) - {"classification"}:
         print(f"note: --dataset {args.dataset} applies to the classification experiments only")
     name = args.profile or os.environ.get("QEVO_PROFILE", "fast")
@@ -198,6 +201,9 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--min-rise", type=float, default=None, metavar="PERCENT",
                    help="autoencoder: run the ES only where RTN raises the search MSE by at least this many "
                         "percent (default: the profile's, 2)")
+    p.add_argument("--granularity", default=None, choices=("per_channel", "per_tensor"),
+                   help="the grid every method chooses codes on (default: the profile's, per_channel); RTN on the "
+                        "other grid is reported beside it")
     p.add_argument("--checkpoints", default=None,
                    help="pretrained-checkpoint directory (default qevo_lite/checkpoints; <out>/pretrained for folder:)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")

@@ -56,7 +56,8 @@ def run(out, ckpt, figures=False, **kw):
 
 def strip_timing(obj):
     if isinstance(obj, dict):
-        return {k: strip_timing(v) for k, v in obj.items() if not k.startswith(TIMING) and k != "figures"}
+        return {k: strip_timing(v) for k, v in obj.items()
+                if not k.startswith(TIMING) and not k.endswith("_seconds") and k != "figures"}
     if isinstance(obj, list):
         return [strip_timing(v) for v in obj]
     return obj
@@ -382,3 +383,26 @@ def test_every_method_sees_the_weight_layout_the_evaluation_leaves(ckpt):
     other.fp32("vgg_small")
     after = other.peer("vgg_small", 2, TINY_QUADRATIC, 0)["state"].codes()
     assert all(torch.equal(first[k], after[k]) for k in first)
+
+
+def test_every_method_runs_on_the_per_tensor_grid(tmp_path, ckpt):
+    """``granularity="per_tensor"`` (``qevo reproduce --granularity per_tensor``): RTN, the peer and the ES choose
+    codes on one scale per layer, their gains count from per-tensor RTN, and per-channel RTN is reported beside."""
+    res = run(tmp_path, ckpt, bits=(2,), seeds=(0,), es=TINY_QUADRATIC, peers=("gptq",), es_from_peers=False,
+              granularity="per_tensor", extra_granularities=("per_channel",))
+    ctx = Context(TASK, tiny_profile(granularity="per_tensor", extra_granularities=("per_channel",)), device="cpu",
+                  checkpoint_dir=ckpt)
+    rtn = ctx.rtn("vgg_small", 2)
+    assert all(lq.scale.numel() == 1 for lq in rtn["state"].layers.values())
+    for method in ("gptq", TINY_QUADRATIC):
+        state = ctx.peer("vgg_small", 2, method, 0)["state"]
+        assert all(lq.scale.numel() == 1 for lq in state.layers.values())
+        assert any(not torch.equal(lq.codes, rtn["state"].layers[n].codes) for n, lq in state.layers.items())
+    cell = res["cells"][KEY.format(2, 0)]
+    assert cell["rtn_test_accuracy"] == pytest.approx(rtn["test"]["accuracy"])
+    assert cell["gain_accuracy"] == pytest.approx(cell["es_test_accuracy"] - rtn["test"]["accuracy"])
+    md = (tmp_path / "results.md").read_text()
+    assert "| vgg_small | W2 | RTN per-tensor" in md and "| vgg_small | W2 | RTN per-channel" in md
+    with pytest.raises(ValueError, match="repeats the profile's granularity"):
+        tiny_profile(granularity="per_tensor")          # the default extra grid is per_tensor itself
+

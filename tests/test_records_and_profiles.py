@@ -61,7 +61,7 @@ def test_a_profile_holds_its_es_as_one_config_with_budget_knobs():
     d = fast.as_dict()
     assert d["es"]["local"]["kind"] == "quadratic" and d["peers"][0]["method"] == "gptq"
     assert describe_es(d, "images", "cross-entropy").startswith(
-        "ES = local stage: per output channel, a (1+16) ES on the layer's exact quadratic output error over 256 "
+        "Every method keeps RTN's per-channel grid (one scale per output channel). ES = local stage: per output channel, a (1+16) ES on the layer's exact quadratic output error over 256 "
         "images (up to 2000 generations per layer), layer by layer; then a global (1+8) ES with 64 evaluations")
     assert "local stage: 500 evaluations per layer" in describe_es(
         autoencoder.PROFILES["fast"].with_overrides(es=autoencoder.TASK.first_es["fast"]).as_dict(), "images", "MSE")
@@ -69,6 +69,9 @@ def test_a_profile_holds_its_es_as_one_config_with_budget_knobs():
     # the text says the ES started from each peer only where the profile runs it
     assert '"ES from ...")' in describe_es(d, "images", "cross-entropy")
     assert "ES from" not in describe_es(fast.with_overrides(es_from_peers=False).as_dict(), "images", "cross-entropy")
+    per_tensor = fast.with_overrides(granularity="per_tensor", extra_granularities=("per_channel",)).as_dict()
+    assert describe_es(per_tensor, "images", "cross-entropy").startswith(
+        "Every method keeps RTN's per-tensor grid (one scale per layer).")
 
 
 def test_study_options_are_typed_on_the_task():

@@ -102,6 +102,9 @@ class Profile(Overridable):
         if any(get_method(c).kind != "peer" for c in peers):
             raise ValueError(f"peers must be methods of kind 'peer', got {[get_method(c).name for c in peers]}.")
         object.__setattr__(self, "peers", peers)
+        if self.granularity in self.extra_granularities:
+            raise ValueError(f"extra_granularities {self.extra_granularities} repeats the profile's granularity "
+                             f"{self.granularity!r}; list only the other RTN grids to report beside it.")
 
     knobs = ("budget", "local_budget")
 

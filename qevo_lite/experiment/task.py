@@ -77,7 +77,11 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
                                                                  samples) for x in peers) +
                 ("; each is also the start of the same ES (\"ES from ...\")" if p.get("es_from_peers", True) else "") +
                 ". Wall times are end to end from the RTN state on one machine and thread setting.") if peers else ""
-    return f"ES = {local}a global (1+{glob.lam}) ES with {glob.budget} evaluations on the search {loss}." + peer_txt
+    grid = {"per_channel": "one scale per output channel", "per_tensor": "one scale per layer"}
+    g = p.get("granularity", "per_channel")
+    grid_txt = f"Every method keeps RTN's {g.replace('_', '-')} grid ({grid.get(g, g)}). "
+    return (grid_txt + f"ES = {local}a global (1+{glob.lam}) ES with {glob.budget} evaluations on the search {loss}."
+            + peer_txt)
 
 
 class Task:

@@ -142,7 +142,7 @@ class DetectionTask(Task):
                 f"{results.get('glyph_source', 'glyph')} glyphs each, boxes tight around the glyph pixels); search "
                 f"split {p['search_size']} canvases of training glyphs never trained on (the ES fitness set); held-out "
                 f"test {p['test_size']} canvases of the official test glyphs (reported only). mAP by torchmetrics "
-                "(COCO-style, in %), the ES as mean ± sample std over the seeds. RTN = nearest rounding per channel "
+                "(COCO-style, in %), the ES as mean ± sample std over the seeds. RTN = nearest rounding "
                 "with the scale rule of lowest search-split detection loss. "
                 + describe_es(p, "canvases", "per-image detection loss") + f" The ES and the peers run where RTN is at least {p['min_drop_points']:g} points of mAP@[.5:.95] below FP32 on the "
                 "search split. Weights moved = share of codes that differ from RTN.")
