@@ -65,7 +65,7 @@ browser() {   # the widget test drives Debian's chromium (Playwright's own brows
   fi
 }
 
-EXTRAS=".[test,crosscheck,classroom,export]"
+EXTRAS=".[test,crosscheck,classroom,export,grid]"
 PYTEST=(python -m pytest -q --nbval-lax --durations=15 tests notebooks/*.ipynb)
 cmd=${1:-demo}; shift || true
 case "$cmd" in
@@ -83,7 +83,7 @@ case "$cmd" in
   lock)          # pip-compile in its own venv; resolves with pip, so it sees the same index and disk as pip
     [ -x .venv-lock/bin/pip-compile ] || { "$PY" -m venv .venv-lock && .venv-lock/bin/python -m pip install -q --upgrade pip pip-tools; }
     CUSTOM_COMPILE_COMMAND="./run.sh lock" .venv-lock/bin/pip-compile -q --extra test --extra crosscheck \
-      --extra classroom --extra export --strip-extras --no-emit-index-url --no-emit-find-links -c requirements/torch-cap.txt \
+      --extra classroom --extra export --extra grid --strip-extras --no-emit-index-url --no-emit-find-links -c requirements/torch-cap.txt \
       -o requirements/test.lock pyproject.toml "$@"
     echo "requirements/test.lock refreshed: run ./run.sh test before committing it" >&2; exit 0 ;;
   *) setup .venv -c requirements/test.lock -e "$EXTRAS" ;;

@@ -111,7 +111,7 @@ def cmd_reproduce(args) -> int:
     try:
         results = reproduce(experiments, name, out,
                             progress=not args.no_progress, device=args.device, checkpoint_dir=args.checkpoints,
-                            download=args.download, dataset=args.dataset, **overrides)
+                            download=args.download, dataset=args.dataset, workers=args.workers, **overrides)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished cells are in {out}/<task>/results.json and the running cell's ES "
               f"checkpoints in its checkpoints/ folder; run the same command again to resume.", file=sys.stderr)
@@ -210,6 +210,9 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
                    help="a missing dataset is downloaded when the machine is online; --download always tries "
                         "(errors shown), --no-download never does")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run each task's cells on this many Ray workers (a local Ray, or the cluster $RAY_ADDRESS "
+                        "names; needs pip install \"qevo-lite[grid]\"); each gets --threads / workers torch threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default=None, help="output folder (default results/reproduce-<profile>)")
     p.set_defaults(func=cmd_reproduce)

@@ -36,12 +36,14 @@ def plan(experiments) -> dict:
 
 def reproduce(experiments=("all",), profile: str | None = "fast", out: str | Path = "results/reproduce",
               progress: bool = True, device=None, checkpoint_dir=None, download: bool | None = None, figures: bool = True,
-              **overrides) -> dict:
+              workers: int | None = None, **overrides) -> dict:
     """Run experiments headless into ``out`` and resume from what it already holds. ``overrides`` are
     :class:`~qevo_lite.experiment.profile.Profile` fields (``bits``, ``seeds``, ``dataset``, ...) or its ES budget
     knobs (``budget``, ``local_budget``) applied to every task (``dataset`` to classification only). A task that cannot run the profile
     (:meth:`~qevo_lite.experiment.task.Task.unavailable`, e.g. detection's full profile) raises ValueError
-    when named, and is skipped with a warning under ``all``. Returns ``{task: results dict}``."""
+    when named, and is skipped with a warning under ``all``. ``workers`` (2 or more): each task's cells run on that
+    many Ray workers (:mod:`qevo_lite.experiment.parallel`; same numbers as a serial run with the same threads per
+    cell). Returns ``{task: results dict}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results, sections = {}, []
@@ -61,7 +63,7 @@ def reproduce(experiments=("all",), profile: str | None = "fast", out: str | Pat
             ck_dir = out / "pretrained"   # never register stand-in models in the package's registry
         ctx = Context(task, prof, device=device, checkpoint_dir=ck_dir, download=download)
         archs = prof.archs(labels)
-        results[name] = run_task(ctx, out / name, archs=archs, progress=progress, figures=figures)
+        results[name] = run_task(ctx, out / name, archs=archs, progress=progress, figures=figures, workers=workers)
         # the task's relative links (its figures) now point into its folder; absolute and web links stay
         sections.append(re.sub(r"\]\((?!https?://|/)", f"]({name}/", (out / name / RESULTS_MD).read_text()))
     write_text(out / RESULTS_MD, "\n\n".join(sections))

@@ -17,6 +17,7 @@ from qevo_lite.evaluators.incremental import IncrementalEvaluator
 from qevo_lite.experiment.cell import run_cell
 from qevo_lite.experiment.context import Context
 from qevo_lite.experiment.profile import Profile
+from qevo_lite.experiment.parallel import CellPool
 from qevo_lite.methods import AdaRoundConfig, EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
 from qevo_lite.reproduce import reproduce
 from qevo_lite.tasks import EXPERIMENTS, TASKS, classification, get_profile, train_checkpoint
@@ -406,3 +407,30 @@ def test_every_method_runs_on_the_per_tensor_grid(tmp_path, ckpt):
     with pytest.raises(ValueError, match="repeats the profile's granularity"):
         tiny_profile(granularity="per_tensor")          # the default extra grid is per_tensor itself
 
+
+def test_cells_on_two_ray_workers_equal_the_serial_grid(tmp_path, ckpt):
+    """``workers=2`` (``qevo reproduce --workers 2``): the cells run on two Ray workers with one torch thread each
+    and give the numbers and codes of a serial run with one thread, in one results.json that a second run reuses."""
+    profile = tiny_profile(es=TINY_QUADRATIC, peers=("gptq",))
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = cell_grid.run_task(Context(TASK, profile, device="cpu", checkpoint_dir=ckpt), tmp_path / "serial",
+                                    progress=False, figures=False)
+        torch.set_num_threads(2)                      # shared out: one thread per worker
+        ctx = Context(TASK, profile, device="cpu", checkpoint_dir=ckpt)
+        par = cell_grid.run_task(ctx, tmp_path / "par", progress=False, figures=False, workers=2)
+    finally:
+        torch.set_num_threads(old)
+    assert len(par["cells"]) == 4 and par["cells_reused"] == 0
+    assert strip_timing(par["cells"]) == strip_timing(serial["cells"])
+    assert [r.get("es_test_accuracy") for r in par["summary"]] == [r.get("es_test_accuracy") for r in serial["summary"]]
+    assert any(r.get("es_test_accuracy") for r in par["summary"])
+    for seed in (0, 1):                               # the ES ran at W2: its codes came back from the workers
+        a, b = (cell_grid.load_codes(tmp_path / d, "classification", "vgg_small", 2, seed) for d in ("serial", "par"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert all(torch.equal(ctx.es_codes[("vgg_small", 2, seed)][k], b[k]) for k in b)
+    again = cell_grid.run_task(ctx, tmp_path / "par", progress=False, figures=False, workers=2)
+    assert again["cells_reused"] == 4
+    with pytest.raises(ValueError, match="at least 2"):
+        CellPool(ctx, 1)

@@ -20,6 +20,7 @@ import torch
 from ..core.io import jsonable, read_json, save_torch, write_json, write_text
 from .cell import cell_stem, run_cell
 from .context import Context
+from .parallel import CellPool
 from .figures import write_figures
 from .summary import checks, peer_targets, results_markdown, summarize
 
@@ -50,13 +51,15 @@ def load_codes(out: str | Path, task: str, arch: str, bits: int, seed: int) -> d
 
 
 def run_cells(jobs, out_json: Path | None = None, header: dict | None = None, progress: bool = True,
-              desc: str = "cells") -> tuple[dict, int]:
+              desc: str = "cells", start=None) -> tuple[dict, int]:
     """Run a resumable list of cells. ``jobs``: ``[(key, settings, run)]`` where ``run()`` returns the
     cell's dict (which holds ``"settings": settings``).
 
     With ``out_json``, the cells already there with equal settings are reused, and the file (``header``
     plus ``"cells"``, keeping cells of other keys) is rewritten atomically after each new cell, so an
-    interrupted grid resumes at the cell it was in. Returns ``({key: cell} for the jobs, reused count)``.
+    interrupted grid resumes at the cell it was in. ``start``: called once with the keys that will run, in
+    order, before the first ``run()`` (a parallel grid submits them there). Returns ``({key: cell} for the
+    jobs, reused count)``.
     """
     from tqdm.auto import tqdm
     previous = load_results(out_json.parent) if out_json is not None else {}
@@ -64,6 +67,8 @@ def run_cells(jobs, out_json: Path | None = None, header: dict | None = None, pr
     settings_json = {key: jsonable(settings) for key, settings, _ in jobs}
     done = {key for key, _, _ in jobs if key in cells and cells[key].get("settings") == settings_json[key]}
     bar = tqdm(total=len(jobs), initial=len(done), desc=desc, unit="cell", disable=not progress)
+    if start is not None:
+        start([key for key, _, _ in jobs if key not in done])
     try:
         for key, settings, run in jobs:
             if key in done:
@@ -78,10 +83,15 @@ def run_cells(jobs, out_json: Path | None = None, header: dict | None = None, pr
     return {key: cells[key] for key, _, _ in jobs}, len(done)
 
 
-def _cell_job(ctx: Context, arch: str, bits: int, seed: int, out: Path | None):
-    """A job for :func:`run_cells`: run the cell, keep its codes in ``ctx.es_codes`` and ``out/codes``."""
+def _cell_job(ctx: Context, arch: str, bits: int, seed: int, out: Path | None, pool: CellPool | None = None):
+    """A job for :func:`run_cells`: run the cell (here, or collect it from ``pool``'s workers), keep its codes in
+    ``ctx.es_codes`` and ``out/codes``."""
     def run():
-        cell, codes = run_cell(ctx, arch, bits, seed, checkpoint_dir=None if out is None else out / "checkpoints")
+        if pool is not None:
+            cell, codes = pool.result(arch, bits, seed)
+        else:
+            cell, codes = run_cell(ctx, arch, bits, seed,
+                                   checkpoint_dir=None if out is None else out / "checkpoints")
         if codes is not None:
             ctx.es_codes[(arch, bits, seed)] = codes
             if out is not None:
@@ -90,15 +100,19 @@ def _cell_job(ctx: Context, arch: str, bits: int, seed: int, out: Path | None):
     return run
 
 
-def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: bool = True) -> dict:
+def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: bool = True,
+             workers: int | None = None) -> dict:
     """Every (arch, bits, seed) cell of ``ctx``'s profile (``archs``: a subset of its architectures),
     plus the task's extra studies. Returns ``{"profile", "cells", "summary", "checks", ...}``; with
-    ``out``, resumable through ``out/results.json`` (see the module docstring)."""
+    ``out``, resumable through ``out/results.json`` (see the module docstring). ``workers`` (2 or more): the
+    cells run on that many Ray workers (:mod:`~qevo_lite.experiment.parallel`), the task's extra studies here."""
     p, task = ctx.profile, ctx.task
     archs = list(archs) if archs is not None else p.archs()
     out = Path(out) if out is not None else None
     header = {"version": 3, "task": task.name, "profile": jsonable(p.as_dict())}
     previous = load_results(out).get("cells", {}) if out is not None else {}
+    pool = CellPool(ctx, workers) if workers and workers > 1 else None
+    coords = {}
     jobs = []
     for arch in archs:
         for b in p.bits:
@@ -107,9 +121,17 @@ def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: 
                 if out is not None and previous.get(key, {}).get("es_run") and \
                         not codes_file(out, task.name, arch, b, s).exists():
                     settings = {**settings, "rerun": "its ES codes are missing"}  # the figures need them
-                jobs.append((key, settings, _cell_job(ctx, arch, b, s, out)))
+                coords[key] = (arch, b, s)
+                jobs.append((key, settings, _cell_job(ctx, arch, b, s, out, pool)))
     t0 = time.perf_counter()
-    cells, reused = run_cells(jobs, None if out is None else out / RESULTS_JSON, header, progress, desc=task.name)
+    start = None if pool is None else (
+        lambda keys: pool.submit([coords[k] for k in keys], None if out is None else out / "checkpoints"))
+    try:
+        cells, reused = run_cells(jobs, None if out is None else out / RESULTS_JSON, header, progress,
+                                  desc=task.name, start=start)
+    finally:
+        if pool is not None:
+            pool.close()
     for (arch, b, s) in [(a, b, s) for a in archs for b in p.bits for s in p.seeds]:
         if (arch, b, s) not in ctx.es_codes and out is not None and codes_file(out, task.name, arch, b, s).exists():
             ctx.es_codes[(arch, b, s)] = load_codes(out, task.name, arch, b, s)
@@ -122,12 +144,14 @@ def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: 
     return jsonable(results)
 
 
-def run_task(ctx: Context, out: str | Path, archs=None, progress: bool = True, figures: bool = True) -> dict:
-    """:func:`run_grid` into folder ``out``, then the figures, ``results.md`` and the final
-    ``results.json`` (which keeps every finished cell, also those of other settings)."""
+def run_task(ctx: Context, out: str | Path, archs=None, progress: bool = True, figures: bool = True,
+             workers: int | None = None) -> dict:
+    """:func:`run_grid` into folder ``out`` (on ``workers`` Ray workers when 2 or more), then the figures,
+    ``results.md`` and the final ``results.json`` (which keeps every finished cell, also those of other
+    settings)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results = run_grid(ctx, out, archs, progress)
+    results = run_grid(ctx, out, archs, progress, workers)
     results["figures"] = write_figures(ctx, results, out) if figures else []
     every = {**load_results(out).get("cells", {}), **results["cells"]}
     write_json(out / RESULTS_JSON, {**results, "cells": every})
