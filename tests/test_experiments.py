@@ -408,9 +408,10 @@ def test_every_method_runs_on_the_per_tensor_grid(tmp_path, ckpt):
         tiny_profile(granularity="per_tensor")          # the default extra grid is per_tensor itself
 
 
-def test_cells_on_two_ray_workers_equal_the_serial_grid(tmp_path, ckpt):
+def test_cells_on_two_ray_workers_equal_the_serial_grid(tmp_path, ckpt, monkeypatch):
     """``workers=2`` (``qevo reproduce --workers 2``): the cells run on two Ray workers with one torch thread each
-    and give the numbers and codes of a serial run with one thread, in one results.json that a second run reuses."""
+    and give the numbers and codes of a serial run with one thread, in one results.json that a second run reuses
+    (without starting workers)."""
     profile = tiny_profile(es=TINY_QUADRATIC, peers=("gptq",))
     old = torch.get_num_threads()
     try:
@@ -430,6 +431,7 @@ def test_cells_on_two_ray_workers_equal_the_serial_grid(tmp_path, ckpt):
         a, b = (cell_grid.load_codes(tmp_path / d, "classification", "vgg_small", 2, seed) for d in ("serial", "par"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         assert all(torch.equal(ctx.es_codes[("vgg_small", 2, seed)][k], b[k]) for k in b)
+    monkeypatch.setattr(CellPool, "_start", lambda self: pytest.fail("workers started with nothing to run"))
     again = cell_grid.run_task(ctx, tmp_path / "par", progress=False, figures=False, workers=2)
     assert again["cells_reused"] == 4
     with pytest.raises(ValueError, match="at least 2"):

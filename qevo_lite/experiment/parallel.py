@@ -55,19 +55,28 @@ class CellPool:
         if ctx.device.type != "cpu":
             raise ValueError(f"Parallel workers run on the CPU; this context runs on {ctx.device}. "
                              "Run the grid serially on one GPU (no --workers).")
+        self.ctx, self.workers = ctx, workers
+        self.threads = threads or max(1, torch.get_num_threads() // workers)
+        self.actors: list = []
+        self.pool = None
+        self.order: list = []
+
+    def _start(self) -> None:
+        """Start Ray (unless running) and the workers: only when there is a cell to run."""
         ray = _ray()
         if not ray.is_initialized():
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        self.threads = threads or max(1, torch.get_num_threads() // workers)
+            ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
         actor = ray.remote(num_cpus=1)(CellWorker)
-        self.actors = [actor.remote(ctx.task, ctx.profile, ctx.checkpoint_dir, ctx.download, self.threads)
-                       for _ in range(workers)]
+        c = self.ctx
+        self.actors = [actor.remote(c.task, c.profile, c.checkpoint_dir, c.download, self.threads)
+                       for _ in range(self.workers)]
         self.pool = ray.util.ActorPool(self.actors)
-        self.order: list = []
 
     def submit(self, cells, checkpoint_dir=None) -> None:
         """Queue ``cells`` (``[(arch, bits, seed)]``, in the order :meth:`result` will ask for them); each goes to
         the next idle worker."""
+        if cells and self.pool is None:
+            self._start()
         for cell in cells:
             self.order.append(cell)
             self.pool.submit(lambda a, c: a.run.remote(*c, checkpoint_dir), cell)
@@ -82,7 +91,6 @@ class CellPool:
 
     def close(self) -> None:
         """Stop the workers (a Ray started here stays up for the next grid of this process)."""
-        ray = _ray()
         for a in self.actors:
-            ray.kill(a)
-        self.actors = []
+            _ray().kill(a)
+        self.actors, self.pool = [], None
