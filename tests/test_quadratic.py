@@ -24,6 +24,8 @@ LAYERS = [
     (lambda: nn.Conv3d(2, 3, 2, bias=False), (8, 2, 4, 4, 4)),
     (lambda: nn.ConvTranspose1d(3, 2, 4, stride=2), (16, 3, 6)),
 ]
+# one output channel (an autoencoder's last conv): per position and per element weights have the same size
+ONE_CHANNEL = (lambda: nn.Conv2d(4, 1, 3, padding=1), (16, 4, 7, 7))
 
 
 def layer_case(make, shape, bits=2, seed=0):
@@ -134,7 +136,8 @@ def weighted_error(layer, lq, x, y, codes, b):
 
 
 @pytest.mark.parametrize("per_element", [False, True], ids=["per-position", "per-element"])
-@pytest.mark.parametrize("make,shape", [LAYERS[0], LAYERS[2], LAYERS[3]])
+@pytest.mark.parametrize("make,shape", [LAYERS[0], LAYERS[2], LAYERS[3], ONE_CHANNEL],
+                         ids=["grouped-conv", "linear", "transposed-conv", "one-output-channel"])
 def test_weighted_error_changes_equal_the_layer_run(make, shape, per_element):
     """With a weight per output position or per output element (the Fisher weighting; per element each channel
     has its own H), H, G and the error are the weighted ones: every candidate's predicted change equals the change
@@ -145,7 +148,7 @@ def test_weighted_error_changes_equal_the_layer_run(make, shape, per_element):
     shape_b = out.shape if per_element else (out.shape[:1] + out.shape[2:] if out.dim() > 2 else out.shape[:1])
     b = torch.rand(shape_b, generator=torch.Generator().manual_seed(5)) * 3
     q = LayerQuadratic(layer, lq, x, y, chunk=5, weights=b)
-    assert q.h.shape[0] == (lq.codes.shape[0] if per_element else getattr(layer, "groups", 1))
+    assert q.h.shape[0] == (lq.codes.shape[0] if per_element else getattr(layer, "groups", 1))   # equal at C_out 1
     assert q.error != pytest.approx(squared_error(layer, lq, x, y, lq.codes), rel=1e-3)   # the weights count
     assert_changes_match(q, lq, lambda codes: weighted_error(layer, lq, x, y, codes, b))
     with pytest.raises(ValueError, match="one weight per image and output position"):

@@ -97,6 +97,8 @@ class LayerQuadratic:
             raise ValueError(f"weights {tuple(weights.shape)} do not fit outputs {tuple(targets.shape)}: pass one "
                              "weight per image and output position (or per output element).")
         per_channel = weights is not None and weights[0].numel() == targets[0].numel()
+        if per_channel:   # one output channel: per-position weights (N, *positions) have this size too
+            weights = weights.reshape(targets.shape)
         self.h_of = torch.arange(rows) if per_channel else self.group_of
         bias = module.bias.detach().double().cpu() if getattr(module, "bias", None) is not None else None
         weight = self.weight()                                    # (C_out, K) decoded, float64
