@@ -5,14 +5,16 @@ and the RTN baselines, loaded once per worker) and runs whole cells (:func:`~qev
 The driver submits every cell that is not reused from an earlier run, then collects them in grid order and writes
 ``results.json``, the codes and the figures exactly as the serial run does (:mod:`~qevo_lite.experiment.cell_grid`).
 
-``ray.init()`` starts a local Ray with ``workers`` CPUs, or joins the cluster ``RAY_ADDRESS`` names (its nodes need
-the package and the data; a cell's ES checkpoints, for resuming inside a cell, are written where the worker runs, so
+The pool starts a local Ray with ``workers`` CPUs, or joins the cluster ``RAY_ADDRESS`` names (not tested here; its
+nodes need the package and the data; a cell's ES checkpoints, for resuming inside a cell, are written where the worker runs, so
 that resume needs a shared output folder). Each worker runs ``threads`` torch threads (default: the driver's threads
 shared out, at least one). A cell's numbers depend on its thread count (the order of float sums in the convolutions),
 so a grid matches a serial run with the same threads per cell (tested with one thread: equal to the last digit).
 Workers run on the CPU; on one GPU, run the grid serially.
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -65,7 +67,10 @@ class CellPool:
         """Start Ray (unless running) and the workers: only when there is a cell to run."""
         ray = _ray()
         if not ray.is_initialized():
-            ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if os.environ.get("RAY_ADDRESS"):   # an existing cluster: it has its own CPU count
+                ray.init(log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
         actor = ray.remote(num_cpus=1)(CellWorker)
         c = self.ctx
         self.actors = [actor.remote(c.task, c.profile, c.checkpoint_dir, c.download, self.threads)
