@@ -28,8 +28,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from .core.data import Split
+from .core.streaming import BATCH, StreamedSplit, in_memory, split_batches
 from .core.user_data import as_inputs_and_targets, check_class_labels
 from .evaluators.base import Loss, resolve_loss
 from .methods import RoundingProblem, choose_codes, default_config, get_method
@@ -85,12 +87,11 @@ def _scores(model: nn.Module, split: Split, loss: Loss, metric_fn, batch: int = 
     """``{"loss": mean per-sample loss (, "accuracy")}`` of ``model`` on ``split``, scored against the targets
     ``loss`` names (labels, or the inputs for a reconstruction)."""
     device = next(model.parameters()).device
-    targets = loss.targets(split)
     losses, metrics = [], []
     with torch.no_grad():
-        for i in range(0, len(split), batch):
-            out = model(split.x[i:i + batch].to(device))
-            y = targets[i:i + batch].to(device)
+        for x, y in split_batches(split, batch, loss.against):
+            out = model(x.to(device))
+            y = y.to(device)
             losses.append(loss.fn(out, y).float().cpu())
             if metric_fn is not None:
                 metrics.append(metric_fn(out, y).float().cpu())
@@ -100,26 +101,36 @@ def _scores(model: nn.Module, split: Split, loss: Loss, metric_fn, batch: int = 
     return res
 
 
-def _as_split(model: nn.Module, data, what: str = "data") -> tuple[Split, bool]:
-    """``(split, labelled)`` of any form :mod:`qevo_lite.core.user_data` accepts, checked; inputs alone get the
-    float model's outputs as targets."""
+def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The float model's outputs on inputs ``x`` (CPU), in batches of 256."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + BATCH].to(device)).cpu() for i in range(0, len(x), BATCH)])
+
+
+def _as_split(model: nn.Module, data, what: str = "data") -> tuple[Split | StreamedSplit, bool]:
+    """``(split, labelled)`` of any form :mod:`qevo_lite.core.user_data` accepts, checked: tensors and pairs as a
+    Split, a DataLoader or Dataset streamed (:class:`~qevo_lite.core.streaming.StreamedSplit`); inputs alone get
+    the float model's outputs as targets."""
+    if isinstance(data, (DataLoader, Dataset)):
+        split = StreamedSplit(data, what, targets_of=lambda x: _outputs(model, x))
+        return split, split.labelled
     x, y = as_inputs_and_targets(data, what)
     if y is not None:
         return Split(x, y), True
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        y = torch.cat([model(x[i:i + 256].to(device)).cpu() for i in range(0, len(x), 256)])
-    return Split(x, y), False
+    return Split(x, _outputs(model, x)), False
 
 
-def _check_labels(model: nn.Module, split: Split, what: str) -> None:
-    """Labels a cross-entropy over the model's outputs can score (see :func:`check_class_labels`)."""
+def _check_labels(model: nn.Module, split: Split | StreamedSplit, what: str) -> None:
+    """Labels a cross-entropy over the model's outputs can score (see :func:`check_class_labels`), batch by
+    batch."""
     with torch.no_grad():
-        out = model(split.x[:1].to(next(model.parameters()).device))
+        out = model(in_memory(split, 1).x.to(next(model.parameters()).device))
     if out.ndim != 2:
         raise ValueError(f"The cross-entropy needs outputs of shape (N, classes); the model gives "
                          f"{tuple(out.shape)}. Pass loss='output_mse' or a callable loss.")
-    check_class_labels(split.y, out.shape[1], what)
+    for _, y in split_batches(split):
+        check_class_labels(y, out.shape[1], what)
 
 
 def _check_counts(samples: int, budget: int, adaround_steps: int) -> None:
@@ -136,7 +147,8 @@ def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, l
     Args:
         model: any PyTorch model (not modified); BN is folded into the convs first.
         data: what the methods fit: a Split / (inputs, targets) pair, a tensor of inputs alone, or a torch
-            ``Dataset`` / ``DataLoader`` of either (read once, in order, into memory). Checked first: no
+            ``Dataset`` / ``DataLoader`` of either (streamed, :mod:`qevo_lite.core.streaming`: read again on every
+            pass, in a fixed order, one batch at a time where a method sums over images). Checked first: no
             samples, NaN/inf inputs, a target count that differs from the input count and, for the
             cross-entropy, labels that are not class indices of the model's outputs raise a ValueError that
             says what to pass instead.
@@ -186,7 +198,7 @@ def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, l
         report.test = _scores(qmodel, test, spec, metric_fn)
         report.rtn_test = _scores(rtn.state.to_model(fmodel), test, spec, metric_fn)
     if onnx is not None:
-        example = split.x[:2].to(next(fmodel.parameters()).device)
+        example = in_memory(split, 2).x.to(next(fmodel.parameters()).device)
         report.onnx = export_onnx(fmodel, state, example, onnx)
         with tempfile.TemporaryDirectory() as tmp:
             report.onnx_float_bytes = export_float_onnx(fmodel, example, Path(tmp) / "float.onnx")

@@ -1,9 +1,10 @@
 """Data as users have it, checked before any method runs: a :class:`~qevo_lite.core.data.Split`, an
 ``(inputs, targets)`` pair, a tensor of inputs, a ``torch.utils.data.Dataset`` or a ``DataLoader``.
 
-A dataset or loader is read once, in order, into one in-memory split (every method here fits the whole
-search split; bounding memory by one batch is issue 21's streaming step, not done yet). Each item or batch is
-either a tensor of inputs or a sequence whose first two entries are ``(inputs, targets)``; further entries
+Tensors and pairs are checked here whole (:func:`as_inputs_and_targets`); a dataset or loader is streamed
+(:class:`~qevo_lite.core.streaming.StreamedSplit`), each batch checked by the same :func:`check_inputs` in one
+pass before any method runs. Each item or batch is either a tensor of inputs or a sequence whose first two
+entries are ``(inputs, targets)`` (or ``(inputs,)`` alone, as ``TensorDataset(x)`` gives); further entries
 (sample weights, file names) are ignored.
 
 Every check raises ``ValueError`` or ``TypeError`` saying what is wrong and what to pass instead, so that a
@@ -12,7 +13,6 @@ user never meets torch's errors from deep inside a method.
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from .data import Split
 
@@ -20,43 +20,19 @@ ACCEPTED = ("a qv.Split, an (inputs, targets) pair of tensors, a tensor of input
             "DataLoader")
 
 
-def _batches(data) -> DataLoader:
-    """A loader over ``data`` (a Dataset gets one in order, 256 items a batch)."""
-    return data if isinstance(data, DataLoader) else DataLoader(data, batch_size=256, shuffle=False)
+def split_batch(batch, what: str) -> tuple[torch.Tensor, object]:
+    """``(inputs, targets or None)`` of one item or batch of a dataset or loader."""
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and len(batch) >= 1 and isinstance(batch[0], torch.Tensor):
+        return batch[0], (batch[1] if len(batch) >= 2 else None)    # (inputs,) as TensorDataset(x) gives
+    raise TypeError(f"{what}: each batch of the loader must be a tensor of inputs or an (inputs, targets, ...) "
+                    f"sequence, got {type(batch).__name__}.")
 
 
-def _collect(data, what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(inputs, targets or None)`` of every batch of a Dataset or DataLoader, concatenated."""
-    xs, ys = [], []
-    for batch in _batches(data):
-        if isinstance(batch, torch.Tensor):
-            xs.append(batch)
-        elif isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], torch.Tensor):
-            xs.append(batch[0])
-            ys.append(torch.as_tensor(batch[1]))
-        else:
-            raise TypeError(f"{what}: each batch of the loader must be a tensor of inputs or an (inputs, targets, "
-                            f"...) sequence, got {type(batch).__name__}.")
-    if not xs:
-        raise ValueError(f"{what} holds no samples: pass a loader or dataset with at least one item.")
-    if ys and len(ys) != len(xs):
-        raise ValueError(f"{what}: some batches have targets and some do not; give every batch the same form.")
-    return torch.cat(xs), (torch.cat(ys) if ys else None)
-
-
-def as_inputs_and_targets(data, what: str = "data") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(inputs, targets or None)`` of any accepted form, checked: at least one sample, floating-point inputs
-    with no NaN or inf, as many targets as inputs. ``what`` names the argument in the messages."""
-    if isinstance(data, Split):
-        x, y = data.x, data.y
-    elif isinstance(data, (DataLoader, Dataset)):
-        x, y = _collect(data, what)
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = (torch.as_tensor(v) for v in data)
-    elif isinstance(data, torch.Tensor):
-        x, y = data, None
-    else:
-        raise TypeError(f"{what} must be {ACCEPTED}; got {type(data).__name__}.")
+def check_inputs(x: torch.Tensor, y: torch.Tensor | None, what: str = "data") -> None:
+    """Refuse inputs (N, ...) the methods cannot use: no samples, not floating-point, NaN or inf, or a count of
+    targets ``y`` other than N. ``what`` names the argument in the messages."""
     if x.ndim == 0 or len(x) == 0:
         raise ValueError(f"{what} holds no samples: pass at least one input (shape (N, ...) with N >= 1).")
     if not torch.is_floating_point(x):
@@ -67,6 +43,19 @@ def as_inputs_and_targets(data, what: str = "data") -> tuple[torch.Tensor, torch
         raise ValueError(f"{what}'s inputs hold {bad} NaN or inf values; drop or repair those samples first.")
     if y is not None and len(y) != len(x):
         raise ValueError(f"{what} has {len(x)} inputs but {len(y)} targets; pass one target per input.")
+
+
+def as_inputs_and_targets(data, what: str = "data") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(inputs, targets or None)`` of a Split, a pair or a tensor, checked (:func:`check_inputs`)."""
+    if isinstance(data, Split):
+        x, y = data.x, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = (torch.as_tensor(v) for v in data)
+    elif isinstance(data, torch.Tensor):
+        x, y = data, None
+    else:
+        raise TypeError(f"{what} must be {ACCEPTED}; got {type(data).__name__}.")
+    check_inputs(x, y, what)
     return x, y
 
 

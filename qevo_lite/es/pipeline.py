@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..core.data import Split
+from ..core.streaming import in_memory
 from ..evaluators.base import Codes
 from ..quant.grid import QuantState
 from ..rounding.problem import RoundingProblem
@@ -151,9 +152,10 @@ class EvolutionResult(NamedTuple):
 
 def run_local(fmodel, rtn_state: QuantState, search: Split, local: QuadraticLocal | SampledLocal | None,
               start: Codes | None = None, seed: int = 0, checkpoint: Path | None = None,
-              threads: int | None = 1, loss="cross_entropy") -> LocalStageResult:
+              threads: int | None = 1, loss="cross_entropy", progress: bool = False) -> LocalStageResult:
     """The local stage ``local`` from ``start`` codes (default RTN's); no stage: the start codes, no log, 0 s.
-    ``loss``: the task's per-sample loss (for the Fisher weighting of the quadratic stage)."""
+    ``loss``: the task's per-sample loss (for the Fisher weighting of the quadratic stage); ``progress``: a bar
+    over the layers."""
     start = dict(start if start is not None else rtn_state.codes())
     if local is None or not local.active:
         return LocalStageResult(start, [], 0.0)
@@ -161,10 +163,10 @@ def run_local(fmodel, rtn_state: QuantState, search: Split, local: QuadraticLoca
         return quadratic_stage(fmodel, rtn_state, search, start, samples=local.samples,
                                generations=local.generations, lam=local.lam, topk=local.topk,
                                patience=local.patience, seed=seed, checkpoint=checkpoint, threads=threads,
-                               weighting=local.weighting, loss=loss)
+                               weighting=local.weighting, loss=loss, progress=progress)
     return local_stage(fmodel, rtn_state, search, evaluations=local.evaluations, lam=local.lam, p=local.p,
                        local_moves=local.moves, samples=local.samples, seed=seed, checkpoint=checkpoint,
-                       threads=threads, start=start)
+                       threads=threads, start=start, progress=progress)
 
 
 def evolve(fmodel, rtn_state: QuantState, search: Split, config: EvolutionConfig, start: Codes | None = None, *,
@@ -175,10 +177,14 @@ def evolve(fmodel, rtn_state: QuantState, search: Split, config: EvolutionConfig
     ``loss``/``metric``: the global stage's per-sample loss and metric (see
     :func:`~qevo_lite.es.stages.global_stage`); ``report``: ``model -> dict`` of held-out numbers at reporting
     points (never used for selection); ``checkpoints``: the two stages' resume files (or None);
-    ``threads``: CPU threads of the local stage."""
-    local = run_local(fmodel, rtn_state, search, config.local, start, seed, checkpoints[0], threads, loss)
+    ``threads``: CPU threads of the local stage. ``search``: a Split or a
+    :class:`~qevo_lite.core.streaming.StreamedSplit`, which the local stage streams and the global stage reads
+    into memory (it evaluates the whole network on every image for every candidate; a global budget of 0 skips
+    it and reads nothing)."""
+    local = run_local(fmodel, rtn_state, search, config.local, start, seed, checkpoints[0], threads, loss, progress)
     g = config.global_stage
-    glob = global_stage(fmodel, rtn_state, search, local.codes, budget=g.budget, lam=g.lam, p=g.p, seed=seed,
+    glob = global_stage(fmodel, rtn_state, in_memory(search) if g.budget else search, local.codes,
+                        budget=g.budget, lam=g.lam, p=g.p, seed=seed,
                         loss=loss, metric=metric, report=report, report_every=report_every,
                         checkpoint=checkpoints[1], progress=progress, early_reject=g.early_reject,
                         chunk_size=g.chunk_size)

@@ -18,9 +18,11 @@ from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..core.data import Split
 from ..core.io import save_torch
+from ..core.streaming import first_inputs, in_memory
 from ..evaluators.base import Codes, resolve_loss
 from ..evaluators.incremental import IncrementalEvaluator
 from ..evaluators.layerwise import LayerwiseEvaluator
@@ -80,7 +82,8 @@ def run_layerwise(fmodel: nn.Module, state: QuantState, search: Split, config, s
     """
     log = []
 
-    def evolve(name, module, inputs, targets, codes):
+    def evolve(name, module, io, codes):
+        inputs, targets = io.whole()
         ev = LayerwiseEvaluator(module, name, state, inputs, targets, reference=codes)
         before = ev.reference_eval.fitness
         res = run_es(ev, config, layers=[name], progress=progress)
@@ -88,22 +91,22 @@ def run_layerwise(fmodel: nn.Module, state: QuantState, search: Split, config, s
                     "evaluations": res.evaluations, "seconds": res.seconds})
         return res.best[name]
 
-    codes = layer_by_layer(fmodel, state, search.x[:samples], evolve, layers, start)
+    codes = layer_by_layer(fmodel, state, first_inputs(search, samples), evolve, layers, start)
     return codes, log
 
 
 def resumable_layers(rtn_state: QuantState, start: Codes | None, checkpoint: Path | None, threads: int | None,
-                     evolve_one: Callable[[int, str, Codes, list], Codes]) -> LocalStageResult:
+                     evolve_one: Callable[[int, str, Codes, list], Codes], progress: bool = False) -> LocalStageResult:
     """The loop both local stages share: layers in graph order, each evolved by ``evolve_one(index, name,
     codes, log) -> codes`` (which appends its log entries), with ``threads`` torch threads. After each layer the
     codes, log and seconds are saved to ``checkpoint`` (when given), and a run whose checkpoint exists resumes
-    after the last saved layer."""
+    after the last saved layer. ``progress``: a bar over the layers."""
     codes, log, seconds, done = dict(start if start is not None else rtn_state.codes()), [], 0.0, 0
     if checkpoint is not None and checkpoint.exists():
         ck = torch.load(checkpoint, weights_only=False)
         codes, log, seconds, done = ck["codes"], ck["log"], ck["seconds"], ck["done"]
     names = list(rtn_state.layers)
-    for i in range(done, len(names)):
+    for i in tqdm(range(done, len(names)), desc="local stage", unit="layer", leave=False, disable=not progress):
         t0 = time.perf_counter()
         with torch_threads(threads):
             codes = evolve_one(i, names[i], codes, log)
@@ -115,17 +118,17 @@ def resumable_layers(rtn_state: QuantState, start: Codes | None, checkpoint: Pat
 
 def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int, p: float, local_moves: int | None,
                 samples: int, seed: int, checkpoint: Path | None = None, threads: int | None = 1,
-                start: Codes | None = None) -> LocalStageResult:
+                start: Codes | None = None, progress: bool = False) -> LocalStageResult:
     """Layer-wise (local) ES, one layer at a time in graph order, each on its layer-output MSE against the
     FP32 layer (:func:`run_layerwise`). Works for any task: it only needs the float
-    model, the RTN state and search inputs ``search.x``.
+    model, the RTN state and the search images (a Split or a streamed one).
 
     ``evaluations`` per layer; a mutation moves ``local_moves`` weights of the layer on average (rate
     ``local_moves / layer size``; None: rate ``p``), adapted by the 1/5 rule; from ``start`` codes (default
     RTN's). ``checkpoint``: a file the
     codes are saved to after each layer, so an interrupted run resumes between layers. ``threads``: CPU
     threads during the stage (many tiny operations). Raises KeyboardInterrupt when a layer was interrupted
-    (after saving the layers before it).
+    (after saving the layers before it). ``progress``: a bar over the layers.
     """
     def evolve_one(i, name, codes, log):
         n = rtn_state.layers[name].codes.numel()
@@ -138,13 +141,13 @@ def local_stage(fmodel, rtn_state, search: Split, *, evaluations: int, lam: int,
         log += layer_log
         return codes
 
-    return resumable_layers(rtn_state, start, checkpoint, threads, evolve_one)
+    return resumable_layers(rtn_state, start, checkpoint, threads, evolve_one, progress)
 
 
 def quadratic_stage(fmodel, rtn_state, search: Split, start: Codes | None = None, *, samples: int = 1024,
                     generations: int = 2000, lam: int = 16, topk: int = 32, patience: int = 100, seed: int = 0,
                     checkpoint: Path | None = None, threads: int | None = 1, weighting: str = "output",
-                    loss="cross_entropy") -> LocalStageResult:
+                    loss="cross_entropy", progress: bool = False) -> LocalStageResult:
     """The local stage on the exact quadratic fitness (:mod:`qevo_lite.es.channel_es`): layer by layer in graph
     order, each layer's inputs from the model whose earlier layers are already evolved, targets from the FP32
     model, on ``samples`` search images; from ``start`` codes (default: RTN's; e.g. a peer's codes).
@@ -158,7 +161,10 @@ def quadratic_stage(fmodel, rtn_state, search: Split, start: Codes | None = None
 
     A layer the quadratic form cannot describe (:class:`~qevo_lite.evaluators.quadratic.NotQuadratic`) keeps
     its codes, with one warning naming it (the global stage still moves it). ``checkpoint``: the codes are
-    saved after each layer, so an interrupted run resumes between layers."""
+    saved after each layer, so an interrupted run resumes between layers. ``search``: a Split or a
+    :class:`~qevo_lite.core.streaming.StreamedSplit`; either way each layer's quadratic form is summed one batch of
+    images at a time (the Fisher weights are held for the ``samples`` images). ``progress``: a bar over the
+    layers."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"Unknown weighting {weighting!r}; choose one of {WEIGHTINGS}.")
     skipped, t0, weights = [], time.perf_counter(), {}
@@ -166,24 +172,25 @@ def quadratic_stage(fmodel, rtn_state, search: Split, start: Codes | None = None
         spec = resolve_loss(loss)
         exact = [n for n, lq in rtn_state.layers.items() if weighting == "fisher_channels"
                  and lq.codes.shape[0] * lq.codes[0].numel() ** 2 <= PER_CHANNEL_ENTRIES]
-        weights = output_weights(fmodel, list(rtn_state.layers), search.x[:samples], spec.targets(search)[:samples],
-                                 spec.fn, per_element=exact)
+        fitted = in_memory(search, samples)   # the weights are per image: held for the samples images
+        weights = output_weights(fmodel, list(rtn_state.layers), fitted.x, spec.targets(fitted), spec.fn,
+                                 per_element=exact)
     weight_seconds = time.perf_counter() - t0
 
     def evolve_one(i, name, codes, log):
-        def evolve(name, module, inputs, targets, current):
+        def evolve(name, module, io, current):
             try:
-                q = LayerQuadratic(module, rtn_state.layers[name], inputs, targets, current[name],
-                                   weights=weights.get(name))
+                q = LayerQuadratic.streamed(module, rtn_state.layers[name], io.batches(), current[name],
+                                            weights=weights.get(name))
             except NotQuadratic:
                 skipped.append(name)
                 return current[name]
             entry = evolve_layer(q, generations, lam, topk, patience, seed=seed * 1009 + i)
             log.append({"layer": name, **entry})
             return q.codes_like_layer()
-        return layer_by_layer(fmodel, rtn_state, search.x[:samples], evolve, [name], codes)
+        return layer_by_layer(fmodel, rtn_state, first_inputs(search, samples), evolve, [name], codes)
 
-    out = resumable_layers(rtn_state, start, checkpoint, threads, evolve_one)
+    out = resumable_layers(rtn_state, start, checkpoint, threads, evolve_one, progress)
     out = out._replace(seconds=out.seconds + weight_seconds)
     if skipped:
         warnings.warn(f"The quadratic local fitness does not describe {skipped}: their codes were left as they "
@@ -203,8 +210,11 @@ def global_stage(fmodel, rtn_state, search: Split, start_codes, *, budget: int, 
     at the start, every ``report_every`` generations and at the end (never used for selection).
     ``checkpoint``: ES checkpoint file (resumes when it exists). Raises KeyboardInterrupt when the run was interrupted (its checkpoint is saved).
     ``chunk_size``: images per forward pass (default: the evaluator's); early rejection decides after
-    whole chunks, so a search split of a few hundred images needs smaller chunks for it to act.
+    whole chunks, so a search split of a few hundred images needs smaller chunks for it to act. ``budget`` 0:
+    no stage (the start codes come back, with no evaluation: ``start`` and ``best_eval`` are None).
     """
+    if budget == 0:     # no global stage: the start codes, nothing evaluated (the search split is not read)
+        return GlobalStageResult(ESResult(best=dict(start_codes), best_eval=None), None, 0.0)
     t0 = time.perf_counter()
     evaluator = IncrementalEvaluator(copy.deepcopy(fmodel), rtn_state, search, loss=loss, metric=metric,
                                      chunk_size=chunk_size)

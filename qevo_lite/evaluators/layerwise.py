@@ -17,33 +17,43 @@ computed in ``O(changes x positions)`` instead of a whole layer. Grouped convs m
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.streaming import BATCH, input_batches
 from .base import Codes, Evaluation, changed_weights, decode_at
 from ..quant.grid import QuantState
 
 
-def capture_layer_io(qmodel: nn.Module, fmodel: nn.Module, layer: str, x: torch.Tensor,
-                     batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input of ``layer`` in ``qmodel``, output of ``layer`` in ``fmodel``) for images ``x``, via hooks.
+def layer_io_batches(qmodel: nn.Module, fmodel: nn.Module, layer: str, batches) -> Iterator[tuple[torch.Tensor,
+                                                                                              torch.Tensor]]:
+    """``(input of layer in qmodel, output of layer in fmodel)`` for each batch of images in ``batches`` (an
+    iterable of tensors, e.g. :func:`~qevo_lite.core.streaming.input_batches`), via hooks: one batch in memory.
 
-    Both are cloned at once: a following in-place op (``ReLU(inplace=True)``) would overwrite them.
-    """
-    xs, ys = [], []
+    Both are cloned at once: a following in-place op (``ReLU(inplace=True)``) would overwrite them."""
     device = next(qmodel.parameters()).device
-    h1 = qmodel.get_submodule(layer).register_forward_hook(lambda m, i, o: xs.append(i[0].detach().clone()))
-    h2 = fmodel.get_submodule(layer).register_forward_hook(lambda m, i, o: ys.append(o.detach().clone()))
-    try:
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                qmodel(x[i:i + batch_size].to(device))
-                fmodel(x[i:i + batch_size].to(device))
-    finally:
-        h1.remove()
-        h2.remove()
+    for x in batches:
+        xs, ys = [], []
+        h1 = qmodel.get_submodule(layer).register_forward_hook(lambda m, i, o: xs.append(i[0].detach().clone()))
+        h2 = fmodel.get_submodule(layer).register_forward_hook(lambda m, i, o: ys.append(o.detach().clone()))
+        try:
+            with torch.no_grad():
+                qmodel(x.to(device))
+                fmodel(x.to(device))
+        finally:
+            h1.remove()
+            h2.remove()
+        yield (torch.cat(xs) if len(xs) > 1 else xs[0]), (torch.cat(ys) if len(ys) > 1 else ys[0])
+
+
+def capture_layer_io(qmodel: nn.Module, fmodel: nn.Module, layer: str, x: torch.Tensor,
+                     batch_size: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input of ``layer`` in ``qmodel``, output of ``layer`` in ``fmodel``) for images ``x`` (a tensor, or a
+    streamed split's first images, :func:`~qevo_lite.core.streaming.first_inputs`), all in memory."""
+    xs, ys = zip(*layer_io_batches(qmodel, fmodel, layer, input_batches(x, batch_size)))
     return torch.cat(xs).contiguous(), torch.cat(ys).contiguous()
 
 

@@ -60,6 +60,23 @@ def unfolded_inputs(module: nn.Module, x: torch.Tensor, rows_shape: torch.Size) 
     return _channels_first(out, module).reshape(groups, k, -1)
 
 
+def _rechunked(batches, chunk_of):
+    """``(inputs, targets)`` batches re-cut into chunks of ``chunk_of(first targets)`` images (the last may be
+    smaller), in order: the chunks are the same whatever the batches' sizes."""
+    xs, ys, have, size = [], [], 0, None
+    for x, y in batches:
+        size = size or chunk_of(y)
+        xs.append(x)
+        ys.append(y)
+        have += len(x)
+        while have >= size:
+            bx, by = (torch.cat(xs), torch.cat(ys)) if len(xs) > 1 else (xs[0], ys[0])
+            yield bx[:size], by[:size]
+            xs, ys, have = [bx[size:]], [by[size:]], have - size
+    if have:
+        yield (torch.cat(xs), torch.cat(ys)) if len(xs) > 1 else (xs[0], ys[0])
+
+
 class LayerQuadratic:
     """``H``, ``G`` and the error of one layer, for exact, image-free evaluation of code moves.
 
@@ -80,6 +97,22 @@ class LayerQuadratic:
     @torch.no_grad()
     def __init__(self, module: nn.Module, lq: LayerQuant, inputs: torch.Tensor, targets: torch.Tensor,
                  codes: torch.Tensor | None = None, chunk: int | None = None, weights: torch.Tensor | None = None):
+        self._setup(module, lq, codes)
+        self._accumulate(module, [(inputs, targets)], chunk, weights)
+
+    @classmethod
+    def streamed(cls, module: nn.Module, lq: LayerQuant, batches, codes: torch.Tensor | None = None,
+                 chunk: int | None = None, weights: torch.Tensor | None = None) -> "LayerQuadratic":
+        """The same sums over images given as an iterable of ``(inputs, targets)`` batches (e.g.
+        :meth:`~qevo_lite.rounding.layers.LayerIO.batches`): at most one batch plus one chunk in memory, and the
+        same chunks (so the same numbers) as one call with all images."""
+        self = cls.__new__(cls)
+        with torch.no_grad():
+            self._setup(module, lq, codes)
+            self._accumulate(module, batches, chunk, weights)
+        return self
+
+    def _setup(self, module: nn.Module, lq: LayerQuant, codes: torch.Tensor | None) -> None:
         codes = lq.codes if codes is None else codes
         self.shape = codes.shape
         rows = codes.shape[0]
@@ -92,55 +125,70 @@ class LayerQuadratic:
         zp = lq.zero_point.double().reshape(-1)
         self.zero_point = zp if zp.numel() == rows else zp.expand(rows)
         self.group_of = torch.arange(rows) // (rows // self.groups)
-        if weights is not None and (len(weights) != len(targets)
-                                    or weights[0].numel() not in (targets[0].numel(), targets[0].numel() // rows)):
-            raise ValueError(f"weights {tuple(weights.shape)} do not fit outputs {tuple(targets.shape)}: pass one "
-                             "weight per image and output position (or per output element).")
-        per_channel = weights is not None and weights[0].numel() == targets[0].numel()
-        if per_channel:   # one output channel: per-position weights (N, *positions) have this size too
-            weights = weights.reshape(targets.shape)
-        self.h_of = torch.arange(rows) if per_channel else self.group_of
+
+    def _accumulate(self, module: nn.Module, batches, chunk: int | None, weights: torch.Tensor | None) -> None:
+        """``H``, ``G`` and the error summed over the images of ``batches``, ``chunk`` images at a time (default:
+        about 2^24 unfolded numbers a chunk); ``weights`` (N, ...) for all images, consumed in order."""
+        rows = self.codes.shape[0]
         bias = module.bias.detach().double().cpu() if getattr(module, "bias", None) is not None else None
         weight = self.weight()                                    # (C_out, K) decoded, float64
-        self.h = torch.zeros(rows if per_channel else self.groups, self.k, self.k, dtype=torch.float64)
-        self.g = torch.zeros(rows, self.k, dtype=torch.float64)
-        self.error, self.positions = 0.0, 0
         per = rows // self.groups
-        chunk = chunk or max(1, int(2 ** 24 // max(1, self.groups * self.k * max(1, targets[0].numel() // rows))))
-        for start in range(0, len(inputs), chunk):
-            x = inputs[start:start + chunk].float()
-            xu = unfolded_inputs(module, x, codes.shape).double().cpu()          # (groups, K, P)
-            y = _channels_first(targets[start:start + chunk], module).double().cpu()   # (C_out, P)
+        self.error, self.positions, per_channel, offset = 0.0, 0, False, 0
+        for x, targets in _rechunked(batches, lambda t: chunk or max(1, int(
+                2 ** 24 // max(1, self.groups * self.k * max(1, t[0].numel() // rows))))):
+            if offset == 0:
+                if weights is not None and weights[0].numel() not in (targets[0].numel(), targets[0].numel() // rows):
+                    raise ValueError(f"weights {tuple(weights.shape)} do not fit outputs {tuple(targets.shape[1:])} "
+                                     "per image: pass one weight per image and output position (or per output "
+                                     "element).")
+                per_channel = weights is not None and weights[0].numel() == targets[0].numel()
+                self.h_of = torch.arange(rows) if per_channel else self.group_of
+                self.h = torch.zeros(rows if per_channel else self.groups, self.k, self.k, dtype=torch.float64)
+                self.g = torch.zeros(rows, self.k, dtype=torch.float64)
+            x = x.float()
+            xu = unfolded_inputs(module, x, self.shape).double().cpu()          # (groups, K, P)
+            y = _channels_first(targets, module).double().cpu()   # (C_out, P)
             out = torch.cat([weight[k * per:(k + 1) * per] @ xu[k] for k in range(self.groups)])
             if bias is not None:
                 out += bias[:, None]
-            if start == 0:
-                self._check(module, x, codes, out)
+            if offset == 0:
+                self._check(module, x, self.shape, out)
             r = out - y
-            if weights is None:
+            w = None if weights is None else weights[offset:offset + len(x)]
+            if w is not None and len(w) != len(x):
+                raise ValueError(f"weights cover {len(weights)} images, fewer than the layer's inputs: pass one "
+                                 "weight per image and output position (or per output element).")
+            if w is None:
                 rw = r
                 self.h += xu @ xu.transpose(1, 2)
-            elif per_channel:
-                f = _channels_first(weights[start:start + chunk], module).double().cpu()   # (C_out, P)
+            elif per_channel:   # one output channel: per-position weights (N, *positions) have this size too
+                f = _channels_first(w.reshape(targets.shape), module).double().cpu()   # (C_out, P)
                 rw = r * f
                 for c in range(rows):
                     xk = xu[self.group_of[c]]
                     self.h[c] += (xk * f[c]) @ xk.T
             else:
-                b = weights[start:start + chunk].reshape(-1).double().cpu()            # (P,)
+                b = w.reshape(-1).double().cpu()            # (P,)
                 rw = r * b
                 self.h += (xu * b) @ xu.transpose(1, 2)
             self.g += torch.cat([rw[k * per:(k + 1) * per] @ xu[k].T for k in range(self.groups)])
             self.error += float((rw * r).sum())
             self.positions += r.numel()
+            offset += len(x)
+        if offset == 0:
+            raise ValueError("The layer saw no images: pass at least one batch of inputs.")
+        if weights is not None and len(weights) != offset:
+            raise ValueError(f"weights cover {len(weights)} images but the layer's inputs {offset}: pass one weight "
+                             "per image and output position (or per output element).")
 
     def weight(self) -> torch.Tensor:
         """The decoded weight rows (C_out, K), float64."""
         return self.step[:, None] * (self.codes.double() - self.zero_point[:, None])
 
-    def _check(self, module, x, codes, out):
-        """Raise :class:`NotQuadratic` unless the layer's own forward gives ``out`` (C_out, P)."""
-        params = {"weight": from_rows(self.weight().reshape(codes.shape).to(x.dtype), module)}
+    def _check(self, module, x, shape, out):
+        """Raise :class:`NotQuadratic` unless the layer's own forward gives ``out`` (C_out, P); ``shape``: the
+        weight's rows-layout shape."""
+        params = {"weight": from_rows(self.weight().reshape(shape).to(x.dtype), module)}
         real = _channels_first(functional_call(module, params, (x,)), module).double().cpu()
         tol = 1e-4 * (1.0 + float(real.abs().max()))
         if real.shape != out.shape or float((real - out).abs().max()) > tol:

@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..core.data import Split
+from ..core.streaming import first_inputs
 from ..quant.grid import QuantState
 from ..quant.layout import from_rows
 from .layers import grid_of, layer_by_layer
@@ -120,14 +121,15 @@ def adaround(fmodel: nn.Module, state: QuantState, search: Split, samples: int =
     :func:`adaround_layer`)."""
     g = torch.Generator().manual_seed(seed)
 
-    def choose(name, module, inputs, targets, codes):
+    def choose(name, module, io, codes):
         lq = state.layers[name]
         scale, zp = grid_of(lq)
+        inputs, targets = io.whole()
         with torch.enable_grad():
             return adaround_layer(module, lq.weight, scale, zp, lq.qmin, lq.qmax, inputs, targets, steps,
                                   batch_size, lam, beta, lr=lr, generator=g, reduction=reduction)
 
-    return state.with_codes(layer_by_layer(fmodel, state, search.x[:samples], choose))
+    return state.with_codes(layer_by_layer(fmodel, state, first_inputs(search, samples), choose))
 
 
 @dataclass(frozen=True)

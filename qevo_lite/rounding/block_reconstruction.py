@@ -26,6 +26,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..core.data import Split
+from ..core.streaming import in_memory
 from ..evaluators.base import resolve_loss
 from ..quant.grid import QuantState
 from ..quant.layout import from_rows
@@ -118,11 +119,12 @@ def block_reconstruction(fmodel: nn.Module, state: QuantState, search: Split, lo
                       stacklevel=2)
         return adaround(fmodel, state, search, samples, steps, batch_size, lam, beta, seed, lr, "mean"), \
             [(l,) for l in layers]
-    x = search.x[:samples]
+    fitted = in_memory(search, samples)     # the blocks' inputs are revisited every step: held in memory
+    x = fitted.x
     weights = None
     if fisher:
         spec = resolve_loss(loss)
-        weights = fisher_weights(cut, x, spec.targets(search)[:samples], spec.fn)
+        weights = fisher_weights(cut, x, spec.targets(fitted), spec.fn)
     g = torch.Generator().manual_seed(seed)
     codes = state.codes()
     x_q, x_f = x, x

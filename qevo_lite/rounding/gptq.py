@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..core.data import Split
+from ..core.streaming import first_inputs
 from ..evaluators.quadratic import unfolded_inputs
 from ..quant.grid import QuantState
 from ..quant.layout import rows_shape
@@ -26,11 +27,21 @@ from .layers import grid_of, layer_by_layer
 from .problem import RoundingProblem
 
 
-def input_hessian(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+def input_hessian(module: nn.Module, inputs) -> torch.Tensor:
     """``H = X X^T / P`` per group, (groups, K, K), in float64: ``X`` the layer's unfolded inputs
-    (:func:`~qevo_lite.evaluators.quadratic.unfolded_inputs`: any Linear, Conv or ConvTranspose layer)."""
-    x = unfolded_inputs(module, inputs.double(), rows_shape(module.weight.shape, module))
-    return x @ x.transpose(1, 2) / x.shape[-1]
+    (:func:`~qevo_lite.evaluators.quadratic.unfolded_inputs`: any Linear, Conv or ConvTranspose layer).
+    ``inputs``: what enters the layer, one tensor (N, ...) or an iterable of batches of it, summed a chunk of
+    images at a time (about 2^24 unfolded numbers, 128 MB) so that memory does not grow with the images."""
+    h, positions, shape, chunk = None, 0, rows_shape(module.weight.shape, module), None
+    for batch in ([inputs] if isinstance(inputs, torch.Tensor) else inputs):
+        if chunk is None:   # images per unfolding: about 2^24 unfolded numbers
+            chunk = max(1, 2 ** 24 // unfolded_inputs(module, batch[:1].double(), shape).numel())
+        for i in range(0, len(batch), chunk):
+            x = unfolded_inputs(module, batch[i:i + chunk].double(), shape)
+            part = x @ x.transpose(1, 2)
+            h = part if h is None else h + part
+            positions += x.shape[-1]
+    return h / positions
 
 
 def gptq_codes(weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
@@ -54,15 +65,16 @@ def gptq_codes(weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tens
     return codes
 
 
-def gptq(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 256, damp: float = 0.01) -> QuantState:
+def gptq(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 256, damp: float = 0.01,
+         progress: bool = False) -> QuantState:
     """The state with every layer's codes chosen by GPTQ on ``samples`` search images (layers in graph
     order, inputs from the already-rounded layers before). Linear, Conv and ConvTranspose layers (grouped
-    too)."""
-    x = search.x[:samples]
+    too). ``search``: a Split or a :class:`~qevo_lite.core.streaming.StreamedSplit`; either way each layer's
+    Hessian is summed one batch of images at a time. ``progress``: a bar over the layers."""
 
-    def choose(name, module, inputs, targets, codes):
+    def choose(name, module, io, codes):
         lq = state.layers[name]
-        h = input_hessian(module, inputs)
+        h = input_hessian(module, (inputs for inputs, _ in io.batches()))
         g = len(h)
         rows = lq.codes.shape[0]
         scale, zp = grid_of(lq)
@@ -73,7 +85,7 @@ def gptq(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 256
                                   zp[r].reshape(rows // g, -1), lq.qmin, lq.qmax, h[k], damp))
         return torch.cat(out).reshape(lq.codes.shape)
 
-    return state.with_codes(layer_by_layer(fmodel, state, x, choose))
+    return state.with_codes(layer_by_layer(fmodel, state, first_inputs(search, samples), choose, progress=progress))
 
 
 @dataclass(frozen=True)
@@ -96,4 +108,5 @@ class GPTQConfig:
 def round_gptq(problem: RoundingProblem, config: GPTQConfig):
     """``(state, None)``: GPTQ's codes on the problem's grid (deterministic: the seed is not used)."""
     with torch.no_grad():
-        return gptq(problem.fmodel, problem.start_state, problem.search, config.samples, config.damp), None
+        return gptq(problem.fmodel, problem.start_state, problem.search, config.samples, config.damp,
+                    problem.progress), None

@@ -1,13 +1,15 @@
-"""What both rounding peers need from a layer: its inputs in the partly rounded model, its FP32 outputs,
-and its weight as a matrix on the state's grid."""
+"""What the layer-wise methods need from a layer: its inputs in the partly rounded model and its FP32 outputs
+(streamed or whole), and its weight as a matrix on the state's grid."""
 from __future__ import annotations
 
 import copy
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from ..evaluators.layerwise import capture_layer_io
+from ..core.streaming import input_batches
+from ..evaluators.layerwise import capture_layer_io, layer_io_batches
 from ..quant.grid import LayerQuant, QuantState
 
 
@@ -17,21 +19,38 @@ def grid_of(lq: LayerQuant) -> tuple[torch.Tensor, torch.Tensor]:
     return lq.scale.reshape(shape).expand(lq.codes.shape), lq.zero_point.reshape(shape).float().expand(lq.codes.shape)
 
 
-def layer_by_layer(fmodel: nn.Module, state: QuantState, x: torch.Tensor, choose, layers=None,
-                   start: dict | None = None) -> dict:
+class LayerIO:
+    """One layer's data during :func:`layer_by_layer`: :meth:`batches` streams ``(inputs, targets)`` one batch of
+    images at a time (for methods that sum over images: GPTQ's Hessian, the ES's quadratic form), :meth:`whole`
+    holds them all (for methods that revisit them: AdaRound). ``inputs``: what enters the layer in the model whose
+    earlier layers already carry their new codes; ``targets``: the FP32 layer's outputs on the same images."""
+
+    def __init__(self, qmodel: nn.Module, fmodel: nn.Module, name: str, x):
+        self.qmodel, self.fmodel, self.name, self.x = qmodel, fmodel, name, x
+
+    def batches(self):
+        return layer_io_batches(self.qmodel, self.fmodel, self.name, input_batches(self.x))
+
+    def whole(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return capture_layer_io(self.qmodel, self.fmodel, self.name, self.x)
+
+
+def layer_by_layer(fmodel: nn.Module, state: QuantState, x, choose, layers=None,
+                   start: dict | None = None, progress: bool = False) -> dict:
     """Choose ``state``'s layer codes one layer at a time, in graph order (``layers``: a subset), starting
-    from ``start`` (default: the state's codes). ``choose(name, module, inputs, targets, codes)`` returns the
-    layer's new codes; ``inputs`` (what enters the layer in the model whose earlier layers already carry their
-    new codes, so later layers see and can compensate earlier errors) and ``targets`` (the FP32 layer's
-    outputs on the FP32 model's inputs) are computed on images ``x``; ``codes`` are all layers' current codes.
+    from ``start`` (default: the state's codes). ``choose(name, module, io, codes)`` returns the layer's new
+    codes; ``io`` (:class:`LayerIO`) gives the layer's inputs and FP32 targets on images ``x`` (a tensor, or a
+    streamed split's first images, :func:`~qevo_lite.core.streaming.first_inputs`), so later layers see and can
+    compensate earlier errors; ``codes`` are all layers' current codes. ``progress``: a bar over the layers.
     The float model is not modified. Returns the new codes ``{layer: int16 tensor}``."""
     codes = dict(start) if start is not None else state.codes()
     qmodel = copy.deepcopy(fmodel).eval()
     fmodel = fmodel.eval()
-    for name in (layers or list(state.layers)):
+    names = layers or list(state.layers)
+    for name in tqdm(names, desc="layers", unit="layer", leave=False, disable=not progress or len(names) < 2):
         state.with_codes(codes).apply(qmodel)
-        inputs, targets = capture_layer_io(qmodel, fmodel, name, x)
-        codes[name] = choose(name, qmodel.get_submodule(name), inputs, targets, codes).to(torch.int16)
+        io = LayerIO(qmodel, fmodel, name, x)
+        codes[name] = choose(name, qmodel.get_submodule(name), io, codes).to(torch.int16)
     return codes
 
 
