@@ -1,6 +1,7 @@
 """GPU check of the engine (run on a CUDA machine): device placement, evaluator equivalence on the GPU,
 evaluations/s of naive vs incremental evaluation and of chunk sizes, layer-wise ES, and a full-profile
-model (VGG-11 on 3x32x32 inputs) in the incremental evaluator.
+model (VGG-11 on 3x32x32 inputs) in the incremental evaluator; ``qv.quantize`` with every method from a
+DataLoader with the model on the GPU.
 
     python scripts/gpu_check.py [DIR_WITH_FASHION_MNIST_GZ]
 
@@ -77,6 +78,24 @@ for arch in ("vgg_small", "resnet_small"):
     print(f"     {arch}: layer-wise ES on the GPU, {sum(l['evaluations'] for l in log)} evals in {dt:.1f} s; "
           f"test accuracy RTN {rtn_acc:.4f} -> {acc:.4f}")
     check(acc > rtn_acc, f"{arch}: layer-wise ES beats RTN on held-out data on the GPU")
+
+# qv.quantize with the model on the GPU and the data as a DataLoader (streamed): every method runs there and
+# beats RTN on held-out images
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+import qevo_lite as qv  # noqa: E402
+model, _ = load_pretrained("vgg_small", train_if_missing=False)
+loader = DataLoader(TensorDataset(splits.search.x[:512], splits.search.y[:512]), batch_size=64)
+held_out = (splits.test.x[:2000], splits.test.y[:2000])
+for method in qv.methods.method_names():
+    if method == "rtn":
+        continue
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    _, report = qv.quantize(model.to(dev), loader, bits=2, method=method, test=held_out, samples=256, progress=False)
+    print(f"     qv.quantize vgg_small W2 {method} on the GPU from a DataLoader: {time.perf_counter() - t0:.1f} s, "
+          f"held-out accuracy RTN {report.rtn_test['accuracy']:.4f} -> {report.test['accuracy']:.4f}, "
+          f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    check(report.test["accuracy"] > report.rtn_test["accuracy"], f"qv.quantize {method} on the GPU beats RTN")
 
 # full-profile model: VGG-11 on 3x32x32 (random weights and images: placement, memory and speed only)
 torch.manual_seed(0)

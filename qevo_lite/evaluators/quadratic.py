@@ -114,15 +114,15 @@ class LayerQuadratic:
 
     def _setup(self, module: nn.Module, lq: LayerQuant, codes: torch.Tensor | None) -> None:
         codes = lq.codes if codes is None else codes
-        self.shape = codes.shape
+        self.shape, self.device = codes.shape, codes.device     # the search runs on the CPU, in float64
         rows = codes.shape[0]
         self.groups = getattr(module, "groups", 1)
         self.k = codes[0].numel()
-        self.codes = codes.reshape(rows, -1).long().clone()
+        self.codes = codes.reshape(rows, -1).long().cpu().clone()
         self.qmin, self.qmax = lq.qmin, lq.qmax
-        scale = lq.scale.double().reshape(-1)
+        scale = lq.scale.double().cpu().reshape(-1)
         self.step = (scale if scale.numel() == rows else scale.expand(rows)).clone()
-        zp = lq.zero_point.double().reshape(-1)
+        zp = lq.zero_point.double().cpu().reshape(-1)
         self.zero_point = zp if zp.numel() == rows else zp.expand(rows)
         self.group_of = torch.arange(rows) // (rows // self.groups)
 
@@ -188,7 +188,7 @@ class LayerQuadratic:
     def _check(self, module, x, shape, out):
         """Raise :class:`NotQuadratic` unless the layer's own forward gives ``out`` (C_out, P); ``shape``: the
         weight's rows-layout shape."""
-        params = {"weight": from_rows(self.weight().reshape(shape).to(x.dtype), module)}
+        params = {"weight": from_rows(self.weight().reshape(shape).to(device=x.device, dtype=x.dtype), module)}
         real = _channels_first(functional_call(module, params, (x,)), module).double().cpu()
         tol = 1e-4 * (1.0 + float(real.abs().max()))
         if real.shape != out.shape or float((real - out).abs().max()) > tol:
@@ -213,5 +213,5 @@ class LayerQuadratic:
         self.error += float(delta.sum())
 
     def codes_like_layer(self) -> torch.Tensor:
-        """The current codes, int16, in the layer's rows-layout shape."""
-        return self.codes.to(torch.int16).reshape(self.shape)
+        """The current codes, int16, in the layer's rows-layout shape, on the device the codes came from."""
+        return self.codes.to(torch.int16).reshape(self.shape).to(self.device)

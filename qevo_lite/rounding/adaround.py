@@ -94,7 +94,8 @@ def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor,
     count, which weighs the regulariser ``lam`` more)."""
     if reduction not in ("sum_channels", "mean"):
         raise ValueError(f"reduction must be 'sum_channels' or 'mean', got {reduction!r}.")
-    relaxed = RelaxedCodes(weight, scale, zero_point, qmin, qmax)
+    dev = inputs.device         # fit where the layer's inputs are (the GPU when the model is there)
+    relaxed = RelaxedCodes(weight.to(dev), scale.to(dev), zero_point.to(dev), qmin, qmax)
     opt = torch.optim.Adam([relaxed.v], lr=lr)
     bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
     g = generator or torch.Generator().manual_seed(0)
@@ -110,15 +111,16 @@ def adaround_layer(module: nn.Module, weight: torch.Tensor, scale: torch.Tensor,
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return relaxed.hard_codes()
+    return relaxed.hard_codes().to(weight.device)
 
 
 def adaround(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 1024, steps: int = 1000,
              batch_size: int = 64, lam: float = 0.01, beta: tuple = (20.0, 2.0), seed: int = 0, lr: float = 1e-3,
-             reduction: str = "sum_channels") -> QuantState:
+             reduction: str = "sum_channels", progress: bool = False) -> QuantState:
     """The state with every layer's codes chosen by AdaRound (graph order; ``samples`` search images give
-    the layers' inputs and FP32 targets; ``seed`` draws the batches; ``lr`` and ``reduction`` as for
-    :func:`adaround_layer`)."""
+    the layers' inputs and FP32 targets, held in memory for one layer at a time, since every step draws a batch
+    of them; ``seed`` draws the batches; ``lr`` and ``reduction`` as for :func:`adaround_layer`; ``progress``: a
+    bar over the layers)."""
     g = torch.Generator().manual_seed(seed)
 
     def choose(name, module, io, codes):
@@ -129,7 +131,7 @@ def adaround(fmodel: nn.Module, state: QuantState, search: Split, samples: int =
             return adaround_layer(module, lq.weight, scale, zp, lq.qmin, lq.qmax, inputs, targets, steps,
                                   batch_size, lam, beta, lr=lr, generator=g, reduction=reduction)
 
-    return state.with_codes(layer_by_layer(fmodel, state, first_inputs(search, samples), choose))
+    return state.with_codes(layer_by_layer(fmodel, state, first_inputs(search, samples), choose, progress=progress))
 
 
 @dataclass(frozen=True)
@@ -164,5 +166,5 @@ def round_adaround(problem: RoundingProblem, config: AdaRoundConfig):
     with torch.no_grad():
         state = adaround(problem.fmodel, problem.start_state, problem.search, samples=config.samples,
                          steps=config.steps, batch_size=config.batch_size, lam=config.lam, beta=tuple(config.beta),
-                         seed=problem.seed, lr=config.lr, reduction=config.reduction)
+                         seed=problem.seed, lr=config.lr, reduction=config.reduction, progress=problem.progress)
     return state, None

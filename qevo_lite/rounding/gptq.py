@@ -48,21 +48,22 @@ def gptq_codes(weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tens
                hessian: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
     """Codes (rows, K) of one group: ``weight``, ``scale``, ``zero_point`` (rows, K); ``hessian`` (K, K).
 
-    ``damp``: share of the mean diagonal added to the diagonal (numerical stability, as in the paper)."""
-    w = weight.double().clone()
+    ``damp``: share of the mean diagonal added to the diagonal (numerical stability, as in the paper). Runs on
+    the Hessian's device (the GPU when the model is there); the codes come back on the weight's."""
+    w = weight.double().to(hessian.device).clone()
     h = hessian.clone()
     dead = torch.diagonal(h) == 0           # inputs that are always zero: their weights do not matter
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    h += damp * torch.diagonal(h).mean() * torch.eye(len(h), dtype=h.dtype)
+    h += damp * torch.diagonal(h).mean() * torch.eye(len(h), dtype=h.dtype, device=h.device)
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    s, zp = scale.double(), zero_point.double()
+    s, zp = scale.double().to(h.device), zero_point.double().to(h.device)
     codes = torch.empty_like(w)
     for i in range(w.shape[1]):
         codes[:, i] = torch.clamp(torch.round(w[:, i] / s[:, i] + zp[:, i]), qmin, qmax)
         err = (w[:, i] - s[:, i] * (codes[:, i] - zp[:, i])) / u[i, i]
         w[:, i + 1:] -= err[:, None] * u[i, i + 1:][None, :]
-    return codes
+    return codes.to(weight.device)
 
 
 def gptq(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 256, damp: float = 0.01,
