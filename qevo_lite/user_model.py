@@ -16,7 +16,8 @@ loss on ``data``), then chooses the codes with ``method`` on that grid: any meth
 ``data`` is what the methods fit (never your test set): a :class:`~qevo_lite.core.data.Split` or an
 ``(inputs, targets)`` pair (the loss is then the cross-entropy unless you pass ``loss``), a tensor of inputs
 alone (the loss is then the MSE to the float model's own outputs), or a torch ``Dataset`` / ``DataLoader`` of
-either; it is checked first (:mod:`qevo_lite.core.user_data`). Returns the quantized float model (weights decoded) and a
+either, streamed batch by batch (:mod:`qevo_lite.core.streaming` says what streams and what is held); it is
+checked first (:mod:`qevo_lite.core.user_data`). Returns the quantized float model (weights decoded) and a
 :class:`QuantizeReport`.
 """
 from __future__ import annotations
