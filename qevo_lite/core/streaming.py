@@ -79,21 +79,8 @@ class StreamedSplit:
         """``(inputs, targets)`` of the first ``n`` images (None: all), ``size`` a batch (the last may be
         smaller), CPU tensors; targets are the data's own, or ``targets_of(inputs)`` for inputs alone."""
         n = self.n if n is None else min(n, self.n)
-        xs, ys, have, seen = [], [], 0, 0
-        for x, y in self._raw():
-            keep = min(len(x), n - seen)
-            xs.append(x[:keep])
-            ys.append(None if y is None else y[:keep])
-            have, seen = have + keep, seen + keep
-            while have >= size:
-                bx, by = _joined(xs, ys)
-                yield bx[:size], self._targets(bx[:size], None if by is None else by[:size])
-                xs, ys, have = [bx[size:]], [None if by is None else by[size:]], have - size
-            if seen >= n:
-                break
-        if have:
-            bx, by = _joined(xs, ys)
-            yield bx, self._targets(bx, by)
+        for x, y in recut(_first(self._raw(), n), lambda x, y: size):
+            yield x, self._targets(x, y)
 
     def _targets(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
         return self.targets_of(x) if y is None and self.targets_of is not None else y
@@ -104,8 +91,36 @@ class StreamedSplit:
         return Split(torch.cat(xs), None if ys[0] is None else torch.cat(ys))
 
 
+def _first(pairs, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The ``(inputs, targets or None)`` pairs of the first ``n`` images (the last pair cut short)."""
+    seen = 0
+    for x, y in pairs:
+        if seen >= n:
+            return
+        keep = min(len(x), n - seen)
+        seen += keep
+        yield x[:keep], (None if y is None else y[:keep])
+
+
+def recut(pairs, size_of: Callable) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(inputs, targets or None)`` pairs re-cut, in order, into pieces of ``size_of(first inputs, first
+    targets)`` images (the last may be smaller): the pieces are the same whatever the sizes of the pairs."""
+    xs, ys, have, size = [], [], 0, None
+    for x, y in pairs:
+        size = size or size_of(x, y)
+        xs.append(x)
+        ys.append(y)
+        have += len(x)
+        while have >= size:
+            bx, by = _joined(xs, ys)
+            yield bx[:size], (None if by is None else by[:size])
+            xs, ys, have = [bx[size:]], [None if by is None else by[size:]], have - size
+    if have:
+        yield _joined(xs, ys)
+
+
 def _joined(xs: list, ys: list) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The buffered pieces of a batch as one ``(inputs, targets or None)``."""
+    """The buffered pieces as one ``(inputs, targets or None)``."""
     x = torch.cat(xs) if len(xs) > 1 else xs[0]
     return x, (None if ys[0] is None else (torch.cat(ys) if len(ys) > 1 else ys[0]))
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..core.streaming import recut
 from ..quant.grid import LayerQuant
 from ..quant.layout import from_rows
 
@@ -58,23 +59,6 @@ def unfolded_inputs(module: nn.Module, x: torch.Tensor, rows_shape: torch.Size) 
         params["bias"] = torch.zeros(groups * k, dtype=x.dtype, device=x.device)
     out = functional_call(module, params, (x,))
     return _channels_first(out, module).reshape(groups, k, -1)
-
-
-def _rechunked(batches, chunk_of):
-    """``(inputs, targets)`` batches re-cut into chunks of ``chunk_of(first targets)`` images (the last may be
-    smaller), in order: the chunks are the same whatever the batches' sizes."""
-    xs, ys, have, size = [], [], 0, None
-    for x, y in batches:
-        size = size or chunk_of(y)
-        xs.append(x)
-        ys.append(y)
-        have += len(x)
-        while have >= size:
-            bx, by = (torch.cat(xs), torch.cat(ys)) if len(xs) > 1 else (xs[0], ys[0])
-            yield bx[:size], by[:size]
-            xs, ys, have = [bx[size:]], [by[size:]], have - size
-    if have:
-        yield (torch.cat(xs), torch.cat(ys)) if len(xs) > 1 else (xs[0], ys[0])
 
 
 class LayerQuadratic:
@@ -134,7 +118,7 @@ class LayerQuadratic:
         weight = self.weight()                                    # (C_out, K) decoded, float64
         per = rows // self.groups
         self.error, self.positions, per_channel, offset = 0.0, 0, False, 0
-        for x, targets in _rechunked(batches, lambda t: chunk or max(1, int(
+        for x, targets in recut(batches, lambda x, t: chunk or max(1, int(
                 2 ** 24 // max(1, self.groups * self.k * max(1, t[0].numel() // rows))))):
             if offset == 0:
                 if weights is not None and weights[0].numel() not in (targets[0].numel(), targets[0].numel() // rows):
