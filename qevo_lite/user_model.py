@@ -96,6 +96,7 @@ def _scores(model: nn.Module, split: Split, loss: Loss, metric_fn, batch: int = 
             losses.append(loss.fn(out, y).float().cpu())
             if metric_fn is not None:
                 metrics.append(metric_fn(out, y).float().cpu())
+            del x, y, out      # before the next batch is read
     res = {"loss": float(torch.cat(losses).mean())}
     if metrics:
         res["accuracy"] = float(torch.cat(metrics).mean())

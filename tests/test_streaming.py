@@ -1,13 +1,16 @@
 """Data streamed from a DataLoader or Dataset: the same numbers as the same data as tensors, for every method,
 whatever the loader's batch size; the methods that sum over images (GPTQ, the ES's local stage) never hold a
 layer's inputs for all images; a loader that would give other images on each pass is refused."""
+import weakref
+
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import qevo_lite as qv
 from qevo_lite.core.streaming import BATCH, StreamedSplit, first_inputs, in_memory, input_batches
+from qevo_lite.evaluators import quadratic
 from qevo_lite.evaluators.quadratic import LayerQuadratic
 from qevo_lite.methods import method_names
 from qevo_lite.quant.grid import QuantConfig, quantize_model
@@ -87,8 +90,8 @@ def test_the_summing_methods_never_hold_a_layers_inputs_for_all_images(method, m
     seen = []
     real = layer_walk.layer_io_batches
 
-    def watched(*args):
-        for inputs, targets in real(*args):
+    def watched(*args, **kw):
+        for inputs, targets in real(*args, **kw):
             seen.append(len(inputs))
             yield inputs, targets
 
@@ -100,6 +103,36 @@ def test_the_summing_methods_never_hold_a_layers_inputs_for_all_images(method, m
     qv.quantize(model, DataLoader(TensorDataset(x, y), batch_size=50), bits=2, method=method, samples=N, budget=0,
                 progress=False)
     assert seen and max(seen) <= BATCH and sum(seen) % N == 0
+
+
+@pytest.mark.parametrize("method", ["gptq", "es"])
+def test_no_earlier_batch_of_layer_inputs_is_alive_while_the_next_is_read(method, monkeypatch):
+    """Memory is one batch of layer inputs, not two: whenever the loader is asked for images, every layer input
+    and target handed out before has been dropped (by the walk, the re-cutting and the method summing them)."""
+    handed_out = []
+    real = layer_walk.layer_io_batches
+
+    def watched(*args, **kw):
+        for inputs, targets in real(*args, **kw):
+            handed_out.extend(weakref.ref(t) for t in (inputs, targets) if t is not None)
+            yield inputs, targets
+            del inputs, targets
+    monkeypatch.setattr(layer_walk, "layer_io_batches", watched)
+    monkeypatch.setattr(quadratic, "UNFOLDED_PER_CHUNK", 2 ** 11)   # chunks of a few images, as at 224 x 224
+    n = 3 * BATCH                           # three pieces of every pass: reads between them
+    x, y = _data(n)
+    reads = []
+
+    class Images(IterableDataset):
+        def __iter__(self):
+            for i in range(0, n, 50):
+                alive = sum(r() is not None for r in handed_out)
+                assert alive == 0, f"{alive} earlier layer inputs/targets alive while the next images are read"
+                reads.append(i)
+                yield x[i:i + 50], y[i:i + 50]
+    qv.quantize(_net(), DataLoader(Images(), batch_size=None), bits=2, method=method, samples=n, budget=0,
+                progress=False)
+    assert handed_out and len(reads) > 3 * len(range(0, n, 50))   # several passes, each checked at every read
 
 
 def test_a_streamed_quadratic_form_equals_the_whole_one_with_fisher_weights():

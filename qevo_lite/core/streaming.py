@@ -16,7 +16,8 @@ What streams and what does not:
   those images once, in order.
 
 Functions here take either form (a :class:`~qevo_lite.core.data.Split` or a :class:`StreamedSplit`), so a
-method is written once.
+method is written once. Their generators drop every reference to a batch before they read the next one (the
+``del`` after each ``yield``), and so must their consumers: otherwise two batches are alive while the next is made.
 """
 from __future__ import annotations
 
@@ -57,13 +58,15 @@ class StreamedSplit:
         self.what, self.targets_of = what, targets_of
         self.n, self.labelled = 0, None
         for x, y in self._raw():             # the checking pass: nothing is kept
+            labelled = y is not None
             if self.labelled is None:
                 self.labelled = y is not None
-            elif self.labelled != (y is not None):
+            elif self.labelled != labelled:
                 raise ValueError(f"{what}: some batches have targets and some do not; give every batch the same "
                                  "form.")
             check_inputs(x, y, what)
             self.n += len(x)
+            del x, y
         if self.n == 0:
             raise ValueError(f"{what} holds no samples: pass a loader or dataset with at least one item.")
 
@@ -73,7 +76,9 @@ class StreamedSplit:
     def _raw(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         for batch in self.loader:
             x, y = split_batch(batch, self.what)
+            del batch
             yield x, (None if y is None else torch.as_tensor(y))
+            del x, y
 
     def batches(self, n: int | None = None, size: int = BATCH) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """``(inputs, targets)`` of the first ``n`` images (None: all), ``size`` a batch (the last may be
@@ -81,6 +86,7 @@ class StreamedSplit:
         n = self.n if n is None else min(n, self.n)
         for x, y in recut(_first(self._raw(), n), lambda x, y: size):
             yield x, self._targets(x, y)
+            del x, y
 
     def _targets(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
         return self.targets_of(x) if y is None and self.targets_of is not None else y
@@ -100,21 +106,34 @@ def _first(pairs, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         keep = min(len(x), n - seen)
         seen += keep
         yield x[:keep], (None if y is None else y[:keep])
+        del x, y
 
 
 def recut(pairs, size_of: Callable) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """``(inputs, targets or None)`` pairs re-cut, in order, into pieces of ``size_of(first inputs, first
-    targets)`` images (the last may be smaller): the pieces are the same whatever the sizes of the pairs."""
+    targets)`` images (the last may be smaller): the pieces are the same whatever the sizes of the pairs. A piece
+    within one pair is a view of it; a piece across pairs is joined from a copy of the first pair's rest, so no
+    earlier pair stays alive while the next is read."""
     xs, ys, have, size = [], [], 0, None
     for x, y in pairs:
         size = size or size_of(x, y)
-        xs.append(x)
-        ys.append(y)
-        have += len(x)
-        while have >= size:
-            bx, by = _joined(xs, ys)
-            yield bx[:size], (None if by is None else by[:size])
-            xs, ys, have = [bx[size:]], [None if by is None else by[size:]], have - size
+        start = 0
+        if have:                                   # complete the piece begun by the earlier pairs
+            start = min(size - have, len(x))
+            xs.append(x[:start])
+            ys.append(None if y is None else y[:start])
+            have += start
+            if have == size:
+                yield _joined(xs, ys)
+                xs, ys, have = [], [], 0
+        while len(x) - start >= size:
+            yield x[start:start + size], (None if y is None else y[start:start + size])
+            start += size
+        if start < len(x):                         # the rest begins the next piece (copied: x is dropped)
+            xs.append(x[start:].clone())
+            ys.append(None if y is None else y[start:].clone())
+            have += len(x) - start
+        del x, y
     if have:
         yield _joined(xs, ys)
 
@@ -155,7 +174,9 @@ def input_batches(x, size: int = BATCH) -> Iterator[torch.Tensor]:
     (:func:`first_inputs`)."""
     if isinstance(x, _Limited):
         for bx, _ in x.split.batches(x.n, size):
+            del _
             yield bx
+            del bx
     else:
         for i in range(0, len(x), size):
             yield x[i:i + size]
@@ -170,3 +191,4 @@ def split_batches(split, size: int = BATCH, against: str = "labels") -> Iterator
         pairs = ((split.x[i:i + size], split.y[i:i + size]) for i in range(0, len(split.x), size))
     for x, y in pairs:
         yield x, (x if against == "inputs" else y)
+        del x, y

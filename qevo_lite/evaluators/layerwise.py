@@ -28,10 +28,12 @@ from .base import Codes, Evaluation, changed_weights, decode_at
 from ..quant.grid import QuantState
 
 
-def layer_io_batches(qmodel: nn.Module, fmodel: nn.Module, layer: str, batches) -> Iterator[tuple[torch.Tensor,
-                                                                                              torch.Tensor]]:
+def layer_io_batches(qmodel: nn.Module, fmodel: nn.Module, layer: str, batches,
+                     targets: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """``(input of layer in qmodel, output of layer in fmodel)`` for each batch of images in ``batches`` (an
-    iterable of tensors, e.g. :func:`~qevo_lite.core.streaming.input_batches`), via hooks: one batch in memory.
+    iterable of tensors, e.g. :func:`~qevo_lite.core.streaming.input_batches`), via hooks: one batch in memory
+    (a consumer that drops its references before asking for the next, see :mod:`qevo_lite.core.streaming`).
+    ``targets=False`` skips the float model and gives ``(inputs, None)``.
 
     Both are cloned at once: a following in-place op (``ReLU(inplace=True)``) would overwrite them."""
     device = next(qmodel.parameters()).device
@@ -42,11 +44,16 @@ def layer_io_batches(qmodel: nn.Module, fmodel: nn.Module, layer: str, batches) 
         try:
             with torch.no_grad():
                 qmodel(x.to(device))
-                fmodel(x.to(device))
+                if targets:
+                    fmodel(x.to(device))
         finally:
             h1.remove()
             h2.remove()
-        yield (torch.cat(xs) if len(xs) > 1 else xs[0]), (torch.cat(ys) if len(ys) > 1 else ys[0])
+        del x
+        pair = (torch.cat(xs) if len(xs) > 1 else xs[0]), (None if not ys else torch.cat(ys) if len(ys) > 1 else ys[0])
+        del xs, ys
+        yield pair
+        del pair
 
 
 def capture_layer_io(qmodel: nn.Module, fmodel: nn.Module, layer: str, x: torch.Tensor,

@@ -34,6 +34,8 @@ from ..core.streaming import recut
 from ..quant.grid import LayerQuant
 from ..quant.layout import from_rows
 
+UNFOLDED_PER_CHUNK = 2 ** 24   # unfolded input numbers per chunk of images (128 MB in float64): bounds memory
+
 
 class NotQuadratic(ValueError):
     """The layer's output is not ``rows @ unfolded inputs + bias`` (the fast local fitness cannot apply)."""
@@ -112,58 +114,69 @@ class LayerQuadratic:
 
     def _accumulate(self, module: nn.Module, batches, chunk: int | None, weights: torch.Tensor | None) -> None:
         """``H``, ``G`` and the error summed over the images of ``batches``, ``chunk`` images at a time (default:
-        about 2^24 unfolded numbers a chunk); ``weights`` (N, ...) for all images, consumed in order."""
+        about :data:`UNFOLDED_PER_CHUNK` unfolded numbers a chunk); ``weights`` (N, ...) for all images, consumed in order."""
         rows = self.codes.shape[0]
         bias = module.bias.detach().double().cpu() if getattr(module, "bias", None) is not None else None
         weight = self.weight()                                    # (C_out, K) decoded, float64
-        per = rows // self.groups
-        self.error, self.positions, per_channel, offset = 0.0, 0, False, 0
+        self.error, self.positions, offset = 0.0, 0, 0
         for x, targets in recut(batches, lambda x, t: chunk or max(1, int(
-                2 ** 24 // max(1, self.groups * self.k * max(1, t[0].numel() // rows))))):
+                UNFOLDED_PER_CHUNK // max(1, self.groups * self.k * max(1, t[0].numel() // rows))))):
             if offset == 0:
-                if weights is not None and weights[0].numel() not in (targets[0].numel(), targets[0].numel() // rows):
-                    raise ValueError(f"weights {tuple(weights.shape)} do not fit outputs {tuple(targets.shape[1:])} "
-                                     "per image: pass one weight per image and output position (or per output "
-                                     "element).")
-                per_channel = weights is not None and weights[0].numel() == targets[0].numel()
-                self.h_of = torch.arange(rows) if per_channel else self.group_of
-                self.h = torch.zeros(rows if per_channel else self.groups, self.k, self.k, dtype=torch.float64)
-                self.g = torch.zeros(rows, self.k, dtype=torch.float64)
-            x = x.float()
-            xu = unfolded_inputs(module, x, self.shape).double().cpu()          # (groups, K, P)
-            y = _channels_first(targets, module).double().cpu()   # (C_out, P)
-            out = torch.cat([weight[k * per:(k + 1) * per] @ xu[k] for k in range(self.groups)])
-            if bias is not None:
-                out += bias[:, None]
-            if offset == 0:
-                self._check(module, x, self.shape, out)
-            r = out - y
+                self._begin(targets, weights)
             w = None if weights is None else weights[offset:offset + len(x)]
             if w is not None and len(w) != len(x):
                 raise ValueError(f"weights cover {len(weights)} images, fewer than the layer's inputs: pass one "
                                  "weight per image and output position (or per output element).")
-            if w is None:
-                rw = r
-                self.h += xu @ xu.transpose(1, 2)
-            elif per_channel:   # one output channel: per-position weights (N, *positions) have this size too
-                f = _channels_first(w.reshape(targets.shape), module).double().cpu()   # (C_out, P)
-                rw = r * f
-                for c in range(rows):
-                    xk = xu[self.group_of[c]]
-                    self.h[c] += (xk * f[c]) @ xk.T
-            else:
-                b = w.reshape(-1).double().cpu()            # (P,)
-                rw = r * b
-                self.h += (xu * b) @ xu.transpose(1, 2)
-            self.g += torch.cat([rw[k * per:(k + 1) * per] @ xu[k].T for k in range(self.groups)])
-            self.error += float((rw * r).sum())
-            self.positions += r.numel()
+            self._add_chunk(module, x.float(), targets, weight, bias, w, check=offset == 0)
             offset += len(x)
+            del x, targets, w    # before the next chunk is made: one batch of layer inputs alive, not two
         if offset == 0:
             raise ValueError("The layer saw no images: pass at least one batch of inputs.")
         if weights is not None and len(weights) != offset:
             raise ValueError(f"weights cover {len(weights)} images but the layer's inputs {offset}: pass one weight "
                              "per image and output position (or per output element).")
+
+    def _begin(self, targets: torch.Tensor, weights: torch.Tensor | None) -> None:
+        """Zero ``H``, ``G`` for the first chunk's output shape ``targets`` (n, ...) and the ``weights``' form."""
+        rows = self.codes.shape[0]
+        if weights is not None and weights[0].numel() not in (targets[0].numel(), targets[0].numel() // rows):
+            raise ValueError(f"weights {tuple(weights.shape)} do not fit outputs {tuple(targets.shape[1:])} "
+                             "per image: pass one weight per image and output position (or per output "
+                             "element).")
+        self.per_channel = weights is not None and weights[0].numel() == targets[0].numel()
+        self.h_of = torch.arange(rows) if self.per_channel else self.group_of
+        self.h = torch.zeros(rows if self.per_channel else self.groups, self.k, self.k, dtype=torch.float64)
+        self.g = torch.zeros(rows, self.k, dtype=torch.float64)
+
+    def _add_chunk(self, module: nn.Module, x: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
+                   bias: torch.Tensor | None, w: torch.Tensor | None, check: bool) -> None:
+        """Add one chunk of images to ``H``, ``G`` and the error: inputs ``x`` (n, ...) float32, ``targets``
+        (n, ...), decoded ``weight`` (C_out, K) and ``bias`` float64, the chunk's weights ``w`` or None."""
+        rows, per = self.codes.shape[0], self.codes.shape[0] // self.groups
+        xu = unfolded_inputs(module, x, self.shape).double().cpu()          # (groups, K, P)
+        y = _channels_first(targets, module).double().cpu()   # (C_out, P)
+        out = torch.cat([weight[k * per:(k + 1) * per] @ xu[k] for k in range(self.groups)])
+        if bias is not None:
+            out += bias[:, None]
+        if check:
+            self._check(module, x, self.shape, out)
+        r = out - y
+        if w is None:
+            rw = r
+            self.h += xu @ xu.transpose(1, 2)
+        elif self.per_channel:   # one output channel: per-position weights (N, *positions) have this size too
+            f = _channels_first(w.reshape(targets.shape), module).double().cpu()   # (C_out, P)
+            rw = r * f
+            for c in range(rows):
+                xk = xu[self.group_of[c]]
+                self.h[c] += (xk * f[c]) @ xk.T
+        else:
+            b = w.reshape(-1).double().cpu()            # (P,)
+            rw = r * b
+            self.h += (xu * b) @ xu.transpose(1, 2)
+        self.g += torch.cat([rw[k * per:(k + 1) * per] @ xu[k].T for k in range(self.groups)])
+        self.error += float((rw * r).sum())
+        self.positions += r.numel()
 
     def weight(self) -> torch.Tensor:
         """The decoded weight rows (C_out, K), float64."""

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..core.data import Split
 from ..core.streaming import first_inputs
+from ..evaluators import quadratic
 from ..evaluators.quadratic import unfolded_inputs
 from ..quant.grid import QuantState
 from ..quant.layout import rows_shape
@@ -34,13 +35,15 @@ def input_hessian(module: nn.Module, inputs) -> torch.Tensor:
     images at a time (about 2^24 unfolded numbers, 128 MB) so that memory does not grow with the images."""
     h, positions, shape, chunk = None, 0, rows_shape(module.weight.shape, module), None
     for batch in ([inputs] if isinstance(inputs, torch.Tensor) else inputs):
-        if chunk is None:   # images per unfolding: about 2^24 unfolded numbers
-            chunk = max(1, 2 ** 24 // unfolded_inputs(module, batch[:1].double(), shape).numel())
+        if chunk is None:   # images per unfolding: about 2^24 unfolded numbers (quadratic.UNFOLDED_PER_CHUNK)
+            chunk = max(1, quadratic.UNFOLDED_PER_CHUNK // unfolded_inputs(module, batch[:1].double(), shape).numel())
         for i in range(0, len(batch), chunk):
             x = unfolded_inputs(module, batch[i:i + chunk].double(), shape)
             part = x @ x.transpose(1, 2)
             h = part if h is None else h + part
             positions += x.shape[-1]
+            del x, part
+        del batch            # before the next batch is made: one batch alive, not two
     return h / positions
 
 
@@ -75,7 +78,7 @@ def gptq(fmodel: nn.Module, state: QuantState, search: Split, samples: int = 256
 
     def choose(name, module, io, codes):
         lq = state.layers[name]
-        h = input_hessian(module, (inputs for inputs, _ in io.batches()))
+        h = input_hessian(module, io.inputs())
         g = len(h)
         rows = lq.codes.shape[0]
         scale, zp = grid_of(lq)

@@ -31,6 +31,12 @@ class LayerIO:
     def batches(self):
         return layer_io_batches(self.qmodel, self.fmodel, self.name, input_batches(self.x))
 
+    def inputs(self):
+        """The layer's inputs alone, one batch of images at a time (the float model is not run)."""
+        for x, _ in layer_io_batches(self.qmodel, self.fmodel, self.name, input_batches(self.x), targets=False):
+            yield x
+            del x
+
     def whole(self) -> tuple[torch.Tensor, torch.Tensor]:
         return capture_layer_io(self.qmodel, self.fmodel, self.name, self.x)
 
