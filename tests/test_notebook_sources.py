@@ -6,6 +6,8 @@ without rebuilding (``./run.sh notebooks``) fails here.
 """
 from __future__ import annotations
 
+import ast
+
 import nbformat
 import pytest
 from conftest import ROOT, load_script
@@ -58,6 +60,31 @@ def test_committed_notebook_is_executed(src):
     checked = [c for c in code if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert checked and all(c.outputs for c in checked), f"{src.stem}: committed without outputs: run ./run.sh notebooks"
     assert any("report_run_time" in c.source and c.outputs for c in code), f"{src.stem}: the last cells did not run"
+
+FACES = {"qevo_lite", "qevo_lite.notebook", "qevo_lite.quant", "qevo_lite.evaluators", "qevo_lite.rounding",
+         "qevo_lite.es", "qevo_lite.viz", "qevo_lite.tasks"}
+
+
+def _package_imports(src) -> list[str]:
+    """The package modules a notebook source imports from (``from X import`` / ``import X``)."""
+    tree = ast.parse(src.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("qevo_lite"):
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("qevo_lite")]
+    return found
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
+def test_notebooks_import_only_from_the_faces(src):
+    """A notebook imports from ``qevo_lite``, ``qevo_lite.notebook``, a layer's face (its package, e.g.
+    ``qevo_lite.es``) or ``qevo_lite.tasks`` (and a task's subpackage), never from a module inside a layer."""
+    task_packages = {f"qevo_lite.tasks.{p.name}" for p in (ROOT / "qevo_lite" / "tasks").iterdir() if p.is_dir()}
+    other = [m for m in _package_imports(src) if m not in FACES | task_packages]
+    assert not other, f"{src.name} imports from modules behind a face: {other} (import from the layer's package)"
+
 
 def test_install_cell_and_badges_come_from_pyproject_url():
     """The repository URL is written once (pyproject's [project.urls] Repository): every notebook's install cell

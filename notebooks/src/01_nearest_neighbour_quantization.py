@@ -17,8 +17,8 @@
 #   near a rounding boundary to their *other* neighbour can **raise** accuracy, so nearest
 #   rounding is not the best assignment of weights to grid points.
 #
-# **Run time:** about 1-2 minutes on an idle 2-core CPU with the default `fast` profile (93 s when the committed
-# outputs were made, on the slower of the two 2-core development machines; 58 s on the other; the last cell
+# **Run time:** about 1-2 minutes on an idle 2-core CPU with the default `fast` profile (77 s when the committed
+# outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine; 58-93 s on the others; the last cell
 # prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
 # The `full` profile uses all test images and more trials.
@@ -41,10 +41,8 @@ import torch
 from qevo_lite.notebook import setup
 from qevo_lite import (QuantConfig, evaluate, fold_batchnorm, load_pretrained, load_splits,
                        quantizable_layers, quantize_model, quantize_tensor, SCALE_RULES)
-from qevo_lite.viz import quant_plots as plots
-from qevo_lite.quant.rtn import rtn_table
-from qevo_lite.quant.flips import apply_flips, boundary_candidates, random_boundary_flips
-from qevo_lite.viz.widgets import bit_width_explorer
+from qevo_lite.quant import apply_flips, boundary_candidates, random_boundary_flips, rtn_table
+from qevo_lite.viz import bit_width_explorer, quant_plots as plots
 
 session = setup(threads=2, needs="this notebook")  # the committed outputs were computed with 2 threads
 device = session.device
@@ -343,7 +341,7 @@ for name in rows:
 import tempfile
 from pathlib import Path as _Path
 
-from qevo_lite.quant.export import save_state
+from qevo_lite.quant import save_state
 
 layers_f = quantizable_layers(vgg_f)
 fp32_bytes = sum(4 * (m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)) for m in layers_f.values())
@@ -368,8 +366,7 @@ for b, n in sizes.items():
 # same file for your own model.
 
 # %%
-from qevo_lite import export_onnx, run_onnx
-from qevo_lite.quant.onnx_export import export_float_onnx
+from qevo_lite.quant import export_float_onnx, export_onnx, run_onnx
 
 state_w = quantize_model(vgg_f, QuantConfig(bits))
 images = test.x[:1000]

@@ -21,8 +21,8 @@
 #   error), and both in sequence, at about the same wall time;
 # * why the fast evaluator (partial re-execution of the network) matters.
 #
-# **Run time:** about 1.5-2.5 minutes on an idle 2-core CPU with the default `fast` profile (121 s when the committed
-# outputs were made, on the slower of the two 2-core development machines; 78 s on the other; the last cell
+# **Run time:** about 1.5-2.5 minutes on an idle 2-core CPU with the default `fast` profile (90 s when the committed
+# outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine; 78-121 s on the others; the last cell
 # prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
 # The `full` profile uses larger budgets and the whole test split.
@@ -49,18 +49,12 @@ import torch
 
 from qevo_lite.notebook import setup
 from qevo_lite import evaluate, fold_batchnorm, load_pretrained, load_splits
-from qevo_lite.viz import es_plots
-from qevo_lite.quant.rtn import best_rtn
-from qevo_lite.es.engine import ESConfig, run_es
-from qevo_lite.es.study import (RecordingEvaluator, compare_variants, final_metric, format_mean_std,
-                                population_best, summarize, time_evaluators)
-from qevo_lite.viz.widgets import es_explorer
-from qevo_lite.evaluators.full import FullEvaluator
-from qevo_lite.evaluators.incremental import IncrementalEvaluator
-from qevo_lite.evaluators.base import changed_weights, decode_at
-from qevo_lite.es.stages import run_layerwise
-from qevo_lite.es.operators import layer_weights, mutate, mutate_residual, mutate_uniform, pick_layer
-from qevo_lite.quant.sensitivity import layer_sensitivity
+from qevo_lite.quant import best_rtn, layer_sensitivity
+from qevo_lite.evaluators import FullEvaluator, IncrementalEvaluator, changed_weights, decode_at
+from qevo_lite.es import (ESConfig, RecordingEvaluator, compare_variants, final_metric, format_mean_std,
+                          layer_weights, mutate, mutate_residual, mutate_uniform, pick_layer, population_best,
+                          run_es, run_layerwise, summarize, time_evaluators)
+from qevo_lite.viz import es_explorer, es_plots
 
 session = setup(threads=2, needs="this notebook")  # the committed outputs were computed with 2 threads
 device = session.device

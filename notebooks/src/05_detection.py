@@ -21,7 +21,7 @@
 #
 # The same code runs headless as `qevo reproduce --experiment detection`.
 #
-# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (203 s when the committed
+# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (205 s when the committed
 # outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine; the slower machines of this kind have
 # taken up to twice as long; the last cell prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
@@ -41,10 +41,9 @@ import torch
 from IPython.display import Markdown, display
 
 from qevo_lite.notebook import setup
-from qevo_lite.tasks import (check_side_by_side, context, markdown_table, plot_metric_vs_bits, plot_moved,
+from qevo_lite.tasks import (check_side_by_side, context, markdown_table, new_figure, plot_metric_vs_bits, plot_moved,
                              plot_side_by_side, print_side_by_side, run_grid, run_side_by_side, side_by_side_markdown)
 from qevo_lite.tasks import detection as det
-from qevo_lite.viz.style import new_figure
 
 session = setup(threads=2)  # the committed outputs were computed with 2 threads
 
@@ -382,7 +381,7 @@ assert ma["seconds"] > lo["seconds"]
 # To keep the notebook within 4 minutes this runs the VGG detector at the bit width of section 4 with **one
 # seed** and without AdaRound (block reconstruction alone takes over a minute and a half here); the README's
 # table has both detectors, three seeds and every peer. Wall times are end to end from the RTN state on this
-# machine. The next cell takes about two to four minutes on an idle 2-core CPU (128 s when the committed outputs
+# machine. The next cell takes about two to four minutes on an idle 2-core CPU (132 s when the committed outputs
 # were made).
 
 # %%

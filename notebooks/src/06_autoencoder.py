@@ -21,8 +21,8 @@
 #
 # The same code runs headless as `qevo reproduce --experiment autoencoder`.
 #
-# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (198 s when the committed
-# outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine, of which 108 s in section 9's side-by-side
+# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (173 s when the committed
+# outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine, of which 93 s in section 9's side-by-side
 # run with three tuned peers; the slower machines of this kind have taken up to twice as long; the last cell prints
 # this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
@@ -41,11 +41,10 @@ import torch
 from IPython.display import Markdown, display
 
 from qevo_lite.notebook import setup
-from qevo_lite.tasks import (cell_key, check_side_by_side, context, markdown_table, plot_curves, plot_metric_vs_bits,
-                             plot_moved, plot_side_by_side, print_side_by_side, run_grid, run_side_by_side,
-                             side_by_side_markdown)
+from qevo_lite.tasks import (cell_key, check_side_by_side, context, markdown_table, new_figure, plot_curves,
+                             plot_metric_vs_bits, plot_moved, plot_side_by_side, print_side_by_side, run_grid,
+                             run_side_by_side, side_by_side_markdown)
 from qevo_lite.tasks import autoencoder as ae
-from qevo_lite.viz.style import new_figure
 
 session = setup(threads=1)  # the committed outputs were computed with 1 thread (the model is small)
 
@@ -376,7 +375,7 @@ assert per_layer[min(sizes, key=sizes.get)] > per_layer[max(sizes, key=sizes.get
 # broken) with **one seed**, to keep the notebook within 4 minutes (the README's autoencoder table has
 # three seeds, its budget curves are at 3 bits). Wall times are end to end from the RTN
 # state on this machine. The next cell takes about two to four minutes on an idle 2-core CPU (three
-# peers and the ES from each; 108 s when the committed outputs were made).
+# peers and the ES from each; 93 s when the committed outputs were made).
 
 # %%
 side = run_side_by_side(ctx, bits=(min(r["bits"] for r in es_rows),), seeds=(0,))

@@ -17,7 +17,7 @@
 # 3. the ES started from each peer's codes;
 # 4. what only the ES can use: a fitness without gradients (here the 0/1 error count).
 #
-# **Run time:** about 1.5-3 minutes on an idle 2-core CPU with the default `fast` profile (85 s when the committed
+# **Run time:** about 1.5-3 minutes on an idle 2-core CPU with the default `fast` profile (92 s when the committed
 # outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine; the slower machines of this kind have
 # taken up to 1.5 times as long; the last cell prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
@@ -37,14 +37,12 @@ import torch
 from IPython.display import Markdown, display
 
 import qevo_lite as qv
-from qevo_lite.es.pipeline import evolve, run_local
-from qevo_lite.es.stages import global_stage
-from qevo_lite.evaluators.quadratic import LayerQuadratic
-from qevo_lite.evaluators.layerwise import capture_layer_io
+from qevo_lite.es import evolve, global_stage, run_local
+from qevo_lite.evaluators import LayerQuadratic, capture_layer_io
 from qevo_lite.notebook import setup
-from qevo_lite.rounding.layers import layer_output_errors
+from qevo_lite.rounding import layer_output_errors
 from qevo_lite.tasks import context
-from qevo_lite.viz.experiment_plots import plot_methods_vs_time
+from qevo_lite.viz import plot_methods_vs_time
 
 session = setup(threads=2)  # the committed outputs were computed with 2 threads
 

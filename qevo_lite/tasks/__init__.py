@@ -4,7 +4,8 @@ It sits above everything it lists. Adding a task = a new subpackage with a
 :class:`~qevo_lite.experiment.task.Task` subclass and one line in :data:`TASKS`.
 
 It is also the experiment notebooks' (03-06) one face to the pipeline: besides :func:`context`, it re-exports
-the grid runner, the side-by-side run of the rounding methods, the table and the shared figures, so a notebook
+the grid runner, the side-by-side run of the rounding methods, the table, the shared figures and the figure style
+(``new_figure``), so a notebook
 imports from here and its task's subpackage, not from the modules that define them.
 """
 from __future__ import annotations
@@ -20,12 +21,13 @@ from ..experiment.profile import Profile
 from ..experiment.side_by_side import (check_side_by_side, plot_side_by_side, print_side_by_side, run_side_by_side,
                                        side_by_side_markdown)
 from ..experiment.summary import markdown_table
+from ..viz.style import new_figure
 from . import autoencoder, classification, detection
 
 __all__ = ["TASKS", "EXPERIMENTS", "get_task", "task_of", "get_profile", "context", "load_pretrained",
            "cell_key", "run_grid", "markdown_table", "plot_curves", "plot_metric_vs_bits", "plot_moved",
            "run_side_by_side", "side_by_side_markdown", "print_side_by_side", "plot_side_by_side",
-           "check_side_by_side"]
+           "check_side_by_side", "new_figure"]
 
 TASKS = {t.name: t for t in (classification.TASK, detection.TASK, autoencoder.TASK)}
 
