@@ -79,12 +79,13 @@ def reconstruct_block(block: Block, state: QuantState, inputs: torch.Tensor, tar
     """The codes ``{layer: float tensor, rows layout}`` of ``block``'s layers, fitted together to the block's FP32
     output ``targets`` (N, ...) on its ``inputs`` (N, ...), the squared error weighted by ``weights`` (like
     ``targets``; None: unweighted), with AdaRound's relaxation and regulariser (:class:`~.adaround.RelaxedCodes`)
-    on ``state``'s grid: ``steps`` Adam steps at learning rate ``lr`` on batches of ``batch_size``."""
-    relaxed = {}
+    on ``state``'s grid: ``steps`` Adam steps at learning rate ``lr`` on batches of ``batch_size``. The fit runs
+    on the inputs' device (the GPU when the model is there); the codes come back on the state's."""
+    relaxed, dev = {}, inputs.device
     for name in block.layers:
         lq = state.layers[name]
         scale, zp = grid_of(lq)
-        relaxed[name] = RelaxedCodes(lq.weight, scale, zp, lq.qmin, lq.qmax)
+        relaxed[name] = RelaxedCodes(lq.weight.to(dev), scale.to(dev), zp.to(dev), lq.qmin, lq.qmax)
     layers = {name: block.module.get_submodule(name) for name in block.layers}
     opt = torch.optim.Adam([r.v for r in relaxed.values()], lr=lr)
     g = generator or torch.Generator().manual_seed(0)
@@ -99,7 +100,7 @@ def reconstruct_block(block: Block, state: QuantState, inputs: torch.Tensor, tar
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return {name: r.hard_codes() for name, r in relaxed.items()}
+    return {name: r.hard_codes().to(state.layers[name].codes.device) for name, r in relaxed.items()}
 
 
 def block_reconstruction(fmodel: nn.Module, state: QuantState, search: Split, loss="cross_entropy",
@@ -120,11 +121,12 @@ def block_reconstruction(fmodel: nn.Module, state: QuantState, search: Split, lo
         return adaround(fmodel, state, search, samples, steps, batch_size, lam, beta, seed, lr, "mean"), \
             [(l,) for l in layers]
     fitted = in_memory(search, samples)     # the blocks' inputs are revisited every step: held in memory
-    x = fitted.x
+    device = next(fmodel.parameters()).device   # fit where the model is (the GPU when it is there)
+    x = fitted.x.to(device)
     weights = None
     if fisher:
         spec = resolve_loss(loss)
-        weights = fisher_weights(cut, x, spec.targets(fitted), spec.fn)
+        weights = fisher_weights(cut, x, spec.targets(fitted).to(device), spec.fn)
     g = torch.Generator().manual_seed(seed)
     codes = state.codes()
     x_q, x_f = x, x
@@ -135,7 +137,7 @@ def block_reconstruction(fmodel: nn.Module, state: QuantState, search: Split, lo
             chosen = reconstruct_block(block, state, x_q, targets, None if weights is None else weights[k], steps,
                                        batch_size, lam, tuple(beta), lr=lr, generator=g)
         codes.update({name: c.to(torch.int16) for name, c in chosen.items()})
-        params = {f"{name}.weight": _decoded(state, name, chosen[name], block.module.get_submodule(name))
+        params = {f"{name}.weight": _decoded(state, name, chosen[name], block.module.get_submodule(name)).to(device)
                   for name in block.layers}
         with torch.no_grad():
             x_q = torch.cat([functional_call(block.module, params, (x_q[i:i + 256].clone(),))
