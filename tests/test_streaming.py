@@ -47,9 +47,13 @@ def test_every_pass_gives_the_same_fixed_batches_whatever_the_loaders_batch_size
 
 def test_inputs_alone_get_targets_per_batch():
     x, _ = _data()
-    split = StreamedSplit(TensorDataset(x), targets_of=lambda b: b.sum((1, 2, 3)))
+    calls = []
+    split = StreamedSplit(TensorDataset(x), targets_of=lambda b: calls.append(len(b)) or b.sum((1, 2, 3)))
     assert not split.labelled
     assert torch.allclose(in_memory(split).y, x.sum((1, 2, 3)))
+    assert sum(calls) == N
+    assert torch.equal(torch.cat(list(input_batches(first_inputs(split)))), x)
+    assert sum(calls) == N, "the layer walk's input batches made targets (a float forward) they do not use"
 
 
 def test_a_shuffling_loader_and_mixed_batches_are_refused():

@@ -58,10 +58,9 @@ class StreamedSplit:
         self.what, self.targets_of = what, targets_of
         self.n, self.labelled = 0, None
         for x, y in self._raw():             # the checking pass: nothing is kept
-            labelled = y is not None
             if self.labelled is None:
                 self.labelled = y is not None
-            elif self.labelled != labelled:
+            elif self.labelled != (y is not None):
                 raise ValueError(f"{what}: some batches have targets and some do not; give every batch the same "
                                  "form.")
             check_inputs(x, y, what)
@@ -80,12 +79,14 @@ class StreamedSplit:
             yield x, (None if y is None else torch.as_tensor(y))
             del x, y
 
-    def batches(self, n: int | None = None, size: int = BATCH) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    def batches(self, n: int | None = None, size: int = BATCH,
+                targets: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """``(inputs, targets)`` of the first ``n`` images (None: all), ``size`` a batch (the last may be
-        smaller), CPU tensors; targets are the data's own, or ``targets_of(inputs)`` for inputs alone."""
+        smaller), CPU tensors; targets are the data's own, or ``targets_of(inputs)`` for inputs alone
+        (``targets=False``: not made, the data's own or None)."""
         n = self.n if n is None else min(n, self.n)
         for x, y in recut(_first(self._raw(), n), lambda x, y: size):
-            yield x, self._targets(x, y)
+            yield x, (self._targets(x, y) if targets else y)
             del x, y
 
     def _targets(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
@@ -173,7 +174,7 @@ def input_batches(x, size: int = BATCH) -> Iterator[torch.Tensor]:
     """Batches of inputs of ``size`` images: slices of a tensor, or a streamed split's batches
     (:func:`first_inputs`)."""
     if isinstance(x, _Limited):
-        for bx, _ in x.split.batches(x.n, size):
+        for bx, _ in x.split.batches(x.n, size, targets=False):
             del _
             yield bx
             del bx

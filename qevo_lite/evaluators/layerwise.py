@@ -50,10 +50,15 @@ def layer_io_batches(qmodel: nn.Module, fmodel: nn.Module, layer: str, batches,
             h1.remove()
             h2.remove()
         del x
-        pair = (torch.cat(xs) if len(xs) > 1 else xs[0]), (None if not ys else torch.cat(ys) if len(ys) > 1 else ys[0])
+        pair = _joined(xs), _joined(ys)
         del xs, ys
         yield pair
         del pair
+
+
+def _joined(parts: list) -> torch.Tensor | None:
+    """What the hook captured in one forward: None (nothing), the one tensor, or the calls' tensors joined."""
+    return None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def capture_layer_io(qmodel: nn.Module, fmodel: nn.Module, layer: str, x: torch.Tensor,
