@@ -114,7 +114,8 @@ class LayerQuadratic:
 
     def _accumulate(self, module: nn.Module, batches, chunk: int | None, weights: torch.Tensor | None) -> None:
         """``H``, ``G`` and the error summed over the images of ``batches``, ``chunk`` images at a time (default:
-        about :data:`UNFOLDED_PER_CHUNK` unfolded numbers a chunk); ``weights`` (N, ...) for all images, consumed in order."""
+        about :data:`UNFOLDED_PER_CHUNK` unfolded numbers a chunk); ``weights`` (N, ...) for all images, consumed
+        in order."""
         rows = self.codes.shape[0]
         bias = module.bias.detach().double().cpu() if getattr(module, "bias", None) is not None else None
         weight = self.weight()                                    # (C_out, K) decoded, float64

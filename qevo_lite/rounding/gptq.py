@@ -20,8 +20,7 @@ from torch import nn
 
 from ..core.data import Split
 from ..core.streaming import first_inputs
-from ..evaluators import quadratic
-from ..evaluators.quadratic import unfolded_inputs
+from ..evaluators.quadratic import UNFOLDED_PER_CHUNK, unfolded_inputs
 from ..quant.grid import QuantState
 from ..quant.layout import rows_shape
 from .layers import grid_of, layer_by_layer
@@ -35,8 +34,8 @@ def input_hessian(module: nn.Module, inputs) -> torch.Tensor:
     images at a time (about 2^24 unfolded numbers, 128 MB) so that memory does not grow with the images."""
     h, positions, shape, chunk = None, 0, rows_shape(module.weight.shape, module), None
     for batch in ([inputs] if isinstance(inputs, torch.Tensor) else inputs):
-        if chunk is None:   # images per unfolding: about 2^24 unfolded numbers (quadratic.UNFOLDED_PER_CHUNK)
-            chunk = max(1, quadratic.UNFOLDED_PER_CHUNK // unfolded_inputs(module, batch[:1].double(), shape).numel())
+        if chunk is None:   # images per unfolding: about UNFOLDED_PER_CHUNK unfolded numbers
+            chunk = max(1, UNFOLDED_PER_CHUNK // unfolded_inputs(module, batch[:1].double(), shape).numel())
         for i in range(0, len(batch), chunk):
             x = unfolded_inputs(module, batch[i:i + chunk].double(), shape)
             part = x @ x.transpose(1, 2)

@@ -5,8 +5,8 @@ It sits above everything it lists. Adding a task = a new subpackage with a
 
 It is also the experiment notebooks' (03-06) one face to the pipeline: besides :func:`context`, it re-exports
 the grid runner, the side-by-side run of the rounding methods, the table, the shared figures and the figure style
-(``new_figure``), so a notebook
-imports from here and its task's subpackage, not from the modules that define them.
+(``new_figure``), so a notebook imports from here and its task's subpackage, not from the modules that define
+them.
 """
 from __future__ import annotations
 
