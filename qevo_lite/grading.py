@@ -1,5 +1,6 @@
-"""Helpers for the graded assignments (``grading/``): hidden tests that a student cannot pass by calling the
-package's own implementation of what the exercise asks for.
+"""Helpers for the graded assignments (``grading/src``, whose questions are also the tutorial notebooks' exercises):
+the cached results of a finished run that questions read, and hidden tests that a student cannot pass by calling
+the package's own implementation of what the exercise asks for.
 
 A hidden test computes the reference answer with the package first, then calls the student's function inside
 :func:`forbidden`, which replaces every reference to the package's function (in the loaded modules and in the
@@ -7,8 +8,24 @@ student's notebook namespace) with one that raises :class:`ForbiddenCall`.
 """
 from __future__ import annotations
 
+import json
 import sys
 from contextlib import contextmanager
+from pathlib import Path
+
+CACHED_RESULTS = Path(__file__).with_name("cached_results")
+
+
+def cached_results(name: str) -> dict:
+    """The small cached results of a finished ``./run.sh demo --profile fast`` that assignments read, so that
+    nothing is retrained or re-run: ``"classification_cells"`` or ``"detection_cells"`` (package data in
+    ``qevo_lite/cached_results/``, written by ``python scripts/grading.py cache``; they ship with the package, so
+    the exercises also run in Colab)."""
+    path = CACHED_RESULTS / f"{name}.json"
+    if not path.exists():
+        known = sorted(p.stem for p in CACHED_RESULTS.glob("*.json"))
+        raise FileNotFoundError(f"No cached results named {name!r}; known: {known}.")
+    return json.loads(path.read_text())
 
 
 class ForbiddenCall(RuntimeError):

@@ -2,12 +2,13 @@
 
     python scripts/grading.py build [NN ...]          # grading/dist/NN/{student,autograder}
     python scripts/grading.py grade NN SUBMISSION.ipynb [--out DIR]
-    python scripts/grading.py cache --results results/reproduce-fast   # refresh grading/data/*.json
+    python scripts/grading.py cache --results results/reproduce-fast   # refresh qevo_lite/cached_results/*.json
 
 The teacher's source of assignment NN is ``grading/src/NN_*.py`` (jupytext percent format with otter's
 ``BEGIN QUESTION`` / ``BEGIN SOLUTION`` / ``BEGIN TESTS`` markers; hidden tests carry ``hidden: true``).
-``build`` converts it to a notebook next to the cached inputs it names (``files:`` in its assignment config,
-copied from ``grading/data``) and runs ``otter assign``: ``student/`` holds the notebook to hand out (no
+Questions about a finished run read its cached results with ``qevo_lite.grading.cached_results`` (package data,
+``qevo_lite/cached_results``), so nothing is copied next to the notebook. ``build`` converts the source to a
+notebook and runs ``otter assign``: ``student/`` holds the notebook to hand out (no
 solutions, no hidden tests), ``autograder/`` the solutions notebook and the autograder zip. ``grade`` runs
 ``otter run`` (no Docker: the submission runs in this environment) and prints the score per question.
 """
@@ -21,7 +22,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC, DATA, DIST = ROOT / "grading" / "src", ROOT / "grading" / "data", ROOT / "grading" / "dist"
+SRC, DIST = ROOT / "grading" / "src", ROOT / "grading" / "dist"
+DATA = ROOT / "qevo_lite" / "cached_results"   # package data: the notebooks' exercises read it too
 
 
 def sources(numbers=None) -> list[Path]:
@@ -39,9 +41,7 @@ def build(src: Path, dist: Path = DIST) -> Path:
     import jupytext
     stage = dist / "_stage" / src.stem
     shutil.rmtree(stage, ignore_errors=True)
-    (stage / "data").mkdir(parents=True)
-    for f in DATA.glob("*.json"):
-        shutil.copy(f, stage / "data" / f.name)
+    stage.mkdir(parents=True)
     nb = jupytext.read(src, fmt="py:percent")
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                    "language_info": {"name": "python"}}
@@ -111,7 +111,7 @@ def main(argv=None) -> None:
     g.add_argument("number")
     g.add_argument("submission", type=Path)
     g.add_argument("--out", type=Path, default=None)
-    c = sub.add_parser("cache", help="refresh grading/data from a finished ./run.sh demo --profile fast")
+    c = sub.add_parser("cache", help="refresh qevo_lite/cached_results from a finished ./run.sh demo --profile fast")
     c.add_argument("--results", type=Path, default=ROOT / "results" / "reproduce-fast")
     args = ap.parse_args(argv)
     if args.cmd == "build":

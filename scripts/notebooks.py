@@ -10,7 +10,15 @@ jupytext (https://jupytext.readthedocs.io, format ``py:percent``):
     # %%
     code ...
 
-Two markers in a source are generated from the repository URL in ``pyproject.toml`` (``[project.urls]
+A third marker copies in the notebook's exercises from their one source, the graded assignment of the same name
+(``grading/src/<name>.py``, otter-grader's format; see :func:`exercise_cells`):
+
+* a code cell holding only ``# {{exercises}}``: the assignment's setup cell (its imports and cached data), then
+  per question its prompt, the stub a student gets (each ``# BEGIN SOLUTION`` ... ``# END SOLUTION`` block
+  replaced by ``...``, as ``otter assign`` does) and its public checks inside ``with exercise(name):``, which
+  prints whether they pass. Hidden tests and solutions stay in the assignment.
+
+Two more markers are generated from the repository URL in ``pyproject.toml`` (``[project.urls]
 Repository``, the one place it is written):
 
 * ``{{colab_badge}}`` (in a markdown cell): the notebook's "Open in Colab" badge;
@@ -26,6 +34,7 @@ the executed notebooks without re-running them. Pass notebook names to restrict 
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 import tomllib
@@ -36,8 +45,10 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC, OUT = ROOT / "notebooks" / "src", ROOT / "notebooks"
+ASSIGNMENTS = ROOT / "grading" / "src"
 FMT = "py:percent"
-BADGE_MARKER, INSTALL_MARKER = "{{colab_badge}}", "# {{install_cell}}"
+BADGE_MARKER, INSTALL_MARKER, EXERCISES_MARKER = "{{colab_badge}}", "# {{install_cell}}", "# {{exercises}}"
+SOLUTION_BLOCK = re.compile(r"^([ \t]*)# BEGIN SOLUTION\n.*?^[ \t]*# END SOLUTION\n?", re.S | re.M)
 
 
 def repository_url() -> str:
@@ -75,6 +86,51 @@ import qevo_lite
 print(f"qevo-lite {{qevo_lite.__version__}} from {{os.path.dirname(qevo_lite.__file__)}}")'''
 
 
+def student_stub(solution: str) -> str:
+    """A solution cell as the student gets it: every ``# BEGIN SOLUTION`` ... ``# END SOLUTION`` block -> ``...``."""
+    return SOLUTION_BLOCK.sub(lambda m: f"{m.group(1)}...\n", solution).rstrip()
+
+
+def _checks_cell(question: str, tests: list[str]) -> str:
+    body = "\n".join("    " + line if line.strip() else "" for test in tests for line in test.splitlines())
+    return f"with exercise({question!r}):\n{body}"
+
+
+def exercise_cells(stem: str) -> list[nbformat.NotebookNode]:
+    """The questions of the assignment ``grading/src/<stem>.py`` as a tutorial notebook shows them: a setup cell
+    (the assignment's code cells before its first question), then per question its markdown prompt, its stub
+    (:func:`student_stub`) and one cell with its public tests inside ``with exercise(name):``."""
+    source = ASSIGNMENTS / f"{stem}.py"
+    if not source.exists():
+        raise SystemExit(f"{EXERCISES_MARKER} in {stem}: no assignment {source.relative_to(ROOT)}")
+    setup = [f"# The exercises are the questions of assignment {stem[:2]} ({source.relative_to(ROOT)}), copied in by\n"
+             "# scripts/notebooks.py: its prompts, the stubs a student gets and its public checks (a teacher's grader\n"
+             "# adds hidden tests). Questions about a finished run read its cached results, not this notebook's.\n"
+             "from qevo_lite.notebook import exercise"]
+    cells, question, part, tests = [], None, "setup", []
+    for cell in jupytext.read(source, fmt=FMT).cells:
+        text = cell.source.strip()
+        if cell.cell_type == "raw":
+            marker = text.splitlines()[0].removeprefix("# ") if text else ""
+            if marker == "BEGIN QUESTION":
+                question, part, tests = re.search(r"^name:\s*(\S+)", text, re.M).group(1), "prompt", []
+            elif marker in ("BEGIN SOLUTION", "BEGIN TESTS"):
+                part = marker.split()[1].lower()
+            elif marker == "END TESTS":
+                cells.append(nbformat.v4.new_code_cell(_checks_cell(question, tests)))
+                part = "done"
+            continue
+        if part == "setup" and cell.cell_type == "code":
+            setup.append(text)
+        elif part == "prompt" and cell.cell_type == "markdown":
+            cells.append(nbformat.v4.new_markdown_cell(text))
+        elif part == "solution" and cell.cell_type == "code":
+            cells.append(nbformat.v4.new_code_cell(student_stub(cell.source)))
+        elif part == "tests" and cell.cell_type == "code" and not re.search(r"^hidden:\s*true", text, re.M):
+            tests.append(text)
+    return [nbformat.v4.new_code_cell("\n\n".join(setup))] + cells
+
+
 def read_source(path: Path) -> nbformat.NotebookNode:
     """A percent-format source -> a notebook without outputs, as committed.
 
@@ -91,6 +147,9 @@ def read_source(path: Path) -> nbformat.NotebookNode:
         new = {"markdown": nbformat.v4.new_markdown_cell, "raw": nbformat.v4.new_raw_cell}.get(
             cell.cell_type, nbformat.v4.new_code_cell)
         source = cell.source.replace(BADGE_MARKER, colab_badge(path.stem))
+        if cell.cell_type == "code" and source.strip() == EXERCISES_MARKER:
+            cells.extend(exercise_cells(path.stem))
+            continue
         if cell.cell_type == "code" and source.strip() == INSTALL_MARKER:
             source = install_cell()
         cells.append(new(source, metadata=meta))

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 LAYERS = {"core": 0, "quant": 1, "evaluators": 2, "rounding": 3, "es": 4, "methods": 5, "viz": 6, "experiment": 7,
           "tasks": 8}
 TOP = 9  # qevo_lite/__init__.py and every module directly in qevo_lite/
-NON_CODE_FOLDERS = {"checkpoints"}  # folders of data files only (the shipped pretrained models)
+NON_CODE_FOLDERS = {"checkpoints", "cached_results"}  # data files only (pretrained models, the assignments' inputs)
 LAZY_IMPORTS_ALLOWED = {f"{PACKAGE}.cli"}
 MAX_LINES = 400
 

@@ -55,7 +55,8 @@ def test_calling_the_package_fails_the_hidden_test(dist, tmp_path):
     name = "01_nearest_neighbour_quantization"
     nb = nbformat.read(dist[name] / "student" / f"{name}.ipynb", as_version=4)
     stub = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("def rtn_codes"))
-    stub.source = ("def rtn_codes(w, bits):\n    return grid.quantize_tensor(w, QuantConfig(bits, granularity="
+    stub.source = ("from qevo_lite.quant import grid\nfrom qevo_lite.quant.grid import QuantConfig\n\n\n"
+                   "def rtn_codes(w, bits):\n    return grid.quantize_tensor(w, QuantConfig(bits, granularity="
                    "'per_tensor', scale_rule='maxabs_full'))[0]\n")
     path = tmp_path / f"{name}.ipynb"
     nbformat.write(nb, path)
@@ -65,3 +66,14 @@ def test_calling_the_package_fails_the_hidden_test(dist, tmp_path):
     results = json.loads((tmp_path / "graded" / "results.json").read_text())
     hidden = next(t for t in results["tests"] if t["name"] == "q1_rtn_codes")
     assert "ForbiddenCall" in hidden["output"]
+
+
+@pytest.mark.parametrize("name", [s.stem for s in SOURCES])
+def test_the_tutorials_stubs_are_the_student_notebooks(dist, name):
+    """The stubs copied into the tutorial notebook (scripts/notebooks.py) are the ones otter gives the student."""
+    builder = load_script("notebooks")
+    student = nbformat.read(dist[name] / "student" / f"{name}.ipynb", as_version=4)
+    handed_out = {c.source.strip() for c in student.cells if c.cell_type == "code"}
+    copied = [c.source for c in builder.exercise_cells(name) if c.cell_type == "code" and "\n    ..." in c.source
+              and not c.source.startswith("with exercise(")]
+    assert len(copied) >= 3 and all(stub in handed_out for stub in copied), copied

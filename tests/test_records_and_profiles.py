@@ -8,7 +8,6 @@ from qevo_lite.core.models import build_model
 from qevo_lite.es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
 from qevo_lite.experiment.records import keyed, method_outcomes, method_points, outcome, outcomes
 from qevo_lite.experiment.task import Metric, describe_es
-from qevo_lite.notebook import Session
 from qevo_lite.tasks import autoencoder, classification, detection
 from qevo_lite.tasks.classification.roles import folded_pairs, layer_role
 
@@ -88,23 +87,6 @@ def test_layer_roles_and_the_batch_norms_folded_into_shortcuts():
     assert len(pairs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert [layer_role(n, "fc") for n in ("stem.0", "stages.0.0.conv1", "stages.2.0.shortcut.0", "fc")] == \
         ["stem", "block conv", "shortcut", "classifier"]
-
-
-def test_the_teachers_cell_checks_the_reference_solutions(tmp_path, monkeypatch, capsys):
-    session = Session(torch.device("cpu"), in_colab=False)
-    monkeypatch.chdir(tmp_path)
-    session.check_solutions("99", {"double": lambda fn: None})
-    assert "solutions/99_solutions.py not found" in capsys.readouterr().out
-    (tmp_path / "solutions").mkdir()
-    (tmp_path / "solutions" / "99_solutions.py").write_text("def double(x):\n    return 2 * x\n")
-    seen = []
-    session.check_solutions("99", {"double": lambda fn: seen.append(fn(21))})
-    assert seen == [42]
-
-    def wrong(fn):
-        assert fn(1) == 3, "Exercise: wrong"
-    with pytest.raises(AssertionError, match="Exercise: wrong"):
-        session.check_solutions("99", {"double": wrong})
 
 
 def test_the_tuning_grid_is_every_combination_with_numbers_parsed():

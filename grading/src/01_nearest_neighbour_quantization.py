@@ -11,24 +11,18 @@
 # %% [markdown]
 # # Assignment 01 · Nearest-neighbour quantization
 #
-# Companion of the tutorial notebook `01_nearest_neighbour_quantization`. Each question asks for one piece
-# of weight quantization; the checks below a question run on small fixed inputs, and the grader runs further
-# hidden tests on fresh random inputs against the package's own implementation (which your code may not
-# call).
+# Its questions are also the exercises of the tutorial notebook `01_nearest_neighbour_quantization` (same prompts,
+# stubs and public checks). Each question asks for one piece of weight quantization; the checks below a question
+# run on small fixed inputs, and the grader runs further hidden tests on fresh random inputs against the package's
+# own implementation (which your code may not call).
 #
 # Reminder: a weight `w` is stored as an integer code `q` on a grid `qmin..qmax` and decoded as
 # `w_hat = scale * (q - zero_point)`; nearest rounding picks `q = clamp(round(w / scale) + zero_point, qmin, qmax)`.
 
 # %%
 import math
-import tempfile
-from pathlib import Path
 
 import torch
-
-from qevo_lite.grading import forbidden
-from qevo_lite.quant import export, grid
-from qevo_lite.quant.grid import QuantConfig
 
 # %% [raw]
 # # BEGIN QUESTION
@@ -66,6 +60,9 @@ assert out.dtype == torch.int16 and out.tolist() == [-4, -1, 0, 1, 3], out
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+from qevo_lite.grading import forbidden
+from qevo_lite.quant import grid
+from qevo_lite.quant.grid import QuantConfig
 g = torch.Generator().manual_seed(101)
 for b in (2, 3, 4, 6, 8):
     w = torch.randn(5, 3, 3, 3, generator=g) * b
@@ -121,6 +118,9 @@ assert abs(s - 0.5) < 1e-6 and z == 0 and c.tolist() == [0, 1, 2, 3], (c, s, z)
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+from qevo_lite.grading import forbidden
+from qevo_lite.quant import grid
+from qevo_lite.quant.grid import QuantConfig
 g = torch.Generator().manual_seed(202)
 for b in (2, 3, 5, 8):
     for shift in (-1.0, 0.0, 0.7, 3.0):
@@ -174,6 +174,11 @@ assert packed_bytes([(8, 2, 2), (3, 1, 0)], 8) == (8 + 8 + 4 + 8) + (3 + 4 + 2)
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+import tempfile
+from pathlib import Path
+from qevo_lite.grading import forbidden
+from qevo_lite.quant import export, grid
+from qevo_lite.quant.grid import QuantConfig
 _ = torch.manual_seed(303)
 model = torch.nn.Sequential(torch.nn.Conv2d(3, 7, 3), torch.nn.ReLU(), torch.nn.Conv2d(7, 5, 1, bias=False),
                             torch.nn.Flatten(), torch.nn.Linear(5 * 4 * 4, 9))

@@ -11,16 +11,14 @@
 # %% [markdown]
 # # Assignment 02 · The evolution strategy and its operators
 #
-# Companion of the tutorial notebook `02_es_operators`. The checks below a question run on small fixed
-# inputs; the grader runs further hidden tests on fresh random inputs, against the package's own code where
-# it has one (which your code may not call).
+# Its questions are also the exercises of the tutorial notebook `02_es_operators` (same prompts, stubs and public
+# checks). The checks below a question run on small fixed inputs; the grader runs further hidden tests on fresh
+# random inputs, against the package's own code where it has one (which your code may not call).
 
 # %%
 import torch
 
-from qevo_lite.es import engine
-from qevo_lite.grading import forbidden
-from qevo_lite.quant.grid import QuantConfig, quantize_model
+from qevo_lite.quant import QuantConfig, quantize_model
 
 # %% [raw]
 # # BEGIN QUESTION
@@ -65,6 +63,8 @@ assert len(got) == 6 and all(abs(a - b) < 1e-6 for a, b in zip(got, want)), got
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+from qevo_lite.es import engine
+from qevo_lite.grading import forbidden
 g = torch.Generator().manual_seed(404)
 for lam, window in ((4, 1), (8, 3), (16, 5)):
     succ = torch.randint(0, lam + 1, (60,), generator=g).tolist()

@@ -7,32 +7,24 @@
 # run_tests: false
 # solutions_pdf: false
 # generate: true
-# files:
-#     - data/classification_cells.json
 
 # %% [markdown]
 # # Assignment 03 · The experiment on a VGG
 #
-# Companion of the tutorial notebook `03_vgg_classification`. The questions read the results of a finished
-# run from `data/classification_cells.json` (written by `python scripts/grading.py cache` from the output of
-# `./run.sh demo --profile fast`), so nothing is retrained or re-run here. The checks below a question run on those
-# numbers; the grader runs further hidden tests on fresh random inputs against the package's own code (which
-# your code may not call).
+# Its questions are also the exercises of the tutorial notebook `03_vgg_classification` (same prompts, stubs and
+# public checks). The questions read the results of a finished run (`cached_results("classification_cells")`,
+# written by `python scripts/grading.py cache` from the output of `./run.sh demo --profile fast`), so nothing is
+# retrained or re-run here. The checks below a question run on those numbers; the grader runs further hidden tests
+# on fresh random inputs against the package's own code (which your code may not call).
 
 # %%
-import json
 import statistics
-from pathlib import Path
 
 import torch
 
-from qevo_lite.core import stats
-from qevo_lite.experiment import moved
-from qevo_lite.grading import forbidden
-from qevo_lite.quant.grid import QuantConfig, quantize_model
-from qevo_lite.tasks.classification import walk
+from qevo_lite.grading import cached_results
 
-data = json.loads(Path("data/classification_cells.json").read_text())
+data = cached_results("classification_cells")
 vgg = data["vgg_small"]
 print(f"{len(vgg['cells'])} cells of vgg_small; RTN rows at bits {sorted({r['bits'] for r in vgg['rtn_rows']})}")
 
@@ -70,6 +62,8 @@ assert target_bits(vgg["rtn_rows"], vgg["fp32_search_accuracy"]) == 2
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+from qevo_lite.grading import forbidden
+from qevo_lite.tasks.classification import walk
 g = torch.Generator().manual_seed(606)
 for _ in range(50):
     rows = [{"bits": b, "granularity": gr, "search": float(torch.rand(1, generator=g)) * 0.3 + 0.6,
@@ -121,6 +115,8 @@ assert abs(got - vgg["es_test_accuracy_std"]["2"]) < 1e-6, got
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+from qevo_lite.core import stats
+from qevo_lite.grading import forbidden
 g = torch.Generator().manual_seed(707)
 for n in (1, 2, 3, 7):
     cells = [{"bits": b, "seed": s, "es_test_accuracy": float(torch.rand(1, generator=g)),
@@ -178,6 +174,9 @@ assert list(per_layer) == ["conv", "fc"] and abs(per_layer["conv"] - 1 / 6) < 1e
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+from qevo_lite.experiment import moved
+from qevo_lite.grading import forbidden
+from qevo_lite.quant.grid import QuantConfig, quantize_model
 _ = torch.manual_seed(808)
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1), torch.nn.Flatten(),
                           torch.nn.Linear(4, 10))

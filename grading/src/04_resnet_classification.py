@@ -7,30 +7,22 @@
 # run_tests: false
 # solutions_pdf: false
 # generate: true
-# files:
-#     - data/classification_cells.json
 
 # %% [markdown]
 # # Assignment 04 · The experiment on a ResNet
 #
-# Companion of the tutorial notebook `04_resnet_classification`. The questions read a finished run from
-# `data/classification_cells.json` (nothing is retrained here). The checks below a question run on those
-# numbers or on small fixed inputs; the grader runs further hidden tests on fresh random inputs against the
-# package's (or torch's) own code, which your code may not call.
+# Its questions are also the exercises of the tutorial notebook `04_resnet_classification` (same prompts, stubs
+# and public checks). The questions read a finished run from `cached_results("classification_cells")` (nothing is
+# retrained here). The checks below a question run on those numbers or on small fixed inputs; the grader runs
+# further hidden tests on fresh random inputs against the package's (or torch's) own code, which your code may not
+# call.
 
 # %%
-import json
-from pathlib import Path
-
 import torch
-import torch.nn.utils.fusion as torch_fusion
 
-from qevo_lite.experiment import moved
-from qevo_lite.grading import forbidden
-from qevo_lite.quant import fold
-from qevo_lite.quant.grid import QuantConfig, quantize_model
+from qevo_lite.grading import cached_results
 
-data = json.loads(Path("data/classification_cells.json").read_text())
+data = cached_results("classification_cells")
 resnet = data["resnet_small"]
 print(f"{len(resnet['cells'])} cells of resnet_small")
 
@@ -72,6 +64,9 @@ assert torch.allclose(w.reshape(-1), torch.tensor([1.0, 1.0])) and torch.allclos
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+import torch.nn.utils.fusion as torch_fusion
+from qevo_lite.grading import forbidden
+from qevo_lite.quant import fold
 _ = torch.manual_seed(909)
 for has_bias in (True, False):
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, bias=has_bias), torch.nn.BatchNorm2d(6))
@@ -195,6 +190,9 @@ assert toward_other_neighbour(torch.zeros(4), torch.zeros(4), r) is None
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+from qevo_lite.experiment import moved
+from qevo_lite.grading import forbidden
+from qevo_lite.quant.grid import QuantConfig, quantize_model
 _ = torch.manual_seed(1111)
 net = torch.nn.Sequential(torch.nn.Linear(30, 20))
 rtn = quantize_model(net, QuantConfig(3))

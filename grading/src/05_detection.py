@@ -7,31 +7,19 @@
 # run_tests: false
 # solutions_pdf: false
 # generate: true
-# files:
-#     - data/detection_cells.json
 
 # %% [markdown]
 # # Assignment 05 · Quantized object detectors
 #
-# Companion of the tutorial notebook `05_detection`. Question 3 reads a finished run from
-# `data/detection_cells.json` (nothing is retrained here). The checks below a question run on small fixed
-# inputs; the grader runs further hidden tests on fresh random inputs against the package's (or
-# torchvision's) own code, which your code may not call.
+# Its questions are also the exercises of the tutorial notebook `05_detection` (same prompts, stubs and public
+# checks). Question 3 reads a finished run from `cached_results("detection_cells")` (nothing is retrained here).
+# The checks below a question run on small fixed inputs; the grader runs further hidden tests on fresh random
+# inputs against the package's (or torchvision's) own code, which your code may not call.
 
 # %%
-import json
-from pathlib import Path
+from qevo_lite.grading import cached_results
 
-import torch
-import torchvision.ops
-
-from qevo_lite.core import stats
-from qevo_lite.experiment import summary
-from qevo_lite.grading import forbidden
-from qevo_lite.tasks import detection as det
-from qevo_lite.tasks.detection import targets as det_targets
-
-data = json.loads(Path("data/detection_cells.json").read_text())
+data = cached_results("detection_cells")
 print(f"{len(data['cells'])} cells: {sorted({(c['arch'], c['bits']) for c in data['cells']})}")
 
 # %% [raw]
@@ -72,6 +60,9 @@ assert box_iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+import torch
+import torchvision.ops
+from qevo_lite.grading import forbidden
 g = torch.Generator().manual_seed(1212)
 xy = torch.rand(200, 2, 2, generator=g) * 64
 boxes = torch.cat([xy.min(1).values, xy.max(1).values + 0.5], 1)
@@ -124,6 +115,9 @@ assert tuple(round(v, 6) for v in encode_box((4, 8, 12, 20), 4)) == (2, 3, 2.0, 
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+import torch
+from qevo_lite.grading import forbidden
+from qevo_lite.tasks.detection import targets as det_targets
 g = torch.Generator().manual_seed(1313)
 for _ in range(40):
     x1, y1 = (torch.rand(2, generator=g) * 40).tolist()
@@ -179,6 +173,10 @@ assert abs(gain_over_peer(data["cells"], "det_vgg_small", 3, "gptq")
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+import torch
+from qevo_lite.core import stats
+from qevo_lite.experiment import summary
+from qevo_lite.grading import forbidden
 g = torch.Generator().manual_seed(1414)
 cells = {}
 for arch in ("det_a", "det_b"):

@@ -11,18 +11,14 @@
 # %% [markdown]
 # # Assignment 06 · An autoencoder for anomaly detection
 #
-# Companion of the tutorial notebook `06_autoencoder`. The checks below a question run on small fixed
-# inputs; the grader runs further hidden tests on fresh random inputs against the package's (or
-# scikit-learn's) own code, which your code may not call.
+# Its questions are also the exercises of the tutorial notebook `06_autoencoder` (same prompts, stubs and public
+# checks). The checks below a question run on small fixed inputs; the grader runs further hidden tests on fresh
+# random inputs against the package's (or scikit-learn's) own code, which your code may not call.
 
 # %%
 import math
 
-import sklearn.metrics
 import torch
-
-from qevo_lite.grading import forbidden
-from qevo_lite.tasks.autoencoder import metrics as ae_metrics
 
 # %% [raw]
 # # BEGIN QUESTION
@@ -57,6 +53,8 @@ assert abs(psnr_from_mse(1.0, 0.1) - 20.0) < 1e-6
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+from qevo_lite.grading import forbidden
+from qevo_lite.tasks.autoencoder import metrics as ae_metrics
 g = torch.Generator().manual_seed(1515)
 for _ in range(5):
     x = torch.randn(16, 1, 8, 8, generator=g)
@@ -110,6 +108,9 @@ assert auroc(torch.tensor([0.5, 0.5]), torch.tensor([False, True])) == 0.5
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+import sklearn.metrics
+from qevo_lite.grading import forbidden
+from qevo_lite.tasks.autoencoder import metrics as ae_metrics
 g = torch.Generator().manual_seed(1616)
 for n, sep in ((50, 0.0), (200, 0.7), (120, 2.0)):
     is_anomaly = torch.rand(n, generator=g) < 0.4
@@ -164,6 +165,9 @@ assert list(got) == [5, 7] and got[5] == 1.0 and got[7] == 0.5, got
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+import sklearn.metrics
+from qevo_lite.grading import forbidden
+from qevo_lite.tasks.autoencoder import metrics as ae_metrics
 g = torch.Generator().manual_seed(1717)
 y = torch.randint(0, 10, (300,), generator=g)
 scores = torch.randn(300, generator=g) + 0.2 * y.float()

@@ -11,17 +11,13 @@
 # %% [markdown]
 # # Assignment 07 · Rounding methods: the pieces behind GPTQ, AdaRound and the ES's local stage
 #
-# Companion of the tutorial notebook `07_rounding_methods`. Each question asks for one piece of a method;
-# the checks below a question run on small fixed inputs, and the grader runs further hidden tests on fresh
-# random inputs against the package's own implementation (which your code may not call).
+# Its questions are also the exercises of the tutorial notebook `07_rounding_methods` (same prompts, stubs and
+# public checks). Each question asks for one piece of a method; the checks below a question run on small fixed
+# inputs, and the grader runs further hidden tests on fresh random inputs against the package's own implementation
+# (which your code may not call).
 
 # %%
 import torch
-
-import qevo_lite as qv
-from qevo_lite.evaluators.quadratic import LayerQuadratic
-from qevo_lite.grading import forbidden
-from qevo_lite.rounding import adaround as adaround_module
 
 # %% [raw]
 # # BEGIN QUESTION
@@ -104,6 +100,9 @@ assert abs(float(move_change(g0, h0, 0.5, 0, 2, 1, 1)) - 0.5) < 1e-6   # 2*(0.5 
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+import qevo_lite as qv
+from qevo_lite.evaluators.quadratic import LayerQuadratic
+from qevo_lite.grading import forbidden
 _ = torch.manual_seed(11)
 layer = torch.nn.Linear(10, 5)
 lq = qv.quantize_model(torch.nn.Sequential(layer), bits=3).layers["0"]
@@ -154,6 +153,8 @@ assert abs(float(rounding_regulariser(torch.tensor([0.0, 1.0, 0.5]), 2.0)) - 1.0
 """ # BEGIN TEST CONFIG
 hidden: true
 """ # END TEST CONFIG
+from qevo_lite.grading import forbidden
+from qevo_lite.rounding import adaround as adaround_module
 g = torch.Generator().manual_seed(3)
 for beta in (2.0, 7.5, 20.0):
     h = torch.rand(200, generator=g)
