@@ -92,6 +92,8 @@ def student_stub(solution: str) -> str:
 
 
 def _checks_cell(question: str, tests: list[str]) -> str:
+    if not tests:
+        raise SystemExit(f"{question}: no public check to copy into the notebook (every question needs one)")
     body = "\n".join("    " + line if line.strip() else "" for test in tests for line in test.splitlines())
     return f"with exercise({question!r}):\n{body}"
 
