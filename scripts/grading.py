@@ -21,9 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from qevo_lite.grading import CACHED_RESULTS
+
 ROOT = Path(__file__).resolve().parents[1]
 SRC, DIST = ROOT / "grading" / "src", ROOT / "grading" / "dist"
-DATA = ROOT / "qevo_lite" / "cached_results"   # package data: the notebooks' exercises read it too
+DATA = CACHED_RESULTS   # package data: the notebooks' exercises read it too
 
 
 def sources(numbers=None) -> list[Path]:

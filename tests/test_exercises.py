@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tomllib
 
 import jupytext
 import nbformat
@@ -93,7 +94,7 @@ def test_an_exercise_check_reports_without_raising(capsys):
 
 
 def test_cached_results_ship_with_the_package_and_unknown_names_are_refused():
-    patterns = __import__("tomllib").loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"]["qevo_lite"]
     assert "cached_results/*.json" in patterns
     assert {"vgg_small", "resnet_small"} <= set(cached_results("classification_cells"))
