@@ -66,8 +66,7 @@ budget = None    # global-stage fitness evaluations per run; None: the profile's
 # This notebook walks the ES as first built, with its *sampled* local stage and without the rounding peers
 # (the package's default local stage is now the per-channel ES on each layer's exact quadratic error; the
 # README's tables, from `./run.sh demo`, compare it with GPTQ and AdaRound).
-ctx = walk.context(profile, experiment, session.device, bits=bits, seeds=seeds, budget=budget,
-                   es=walk.TASK.first_es[profile], peers=())
+ctx = walk.first_es_context(profile, experiment, session.device, bits=bits, seeds=seeds, budget=budget)
 prof, arch = ctx.profile, ctx.profile.models[experiment]
 
 # %% [markdown]

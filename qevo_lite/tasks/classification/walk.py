@@ -34,6 +34,15 @@ def context(profile: str, experiment: str, device=None, download: bool | None = 
     return ctx
 
 
+def first_es_context(profile: str, experiment: str, device=None, **overrides) -> Context:
+    """:func:`context` for the ES as first built (the task's ``first_es``: its *sampled* local stage and the
+    random global stage) without the rounding peers: the method notebooks 03 and 04 walk step by step. The
+    package's default local stage (the per-channel ES on each layer's exact quadratic error) and the peers
+    come in the notebooks' side-by-side section."""
+    print("the ES as first built (sampled local stage + global stage), no rounding peers")
+    return context(profile, experiment, device, es=TASK.first_es[profile], peers=(), **overrides)
+
+
 def describe_model(ctx: Context, arch: str) -> None:
     """Print the model's quantizable weights and layers, the split sizes and the FP32 accuracies."""
     fmodel, _ = ctx.model(arch)
