@@ -38,7 +38,7 @@ def reproduce(experiments=("all",), profile: str | None = "fast", out: str | Pat
               progress: bool = True, device=None, checkpoint_dir=None, download: bool | None = None, figures: bool = True,
               workers: int | None = None, **overrides) -> dict:
     """Run experiments headless into ``out`` and resume from what it already holds. ``overrides`` are
-    :class:`~qevo_lite.experiment.profile.Profile` fields (``bits``, ``seeds``, ``dataset``, ...) or its ES budget
+    :class:`~qevo_lite.experiment.profile.Profile` fields, named as in its parts (``bits``, ``seeds``, ``dataset``, ...) or its ES budget
     knobs (``budget``, ``local_budget``) applied to every task (``dataset`` to classification only). A task that cannot run the profile
     (:meth:`~qevo_lite.experiment.task.Task.unavailable`, e.g. detection's full profile) raises ValueError
     when named, and is skipped with a warning under ``all``. ``workers`` (2 or more): each task's cells run on that
@@ -59,7 +59,7 @@ def reproduce(experiments=("all",), profile: str | None = "fast", out: str | Pat
             sections.append(f"## {task.title} (profile `{prof.name}`)\n\nNot run: {reason}\n")
             continue
         ck_dir = checkpoint_dir
-        if ck_dir is None and prof.dataset.startswith("folder:"):
+        if ck_dir is None and prof.data.dataset.startswith("folder:"):
             ck_dir = out / "pretrained"   # never register stand-in models in the package's registry
         ctx = Context(task, prof, device=device, checkpoint_dir=ck_dir, download=download)
         archs = prof.archs(labels)

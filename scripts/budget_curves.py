@@ -35,13 +35,13 @@ def configs(profile, steps=None) -> list[tuple[str, str, int, object]]:
     """``(method name, budget name, budget, config)`` for every method of ``profile`` (its peers and its ES);
     ``steps``: AdaRound's and block reconstruction's step budgets instead of :data:`BUDGETS`'."""
     out = []
-    for config in profile.peers + (profile.es,):
+    for config in profile.methods.peers + (profile.methods.es,):
         name = get_method(config).name
         field, values = BUDGETS[name]
         if field == "steps" and steps:
             values = steps
         if field in ("samples", "images"):   # no more images than the search split has
-            values = sorted({min(v, profile.search_size) for v in values})
+            values = sorted({min(v, profile.data.search_size) for v in values})
         for v in values:
             config_v = (replace(config, local=replace(config.local, samples=v)) if name == "es"
                         else replace(config, **{field: v}))
@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ctx = context(args.task, "demo", device="cpu")
-    arch = ctx.task.profiles["fast"].models[args.model]
+    arch = ctx.task.profiles["fast"].grid.models[args.model]
     head = ctx.task.metrics[0]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

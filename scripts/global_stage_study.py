@@ -47,18 +47,18 @@ def main() -> None:
     cut = 3 * len(ctx.search) // 4
     fit, unused = _rows(ctx.search, slice(0, cut)), _rows(ctx.search, slice(cut, None))
     print(f"{args.task}: search {len(ctx.search)} images (gated: fit on {cut}, checked on {len(ctx.search) - cut}); "
-          f"held-out {head.label} on {len(ctx.test)} test images; global budget {p.es.global_stage.budget} x {scales}")
+          f"held-out {head.label} on {len(ctx.test)} test images; global budget {p.methods.es.global_stage.budget} x {scales}")
     print("| model | bits | after local | global stage | held-out | gain over local | kept (gated) | s per seed |")
     print("|---|---|---|---|---|---|---|---|")
     for arch in p.archs():
         fmodel, _ = ctx.model(arch)
         for bits in bits_list:
             rtn = ctx.rtn(arch, bits)["state"]
-            local = {s: run_local(fmodel, rtn, ctx.search, p.es.local, seed=s, loss=task.es_loss,
+            local = {s: run_local(fmodel, rtn, ctx.search, p.methods.es.local, seed=s, loss=task.es_loss,
                                   threads=ctx.local_threads).codes for s in seeds}
             before = {s: ctx.evaluate(rtn.with_codes(local[s]).to_model(fmodel), "test")[head.key] for s in seeds}
             for scale in scales:
-                glob = replace(p.es, local=None).with_budgets(budget=scale * p.es.global_stage.budget)
+                glob = replace(p.methods.es, local=None).with_budgets(budget=scale * p.methods.es.global_stage.budget)
                 for form, search in (("plain", ctx.search), ("gated", fit)):
                     after, kept, seconds = [], 0, 0.0
                     for s in seeds:

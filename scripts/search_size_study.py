@@ -32,16 +32,16 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     ctx = context("classification", "fast")
     p = ctx.profile
-    pool = load_splits(p.dataset, search_size=max(sizes), seed=p.split_seed).search
+    pool = load_splits(p.data.dataset, search_size=max(sizes), seed=p.data.split_seed).search
     assert torch.equal(pool.x[:len(ctx.search)], ctx.search.x), "the pool must start with the profile's search split"
     print("| model | search images | held-out after local (%) | after global (%) | global gain (points) | seconds |")
     print("|---|---|---|---|---|---|")
     for label in args.models.split(","):
-        arch = p.models[label]
+        arch = p.grid.models[label]
         fmodel, _ = ctx.model(arch)
         rtn = ctx.rtn(arch, 2)["state"]
-        local = {s: run_local(fmodel, rtn, ctx.search, p.es.local, seed=s, loss=ctx.task.es_loss).codes for s in seeds}
-        global_only = replace(p.es, local=None)   # the global stage alone, from each seed's local codes
+        local = {s: run_local(fmodel, rtn, ctx.search, p.methods.es.local, seed=s, loss=ctx.task.es_loss).codes for s in seeds}
+        global_only = replace(p.methods.es, local=None)   # the global stage alone, from each seed's local codes
         before = [evaluate(rtn.with_codes(local[s]).to_model(fmodel), ctx.test)["accuracy"] for s in seeds]
         for n in sizes:
             search = Split(pool.x[:n], pool.y[:n])

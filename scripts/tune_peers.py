@@ -53,7 +53,7 @@ def validation(ctx) -> tuple[Split, object]:
         pool = ctx.task.load_splits(p.with_overrides(search_size=DETECTION_VALIDATION.stop)).search
         score = lambda model: evaluate_detector(model, val)  # noqa: E731
     else:
-        pool = load_splits(p.dataset, search_size=VALIDATION.stop, seed=p.split_seed).search
+        pool = load_splits(p.data.dataset, search_size=VALIDATION.stop, seed=p.data.split_seed).search
         score = lambda model: evaluate(model, val)  # noqa: E731
     assert torch.equal(pool.x[:len(ctx.search)], ctx.search.x), "the pool must start with the profile's search split"
     part = DETECTION_VALIDATION if ctx.task.name == "detection" else VALIDATION
@@ -112,11 +112,11 @@ def main() -> None:
     _, score = validation(ctx)
     seeds = [int(s) for s in args.seeds.split(",")]
     p, head = ctx.profile, ctx.task.metrics[0]
-    base = p.es if args.method == "es" else as_config(args.method)   # the ES: the profile's own config
+    base = p.methods.es if args.method == "es" else as_config(args.method)   # the ES: the profile's own config
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for label in args.models.split(","):
-        arch = p.models[label]
+        arch = p.grid.models[label]
         fmodel, _ = ctx.model(arch)
         rtn = ctx.rtn(arch, args.bits)["state"]
         print(f"\n{arch} W{args.bits}: RTN validation {head.label} {head.fmt(score(rtn.to_model(fmodel))[head.key])}")

@@ -13,7 +13,7 @@ import qevo_lite.tasks.autoencoder as ae
 from qevo_lite.core.registry import read_manifest
 from qevo_lite.experiment.context import Context
 from qevo_lite.experiment.cell_grid import codes_file, run_task
-from qevo_lite.experiment.profile import Profile
+from qevo_lite.experiment.profile import CellGrid, DataSpec, MethodSpec, Profile
 from qevo_lite.methods import EvolutionConfig, GlobalStage, SampledLocal
 from qevo_lite.tasks import load_pretrained, train_checkpoint
 from qevo_lite.evaluators.full import FullEvaluator
@@ -36,10 +36,11 @@ def one_thread():
 def tiny_profile(**kw):
     """The tests' autoencoder profile with ``kw`` overridden (fields, or the ``budget`` knobs)."""
     es = EvolutionConfig(SampledLocal(samples=32, evaluations=8, lam=4, moves=2), GlobalStage(budget=8, lam=4))
-    return Profile(name="fast", task="autoencoder", dataset="digits", models={"ae": ae.ARCH}, bits=(2, 8), seeds=(0, 1),
-                   search_size=64, test_size=120, es=es, peers=(), report_every=1, es_bits=None, min_rise_percent=2.0,
-                   extra_granularities=("per_tensor",),
-                   options={"normal_classes": (0, 1, 2, 3, 4)}).with_overrides(**kw)
+    return Profile("fast", "autoencoder", DataSpec("digits", search_size=64, test_size=120),
+                   CellGrid({"ae": ae.ARCH}, bits=(2, 8), seeds=(0, 1), extra_granularities=("per_tensor",),
+                            min_rise_percent=2.0),
+                   MethodSpec(es, peers=(), report_every=1),
+                   ae.AutoencoderOptions(normal_classes=(0, 1, 2, 3, 4))).with_overrides(**kw)
 
 
 def run(out, ckpt, figures=False, **kw):

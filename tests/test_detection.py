@@ -144,7 +144,7 @@ def test_run_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
     prof = get_profile("detection", "fast", dataset="glyph_boxes_digits", models={"vgg": "det_vgg_small"}, bits=[2],
                        seeds=[0], search_size=16, test_size=16, peers=[], min_drop_points=-100.0, train_epochs=1,
                        es=EvolutionConfig(SampledLocal(samples=8, evaluations=2, lam=4), GlobalStage(budget=4, lam=4)),
-                       options={**D.PROFILES["fast"].options, "compare_budget": 4, "compare_seeds": (0, 1, 2)})
+                       options=D.DetectionOptions(compare_budget=4, compare_seeds=(0, 1, 2)))
     ctx = Context(D.TASK, prof, device="cpu", checkpoint_dir=ck)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -170,7 +170,7 @@ def test_run_task_writes_outputs_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(cell_grid, "run_cell", fail)
     monkeypatch.setattr(det_task, "run_fitness_comparison", fail)
     again = run_task(Context(D.TASK, prof, device="cpu", checkpoint_dir=ck), out, progress=False, figures=False)
-    assert again["cells_reused"] == 1 + len(prof.option("compare_seeds"))   # the ES cell and each comparison seed
+    assert again["cells_reused"] == 1 + len(prof.options.compare_seeds)   # the ES cell and each comparison seed
 
 
 def test_the_full_detection_profile_stops_with_a_clear_error(tmp_path, capsys):

@@ -16,7 +16,7 @@ from qevo_lite.cli import main
 from qevo_lite.evaluators.incremental import IncrementalEvaluator
 from qevo_lite.experiment.cell import run_cell
 from qevo_lite.experiment.context import Context
-from qevo_lite.experiment.profile import Profile
+from qevo_lite.experiment.profile import CellGrid, DataSpec, MethodSpec, Profile
 from qevo_lite.experiment.parallel import CellPool
 from qevo_lite.methods import AdaRoundConfig, EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
 from qevo_lite.reproduce import reproduce
@@ -34,9 +34,9 @@ TINY_QUADRATIC = EvolutionConfig(QuadraticLocal(samples=32, generations=30), Glo
 
 def tiny_profile(**kw):
     """The tests' classification profile with ``kw`` overridden (fields, or the ``budget`` knobs)."""
-    return Profile(name="fast", task="classification", dataset="digits", models={"vgg": "vgg_small"}, bits=(2, 8),
-                   seeds=(0, 1), search_size=96, test_size=150, es=TINY_ES, peers=(),
-                   report_every=1).with_overrides(**kw)
+    return Profile("fast", "classification", DataSpec("digits", search_size=96, test_size=150),
+                   CellGrid({"vgg": "vgg_small"}, bits=(2, 8), seeds=(0, 1)),
+                   MethodSpec(TINY_ES, peers=(), report_every=1)).with_overrides(**kw)
 
 
 @pytest.fixture(scope="module")

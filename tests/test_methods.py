@@ -86,7 +86,7 @@ def test_names_and_configs_are_checked():
         tiny_profile(peers=("magic",))
     with pytest.raises(ValueError, match="kind 'peer'"):
         tiny_profile(peers=("es",))
-    assert tiny_profile(peers=("gptq",)).peers == (GPTQConfig(),)
+    assert tiny_profile(peers=("gptq",)).methods.peers == (GPTQConfig(),)
 
 
 def test_adaround_settings_reach_its_optimiser(tiny_vgg, digits):

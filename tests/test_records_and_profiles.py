@@ -1,11 +1,15 @@
 """The typed views behind the tables and figures (one Outcome per method, read from the cell's own ``peers``), a
-profile that holds its ES as one config (budgets as knobs, JSON round trip), the task-typed study options, the
-layer roles of notebook 04 and the notebooks' teacher cell. All fast: no training, no ES run."""
+profile of three typed parts that holds its ES as one config (budgets as knobs, JSON round trip), the task-typed
+options, the layer roles of notebook 04. All fast: no training, no ES run."""
+from dataclasses import fields, replace
+
 import pytest
 import torch
 
 from qevo_lite.core.models import build_model
 from qevo_lite.es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
+from qevo_lite.experiment.context import Context
+from qevo_lite.experiment.profile import FLAT_ORDER, CellGrid, DataSpec, MethodSpec
 from qevo_lite.experiment.records import keyed, method_outcomes, method_points, outcome, outcomes
 from qevo_lite.experiment.task import Metric, describe_es
 from qevo_lite.tasks import autoencoder, classification, detection
@@ -46,16 +50,16 @@ def test_outcomes_read_every_method_of_a_row_and_only_its_own_keys():
 
 def test_a_profile_holds_its_es_as_one_config_with_budget_knobs():
     fast = classification.PROFILES["fast"]
-    assert fast.es == EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=64))
+    assert fast.methods.es == EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=64))
     changed = fast.with_overrides(budget=12, local_budget=30, bits=[2])
-    assert changed.es.global_stage.budget == 12 and changed.es.local.generations == 30 and changed.bits == (2,)
+    assert changed.methods.es.global_stage.budget == 12 and changed.methods.es.local.generations == 30 and changed.grid.bits == (2,)
     first = fast.with_overrides(es=classification.TASK.first_es["fast"], local_budget=400)
-    assert isinstance(first.es.local, SampledLocal) and first.es.local.evaluations == 400
+    assert isinstance(first.methods.es.local, SampledLocal) and first.methods.es.local.evaluations == 400
     with pytest.raises(ValueError, match="Unknown profile fields \\['local_evaluations'\\]"):
         fast.with_overrides(local_evaluations=400)
     with pytest.raises(ValueError, match="es must be an EvolutionConfig"):
         fast.with_overrides(es="quadratic")
-    for es in (fast.es, first.es, detection.TASK.first_es["fast"]):
+    for es in (fast.methods.es, first.methods.es, detection.TASK.first_es["fast"]):
         assert EvolutionConfig.from_dict(es.as_dict()) == es
     d = fast.as_dict()
     assert d["es"]["local"]["kind"] == "quadratic" and d["peers"][0]["method"] == "gptq"
@@ -64,7 +68,7 @@ def test_a_profile_holds_its_es_as_one_config_with_budget_knobs():
         "images (up to 2000 generations per layer), layer by layer; then a global (1+8) ES with 64 evaluations")
     assert "local stage: 500 evaluations per layer" in describe_es(
         autoencoder.PROFILES["fast"].with_overrides(es=autoencoder.TASK.first_es["fast"]).as_dict(), "images", "MSE")
-    assert first.es.budgets_text() == "400 local evaluations per layer + 64 global evaluations"
+    assert first.methods.es.budgets_text() == "400 local evaluations per layer + 64 global evaluations"
     # the text says the ES started from each peer only where the profile runs it
     assert '"ES from ...")' in describe_es(d, "images", "cross-entropy")
     assert "ES from" not in describe_es(fast.with_overrides(es_from_peers=False).as_dict(), "images", "cross-entropy")
@@ -75,9 +79,35 @@ def test_a_profile_holds_its_es_as_one_config_with_budget_knobs():
 
 def test_study_options_are_typed_on_the_task():
     fast = detection.PROFILES["fast"]
-    assert set(detection.TASK.study_options) <= set(fast.options)
-    assert detection.TASK.without_studies(fast).option("compare_budget") == 0
+    assert set(detection.TASK.study_options) <= {f.name for f in fields(fast.options)}
+    assert detection.TASK.without_studies(fast).options.compare_budget == 0
     assert classification.TASK.study_options == () and classification.TASK.without_studies(fast) is fast
+    # the options are the task's own dataclass: a context refuses another kind
+    assert isinstance(autoencoder.PROFILES["fast"].options, autoencoder.AutoencoderOptions)
+    with pytest.raises(ValueError, match="must be AutoencoderOptions"):
+        Context(autoencoder.TASK, autoencoder.PROFILES["fast"].with_overrides(options=detection.DetectionOptions()))
+    with pytest.raises(ValueError, match="must be None"):
+        Context(classification.TASK, classification.PROFILES["fast"].with_overrides(options=fast.options))
+
+
+def test_a_profile_has_three_parts_and_overrides_find_each_fields_part():
+    fast = classification.PROFILES["fast"]
+    assert isinstance(fast.data, DataSpec) and isinstance(fast.grid, CellGrid) and isinstance(fast.methods, MethodSpec)
+    changed = fast.with_overrides(bits=[2, 3], search_size=512, es_from_peers=False, granularity="per_tensor",
+                                  extra_granularities=())
+    assert changed.grid.bits == (2, 3) and changed.grid.granularity == "per_tensor"
+    assert changed.data == replace(fast.data, search_size=512) and changed.methods.peers == fast.methods.peers
+    assert not changed.methods.es_from_peers and changed.grid.seeds == fast.grid.seeds
+    assert fast.with_overrides(data=DataSpec("digits")).data.dataset == "digits"
+    # one flat dict per profile, every part's fields once (the results.json header and a cell's settings)
+    d = changed.as_dict()
+    assert list(d) == list(FLAT_ORDER) and d["search_size"] == 512 and d["bits"] == (2, 3) and d["options"] == {}
+    assert detection.PROFILES["fast"].as_dict()["options"] == {"compare_budget": 12, "compare_model": "det_vgg_small",
+                                                             "compare_seeds": (0, 1, 2)}
+    with pytest.raises(ValueError, match="repeats the profile's granularity"):
+        fast.with_overrides(granularity="per_tensor")   # per_tensor is already an extra grid of the fast profile
+    with pytest.raises(ValueError, match="must be a DataSpec"):
+        replace(fast, data={"dataset": "digits"})
 
 
 def test_layer_roles_and_the_batch_norms_folded_into_shortcuts():
@@ -107,29 +137,29 @@ def test_demo_profiles_run_every_method_once_at_the_headline_width():
     from qevo_lite.methods import AdaRoundConfig, get_method
     for task, bits in ((classification, 2), (detection, 2), (autoencoder, 3)):
         demo, fast = task.PROFILES["demo"], task.PROFILES["fast"]
-        assert demo.name == "demo" and demo.bits == (bits,) and demo.seeds == (0,) and not demo.es_from_peers
-        assert [get_method(c).name for c in demo.peers] == ["gptq", "adaround", "brecq"]
-        assert demo.peers == task.TASK.tuned_peers == task.TUNED_PEERS
-        assert demo.es == fast.es and demo.search_size == fast.search_size and set(demo.models) <= set(fast.models)
+        assert demo.name == "demo" and demo.grid.bits == (bits,) and demo.grid.seeds == (0,) and not demo.methods.es_from_peers
+        assert [get_method(c).name for c in demo.methods.peers] == ["gptq", "adaround", "brecq"]
+        assert demo.methods.peers == task.TASK.tuned_peers == task.TUNED_PEERS
+        assert demo.methods.es == fast.methods.es and demo.data == fast.data and set(demo.grid.models) <= set(fast.grid.models)
         assert task.TASK.first_es["demo"] == task.TASK.first_es["fast"]
-    assert detection.PROFILES["demo"].option("compare_budget") == 0            # no fitness study in the demo
+    assert detection.PROFILES["demo"].options.compare_budget == 0            # no fitness study in the demo
     # every fast profile (the README's 3-seed tables) runs its task's peers at the settings chosen on the validation
     # slice (docs/tuning.md), block reconstruction included
     for task in (classification, detection, autoencoder):
-        assert task.PROFILES["fast"].peers == task.TASK.tuned_peers
-    assert AdaRoundConfig(lr=0.1, reduction="mean") in classification.PROFILES["fast"].peers
+        assert task.PROFILES["fast"].methods.peers == task.TASK.tuned_peers
+    assert AdaRoundConfig(lr=0.1, reduction="mean") in classification.PROFILES["fast"].methods.peers
     # detection's fast profile (notebook 05, the README's 3-seed table) runs the peers validated on its own slice,
     # block reconstruction with the Fisher weighting among them, and no "ES from <peer>" runs
     det_fast = detection.PROFILES["fast"]
-    assert det_fast.peers == detection.TASK.tuned_peers and not det_fast.es_from_peers
-    assert [get_method(c).name for c in det_fast.peers] == ["gptq", "adaround", "brecq"]
-    assert det_fast.peers[2].fisher and det_fast.peers[1].lr == 0.1
+    assert det_fast.methods.peers == detection.TASK.tuned_peers and not det_fast.methods.es_from_peers
+    assert [get_method(c).name for c in det_fast.methods.peers] == ["gptq", "adaround", "brecq"]
+    assert det_fast.methods.peers[2].fisher and det_fast.methods.peers[1].lr == 0.1
     # the ES's local fitness as validated per task (docs/tuning.md, "The ES's local fitness"): Fisher-weighted per
     # output position on the detectors, on every search canvas; the plain output error elsewhere
     for name in ("fast", "full"):
-        assert detection.PROFILES[name].es.local.weighting == "fisher"
-    assert det_fast.es.local.samples == det_fast.search_size
+        assert detection.PROFILES[name].methods.es.local.weighting == "fisher"
+    assert det_fast.methods.es.local.samples == det_fast.data.search_size
     for task in (classification, autoencoder):
-        assert all(p.es.local.weighting == "output" for p in task.PROFILES.values())
-    assert "Fisher-weighted" in det_fast.es.describe("") and "Fisher" not in classification.PROFILES["fast"].es.describe("")
+        assert all(p.methods.es.local.weighting == "output" for p in task.PROFILES.values())
+    assert "Fisher-weighted" in det_fast.methods.es.describe("") and "Fisher" not in classification.PROFILES["fast"].methods.es.describe("")
     assert "weighted by the squared gradient of the task loss" in describe_es(det_fast.as_dict(), "canvases", "loss")

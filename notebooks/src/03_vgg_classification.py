@@ -67,7 +67,7 @@ budget = None    # global-stage fitness evaluations per run; None: the profile's
 # (the package's default local stage is now the per-channel ES on each layer's exact quadratic error; the
 # README's tables, from `./run.sh demo`, compare it with GPTQ and AdaRound).
 ctx = walk.first_es_context(profile, experiment, session.device, bits=bits, seeds=seeds, budget=budget)
-prof, arch = ctx.profile, ctx.profile.models[experiment]
+prof, arch = ctx.profile, ctx.profile.grid.models[experiment]
 
 # %% [markdown]
 # ## 1. The pretrained model
@@ -112,12 +112,12 @@ walk.print_rtn_table(rtn_rows, fp_test)
 
 # %%
 assert abs(rtn_acc(8) - fp_test) <= 0.01
-lowest = min(prof.bits)
+lowest = min(prof.grid.bits)
 assert rtn_acc(lowest) < fp_test - 0.02
 if prof.name == "fast":
     assert rtn_acc(lowest, "per_tensor") < rtn_acc(lowest)
 target_bits = walk.target_bits(rtn_rows, ctx.fp32(arch)["search"]["accuracy"])
-if prof.name == "fast" and 3 in prof.bits:
+if prof.name == "fast" and 3 in prof.grid.bits:
     assert rtn_acc(3, "per_tensor", "search") > rtn_acc(3, "per_channel", "search")
 
 # %%
@@ -281,7 +281,7 @@ moved_stats = walk.moved_stats(rows, cells)
 # gradient on the layer-output error, the same objective as the local stage here.)
 
 # %%
-walk.check_moved_claims(moved_stats, walk.layer_shares(cells, arch, lowest, prof.seeds), sizes)
+walk.check_moved_claims(moved_stats, walk.layer_shares(cells, arch, lowest, prof.grid.seeds), sizes)
 
 # %% [markdown]
 # ## 7. The rounding peers, and the package's ES today
@@ -363,7 +363,7 @@ peer_targets = check_side_by_side(side, ctx.task, tolerance=0.01)
 # data (section 7 has the numbers, the wall times and the ES started from each peer's codes).
 
 # %%
-walk.print_summary(rows, arch, fp_test, prof.seeds)
+walk.print_summary(rows, arch, fp_test, prof.grid.seeds)
 
 # %%
 session.report_run_time();

@@ -57,7 +57,7 @@ budget = None    # global-stage fitness evaluations per run; None: the profile's
 
 # %%
 ctx = walk.first_es_context(profile, experiment, session.device, bits=bits, seeds=seeds, budget=budget)  # as in 03
-prof, arch = ctx.profile, ctx.profile.models[experiment]
+prof, arch = ctx.profile, ctx.profile.grid.models[experiment]
 
 # %% [markdown]
 # ## 1. What a ResNet adds: shortcuts, and batch-norm folded into them
@@ -106,7 +106,7 @@ walk.print_rtn_table(rtn_rows, fp_test)
 
 # %%
 assert abs(rtn_acc(8) - fp_test) <= 0.01
-lowest = min(prof.bits)
+lowest = min(prof.grid.bits)
 assert rtn_acc(lowest) < fp_test - 0.02
 if prof.name == "fast":
     assert rtn_acc(lowest, "per_tensor") < 0.2   # close to the 10% of guessing
@@ -173,7 +173,7 @@ moved_stats = walk.moved_stats(rows, cells)
 # same number of evaluations on every layer.
 
 # %%
-walk.check_moved_claims(moved_stats, walk.layer_shares(cells, arch, lowest, prof.seeds), sizes)
+walk.check_moved_claims(moved_stats, walk.layer_shares(cells, arch, lowest, prof.grid.seeds), sizes)
 
 # %% [markdown]
 # What is new in a ResNet is the layers' roles. Summed per role at the lowest bit width: the layers, their
@@ -181,7 +181,7 @@ walk.check_moved_claims(moved_stats, walk.layer_shares(cells, arch, lowest, prof
 # moved (seed mean):
 
 # %%
-by_role = roles.role_table(sens, sizes, [walk.cell(cells, arch, lowest, s) for s in prof.seeds])
+by_role = roles.role_table(sens, sizes, [walk.cell(cells, arch, lowest, s) for s in prof.grid.seeds])
 
 # %% [markdown]
 # The stem holds 144 of the model's 77,072 weights and most of its summed sensitivity, and the ES moves the
@@ -269,7 +269,7 @@ peer_targets = check_side_by_side(side, ctx.task, tolerance=0.01)
 # is the most sensitive and gets the largest share of its weights moved, the blocks' convs the smallest.
 
 # %%
-walk.print_summary(rows, arch, fp_test, prof.seeds)
+walk.print_summary(rows, arch, fp_test, prof.grid.seeds)
 
 # %%
 session.report_run_time();

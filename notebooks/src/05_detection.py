@@ -70,10 +70,10 @@ rtn_bits = (2, 3, 4, 8)  # bit widths of the rounding sweep (section 3)
 ctx = context("detection", profile, session.device, bits=bits, seeds=seeds, budget=budget,
               es=det.TASK.first_es[profile], peers=())
 prof = ctx.profile
-print(f"profile {prof.name!r}: dataset {prof.dataset}, detectors {prof.archs()}, ES bits {list(prof.bits)}, "
-      f"seeds {list(prof.seeds)}")
-print(f"search split {prof.search_size} canvases, held-out test {prof.test_size} canvases; budget per run: "
-      f"{prof.es.budgets_text()}")
+print(f"profile {prof.name!r}: dataset {prof.data.dataset}, detectors {prof.archs()}, ES bits {list(prof.grid.bits)}, "
+      f"seeds {list(prof.grid.seeds)}")
+print(f"search split {prof.data.search_size} canvases, held-out test {prof.data.test_size} canvases; budget per run: "
+      f"{prof.methods.es.budgets_text()}")
 
 # %% [markdown]
 # ## 1. The data: glyphs on a canvas, boxes from their pixels
@@ -289,7 +289,7 @@ for arch in prof.archs():
     x = ctx.test.x[:len(idx)]
     preds[f"{short} FP32"] = det.predict(fmodel, x)
     preds[f"{short} RTN W{low}"] = det.predict(ctx.rtn(arch, low)["state"].to_model(fmodel), x)
-    preds[f"{short} ES W{low}"] = det.predict(ctx.es_model(arch, low, prof.seeds[0]), x)
+    preds[f"{short} ES W{low}"] = det.predict(ctx.es_model(arch, low, prof.grid.seeds[0]), x)
 fig = det.plot_before_after(ctx.test, preds, idx, classes)
 plt.show()
 
@@ -386,7 +386,7 @@ assert ma["seconds"] > lo["seconds"]
 # were made).
 
 # %%
-side = run_side_by_side(ctx, bits=prof.bits, seeds=(0,), archs=[prof.option("compare_model")],
+side = run_side_by_side(ctx, bits=prof.grid.bits, seeds=(0,), archs=[prof.options.compare_model],
                         peers=("gptq", "brecq"))
 display(Markdown(side_by_side_markdown(side, ctx.task)))
 
@@ -431,7 +431,7 @@ assert r["brecq_test_map"] - r["es_test_map"] <= 0.01               # block reco
 
 # %% [markdown]
 # **Exercise (open).** Give the mAP fitness a fair chance: raise `compare_budget` (e.g.
-# `context("detection", options={**det.PROFILES["fast"].options, "compare_budget": 64})`). Does it ever catch
+# `context("detection", options=det.DetectionOptions(compare_budget=64, compare_seeds=(0, 1, 2)))`). Does it ever catch
 # up with the loss at equal *time* rather than equal evaluations?
 
 # %% [markdown]

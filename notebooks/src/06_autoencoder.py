@@ -68,11 +68,11 @@ budget = None    # global-stage fitness evaluations per run; None: the profile's
 ctx = context("autoencoder", profile, session.device, bits=bits, seeds=seeds, budget=budget,
               es=ae.TASK.first_es[profile], peers=())
 prof, arch = ctx.profile, ae.ARCH
-normal_classes = prof.option("normal_classes")
-upto = f" to {prof.max_rise_percent:g}%" if prof.max_rise_percent is not None else " or more"
-print(f"profile {prof.name!r}: {prof.dataset}, normal classes {list(normal_classes)}, bits {list(prof.bits)}, "
-      f"ES where RTN raises the search MSE by {prof.min_rise_percent:g}%{upto}, seeds {list(prof.seeds)}")
-print(f"budget per run: {prof.es.budgets_text()}")
+normal_classes = prof.options.normal_classes
+upto = f" to {prof.grid.max_rise_percent:g}%" if prof.grid.max_rise_percent is not None else " or more"
+print(f"profile {prof.name!r}: {prof.data.dataset}, normal classes {list(normal_classes)}, bits {list(prof.grid.bits)}, "
+      f"ES where RTN raises the search MSE by {prof.grid.min_rise_percent:g}%{upto}, seeds {list(prof.grid.seeds)}")
+print(f"budget per run: {prof.methods.es.budgets_text()}")
 
 # %% [markdown]
 # ## 1. The anomaly-detection setting
@@ -138,14 +138,14 @@ def rtn_numbers(b, g="per_channel"):
     r = ctx.rtn(arch, b, g)
     return {"rule": r["rule"], "search_mse": r["search"]["mse"], **r["test"]}
 
-rtn = {(b, g): rtn_numbers(b, g) for b in prof.bits for g in ("per_channel", "per_tensor")}
+rtn = {(b, g): rtn_numbers(b, g) for b in prof.grid.bits for g in ("per_channel", "per_tensor")}
 
 # %%
 # NBVAL_CHECK_OUTPUT
 print(f"FP32: test MSE {fp32['test']['mse']:.3f}  PSNR {fp32['test']['psnr']:5.1f}  AUROC {fp32['test']['auroc']:.3f}")
 print(f"{'bits':>4}  {'per-channel rule':16s} {'MSE':>6s} {'PSNR':>5s} {'AUROC':>6s}   "
       f"{'per-tensor rule':16s} {'MSE':>6s} {'PSNR':>5s} {'AUROC':>6s}")
-for b in prof.bits:
+for b in prof.grid.bits:
     c, t = rtn[b, "per_channel"], rtn[b, "per_tensor"]
     print(f"{b:4d}  {c['rule']:16s} {c['mse']:6.3f} {c['psnr']:5.1f} {c['auroc']:6.3f}   "
           f"{t['rule']:16s} {t['mse']:6.3f} {t['psnr']:5.1f} {t['auroc']:6.3f}")
@@ -169,9 +169,9 @@ for b in prof.bits:
 # %%
 # NBVAL_CHECK_OUTPUT
 fp_search = fp32["search"]["mse"]
-for b in prof.bits:
+for b in prof.grid.bits:
     rise = 100 * (rtn[b, "per_channel"]["search_mse"] / fp_search - 1)
-    runs = prof.min_rise_percent <= rise <= (prof.max_rise_percent or float("inf"))
+    runs = ctx.es_skip_reason(arch, b) is None   # the profile's rule (min_rise_percent, max_rise_percent)
     print(f"W{b}: RTN raises the search MSE by {rise:7.1f}% -> ES {'runs' if runs else 'does not run'}")
 
 # %%
@@ -327,7 +327,7 @@ assert aurocs["RTN"] < aurocs["ES"] <= aurocs["FP32"] + 0.005
 plot_moved(cells, arch, es_bits);
 
 # %%
-ms = [cells[cell_key("autoencoder", arch, es_bits, s)]["moved"] for s in prof.seeds]
+ms = [cells[cell_key("autoencoder", arch, es_bits, s)]["moved"] for s in prof.grid.seeds]
 moved = {k: sum(m[k] for m in ms) / len(ms) for k in ("share", "near_boundary_all", "near_boundary_moved",
                                                        "toward_other_neighbour", "more_than_one_step",
                                                        "weight_error_ratio")}
@@ -440,7 +440,7 @@ if prof.name == "fast":   # the current ES gives the 2-bit detector back (within
 # clearly ahead of both.
 
 # %%
-print(f"held-out test (ES: mean of {len(prof.seeds)} seeds); MSE normalised, PSNR dB, AUROC")
+print(f"held-out test (ES: mean of {len(prof.grid.seeds)} seeds); MSE normalised, PSNR dB, AUROC")
 print(f"{'':10s} {'MSE':>7s} {'PSNR':>6s} {'AUROC':>6s}")
 print(f"{'FP32':10s} {fp_mse:7.4f} {fp32['test']['psnr']:6.2f} {fp_auroc:6.3f}")
 for r in rows:

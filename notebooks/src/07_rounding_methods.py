@@ -56,12 +56,11 @@ adaround_steps = (100, 300, 1000)   # AdaRound's Adam steps per layer: 1,000 is 
 # %%
 ctx = context("classification", profile, session.device)
 prof = ctx.profile
-arch = prof.models[experiment]
+arch = prof.grid.models[experiment]
 fmodel, _ = ctx.model(arch)
 search, test = ctx.search, ctx.test
 fp32 = ctx.fp32(arch)
-# the bit width: the lowest one of the profile where RTN costs at least 2 points on the SEARCH split
-bits = min(b for b in prof.bits if 100 * (fp32["search"]["accuracy"] - ctx.rtn(arch, b)["search"]["accuracy"]) >= 2)
+bits = ctx.target_bits(arch)   # the lowest width of the profile where RTN costs >= 2 points on the SEARCH split
 rtn = ctx.rtn(arch, bits)["state"]
 print(f"{arch} at W{bits} ({rtn.config.scale_rule} scales, per channel); search {len(search)} images, "
       f"held-out {len(test)} images; FP32 held-out accuracy {100 * fp32['test']['accuracy']:.1f}%")
@@ -122,8 +121,8 @@ def timed(fn):
 
 
 def es_from(codes):
-    """Both ES stages of the profile's ES (``prof.es``) from ``codes``: the final state and its wall time."""
-    return timed(lambda: evolve(fmodel, rtn, search, prof.es, codes, seed=seed).state(rtn))
+    """Both ES stages of the profile's ES (``prof.methods.es``) from ``codes``: the final state and its wall time."""
+    return timed(lambda: evolve(fmodel, rtn, search, prof.methods.es, codes, seed=seed).state(rtn))
 
 
 gptq_tuned, adaround_tuned = ctx.task.tuned_peers[:2]     # the GPTQ and AdaRound settings validated for this task
@@ -135,7 +134,7 @@ for steps in adaround_steps:
     states[label], seconds[label] = timed(lambda: qv.adaround(fmodel, rtn, search, steps=steps, seed=seed,
                                                               lr=adaround_tuned.lr,
                                                               reduction=adaround_tuned.reduction))
-local_only, seconds["ES local stage only"] = timed(lambda: run_local(fmodel, rtn, search, prof.es.local,
+local_only, seconds["ES local stage only"] = timed(lambda: run_local(fmodel, rtn, search, prof.methods.es.local,
                                                                    seed=seed).codes)
 states["ES local stage only"] = rtn.with_codes(local_only)
 states["ES from RTN"], seconds["ES from RTN"] = es_from(rtn.codes())
@@ -224,8 +223,8 @@ def zero_one_error(logits, y):
     return (logits.argmax(1) != y).float()
 
 
-result, start, _ = global_stage(fmodel, rtn, search, local_only, budget=prof.es.global_stage.budget,
-                                lam=prof.es.global_stage.lam, p=prof.es.global_stage.p,
+result, start, _ = global_stage(fmodel, rtn, search, local_only, budget=prof.methods.es.global_stage.budget,
+                                lam=prof.methods.es.global_stage.lam, p=prof.methods.es.global_stage.p,
                                 seed=seed, loss=zero_one_error, metric=None)
 print(f"search error rate: local stage {100 * start.fitness:.2f}% -> global ES on the 0/1 error "
       f"{100 * result.best_eval.fitness:.2f}% ({result.evaluations} evaluations)")

@@ -43,13 +43,13 @@ def baseline_numbers(ctx, arch: str, bits: int, seed: int) -> dict:
     """The part of a cell that needs no ES: FP32 and RTN numbers on both splits and RTN's scale rules."""
     profile = ctx.profile
     fp32, rtn = ctx.fp32(arch), ctx.rtn(arch, bits)
-    out = {"task": ctx.task.name, "arch": arch, "dataset": profile.dataset, "bits": bits, "seed": seed,
+    out = {"task": ctx.task.name, "arch": arch, "dataset": profile.data.dataset, "bits": bits, "seed": seed,
            "settings": ctx.settings(arch), "search_images": len(ctx.search), "test_images": len(ctx.test),
            "num_weights": rtn["state"].num_weights, "rtn_rule": rtn["rule"]}
     for split in ("search", "test"):
         out.update(keyed("fp32", fp32[split], split))
         out.update(keyed("rtn", rtn[split], split))
-    for g in profile.extra_granularities:
+    for g in profile.grid.extra_granularities:
         r = ctx.rtn(arch, bits, g)
         prefix = f"rtn_{g}"
         out[f"{prefix}_rule"] = r["rule"]
@@ -76,28 +76,29 @@ def _evolve(ctx, arch: str, bits: int, seed: int, start, files, progress: bool, 
     """Both ES stages of the profile's ES config from codes ``start`` (:func:`~qevo_lite.es.pipeline.evolve`)."""
     profile, task = ctx.profile, ctx.task
     fmodel, _ = ctx.model(arch)
-    reporter = (lambda m: ctx.evaluate(m, "test")) if report and profile.report_every else None
-    return evolve(fmodel, ctx.rtn(arch, bits)["state"], ctx.search, profile.es, start, seed=seed,
-                  loss=task.es_loss, metric=task.es_metric, report=reporter, report_every=profile.report_every or 1,
+    methods = profile.methods
+    reporter = (lambda m: ctx.evaluate(m, "test")) if report and methods.report_every else None
+    return evolve(fmodel, ctx.rtn(arch, bits)["state"], ctx.search, methods.es, start, seed=seed,
+                  loss=task.es_loss, metric=task.es_metric, report=reporter, report_every=methods.report_every or 1,
                   checkpoints=tuple(files), threads=ctx.local_threads, progress=progress)
 
 
 def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> dict:
-    """Each peer's numbers and wall time, and (``profile.es_from_peers``) the ES started from its codes
+    """Each peer's numbers and wall time, and (``profile.methods.es_from_peers``) the ES started from its codes
     (``es_<peer>_*``)."""
     task, out = ctx.task, {}
     head = task.metrics[0]
     rtn_state = ctx.rtn(arch, bits)["state"]
     fmodel, _ = ctx.model(arch)
     out["peers"] = []
-    for config in ctx.profile.peers:
+    for config in ctx.profile.methods.peers:
         peer = get_method(config).name
         out["peers"].append(peer)
         res = ctx.peer(arch, bits, config, seed)
         out[f"{peer}_seconds"] = res["seconds"]
         for split in ("search", "test"):
             out.update(keyed(peer, res[split], split))
-        if not ctx.profile.es_from_peers:
+        if not ctx.profile.methods.es_from_peers:
             continue
         peer_files = [f.with_name(f"{f.stem}-{peer}.pt") if f is not None else None for f in files]
         evolved = _evolve(ctx, arch, bits, seed, res["state"].codes(), peer_files, progress, report=False)
@@ -126,7 +127,7 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     """
     profile, task = ctx.profile, ctx.task
     out = baseline_numbers(ctx, arch, bits, seed)
-    reason = task.es_skip_reason(profile, bits, ctx.fp32(arch)["search"], ctx.rtn(arch, bits)["search"])
+    reason = ctx.es_skip_reason(arch, bits)
     if reason is not None:
         out.update(es_run=False, es_skipped_reason=reason)
         return out, None
@@ -143,7 +144,7 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     es_model = es_state.to_model(fmodel)
     es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")
     local_evals = sum(e["evaluations"] for e in local_log)
-    out.update(es_run=True, local_method=profile.es.local_kind,
+    out.update(es_run=True, local_method=profile.methods.es.local_kind,
                local_search_loss=start_eval.fitness, local_evaluations=local_evals, local_seconds=local_seconds,
                local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log])
     if result.reports:
@@ -159,9 +160,7 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
                  for h in result.history],
         reports=list(result.reports),
         moved=moved_analysis(rtn_state, es_state, ctx.sensitivity(arch, bits)))
-    head = task.metrics[0]
-    rtn_s, fp32_s = ctx.rtn(arch, bits)["search"].get(head.key), ctx.fp32(arch)["search"].get(head.key)
-    if rtn_s is None or fp32_s is None or head.cost(rtn_s, fp32_s) >= task.hurt:
+    if ctx.rtn_hurts(arch, bits):
         out.update(_peer_columns(ctx, arch, bits, seed, files, progress))
     for f in files:
         if f is not None and f.exists():

@@ -115,8 +115,8 @@ def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: 
     coords = {}
     jobs = []
     for arch in archs:
-        for b in p.bits:
-            for s in p.seeds:
+        for b in p.grid.bits:
+            for s in p.grid.seeds:
                 key, settings = cell_key(task.name, arch, b, s), ctx.settings(arch)
                 if out is not None and previous.get(key, {}).get("es_run") and \
                         not codes_file(out, task.name, arch, b, s).exists():
@@ -132,7 +132,7 @@ def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: 
     finally:
         if pool is not None:
             pool.close()
-    for (arch, b, s) in [(a, b, s) for a in archs for b in p.bits for s in p.seeds]:
+    for (arch, b, s) in [(a, b, s) for a in archs for b in p.grid.bits for s in p.grid.seeds]:
         if (arch, b, s) not in ctx.es_codes and out is not None and codes_file(out, task.name, arch, b, s).exists():
             ctx.es_codes[(arch, b, s)] = load_codes(out, task.name, arch, b, s)
     results = {**header, "cells": cells, "summary": summarize(cells, task), "search_images": len(ctx.search),

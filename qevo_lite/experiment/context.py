@@ -2,6 +2,7 @@
 pretrained models, their FP32 numbers, the RTN baselines and the layer sensitivities."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -15,9 +16,6 @@ from .pretrained import load_pretrained
 
 # profile fields a cell's numbers do not depend on (the grid's coordinates and training settings)
 NOT_SETTINGS = ("name", "models", "bits", "seeds", "train_epochs", "es_bits")
-# profile fields the cached data, models and baselines depend on (a context shares its caches only with a
-# profile that agrees on all of them)
-DATA_FIELDS = ("task", "dataset", "search_size", "test_size", "split_seed", "train_epochs", "granularity")
 
 
 class Context:
@@ -38,6 +36,10 @@ class Context:
                  local_threads: int | None = 1):
         if profile.task != task.name:
             raise ValueError(f"Profile {profile.name!r} is a {profile.task} profile, not a {task.name} one.")
+        kind = task.options_type
+        if not (isinstance(profile.options, kind) if kind is not None else profile.options is None):
+            expected = kind.__name__ if kind is not None else "None"
+            raise ValueError(f"The {task.name} task's profile options must be {expected}, got {profile.options!r}.")
         self.task, self.profile = task, profile
         self.device = torch.device(device) if device is not None else default_device()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -62,20 +64,20 @@ class Context:
     @property
     def test(self):
         """The held-out split, cut to the profile's ``test_size`` (its first images)."""
-        t, n = self.splits.test, self.profile.test_size
+        t, n = self.splits.test, self.profile.data.test_size
         return t if n is None or len(t) <= n else t.subset(n)
 
     def model(self, arch: str):
         """``(BN-folded float model on the device, manifest entry)``; trains a missing checkpoint."""
         if arch not in self._models:
-            p = self.profile
-            model, entry = load_pretrained(self.task, arch, p.dataset, directory=self.checkpoint_dir,
-                                           epochs=p.train_epochs, seed=p.split_seed, splits=self.splits,
+            data = self.profile.data
+            model, entry = load_pretrained(self.task, arch, data.dataset, directory=self.checkpoint_dir,
+                                           epochs=data.train_epochs, seed=data.split_seed, splits=self.splits,
                                            progress=False)
-            if entry.get("split_seed", p.split_seed) != p.split_seed:
+            if entry.get("split_seed", data.split_seed) != data.split_seed:
                 raise ValueError(f"{arch} was trained against split seed {entry['split_seed']}, the profile uses "
-                                 f"{p.split_seed}: its search split could contain training images.")
-            self.task.check_entry(p, arch, entry)
+                                 f"{data.split_seed}: its search split could contain training images.")
+            self.task.check_entry(self.profile, arch, entry)
             fmodel = fold_batchnorm(model).to(self.device).eval()
             # in the layout the task's evaluation leaves it in, from the start (Task.fast_layout): otherwise a
             # method run before the first evaluation would see other float rounding than one run after it
@@ -97,7 +99,7 @@ class Context:
     def rtn(self, arch: str, bits: int, granularity: str | None = None) -> dict:
         """The RTN baseline ``{"state", "rule", "scores": {rule: search loss}, "search", "test"}``: the
         scale rule with the lowest search loss (:meth:`Task.rtn_score`); test numbers are only reported."""
-        granularity = granularity or self.profile.granularity
+        granularity = granularity or self.profile.grid.granularity
         key = (arch, bits, granularity)
         if key not in self._rtn:
             fmodel, _ = self.model(arch)
@@ -107,6 +109,25 @@ class Context:
                               "scores": {rule: v["loss"] for rule, v in res.scores.items()},
                               "search": self.evaluate(qmodel, "search"), "test": self.evaluate(qmodel, "test")}
         return self._rtn[key]
+
+    def rtn_hurts(self, arch: str, bits: int) -> bool:
+        """Whether RTN (the profile's grid) costs at least the task's ``hurt`` on the **search** split's headline
+        metric (:meth:`Metric.cost`: points below FP32, or percent above it for a lower-is-better metric); True
+        where the search split does not measure that metric. The peers run only there."""
+        m = self.task.metrics[0]
+        rtn, fp32 = self.rtn(arch, bits)["search"].get(m.key), self.fp32(arch)["search"].get(m.key)
+        return rtn is None or fp32 is None or m.cost(rtn, fp32) >= self.task.hurt
+
+    def target_bits(self, arch: str) -> int | None:
+        """The lowest bit width of the profile where RTN hurts on the **search** split (:meth:`rtn_hurts`; the
+        held-out split never chooses); None if there is none."""
+        hurt = [b for b in self.profile.grid.bits if self.rtn_hurts(arch, b)]
+        return min(hurt) if hurt else None
+
+    def es_skip_reason(self, arch: str, bits: int) -> str | None:
+        """Why the profile does not run the ES on ``arch`` at ``bits`` (None: it runs there), from the search
+        split's FP32 and RTN numbers (:meth:`Task.es_skip_reason`)."""
+        return self.task.es_skip_reason(self.profile, bits, self.fp32(arch)["search"], self.rtn(arch, bits)["search"])
 
     def peer(self, arch: str, bits: int, method, seed: int = 0) -> dict:
         """A rounding peer's codes on the RTN grid ``{"state", "seconds", "search", "test"}``. ``method``: a
@@ -140,13 +161,16 @@ class Context:
         ES settings or peers), sharing this one's caches: data, models, FP32, RTN and sensitivity numbers, and
         the peers' codes (cached per config). Only what differs then costs time.
 
-        Raises ValueError when ``profile`` differs in a field the caches depend on (:data:`DATA_FIELDS`, or a
-        task option other than those of its studies, :attr:`Task.study_options`)."""
-        data = lambda p: ({k: getattr(p, k) for k in DATA_FIELDS},  # noqa: E731
-                          {k: v for k, v in p.options.items() if k not in self.task.study_options})
+        Raises ValueError when ``profile`` differs in what the caches depend on: the task, its data
+        (:class:`~qevo_lite.experiment.profile.DataSpec`), its quantization grid (``grid.granularity``), or a task
+        option other than those of its studies (:attr:`Task.study_options`)."""
+        def data(p):
+            options = asdict(p.options) if p.options is not None else {}
+            return (p.task, p.data, p.grid.granularity,
+                    {k: v for k, v in options.items() if k not in self.task.study_options})
         if data(profile) != data(self.profile):
-            raise ValueError(f"Profile {profile.name!r} uses other data than this context's (fields "
-                             f"{list(DATA_FIELDS)} and the task options must agree); make a new Context.")
+            raise ValueError(f"Profile {profile.name!r} uses other data than this context's (its task, data, "
+                             "granularity and task options must agree); make a new Context.")
         other = Context(self.task, profile, device=self.device, checkpoint_dir=self.checkpoint_dir,
                         download=self.download, local_threads=self.local_threads)
         other._splits, other._models, other._fp32 = self._splits, self._models, self._fp32

@@ -29,15 +29,15 @@ def run_side_by_side(ctx: Context, bits, seeds=None, archs=None, base=None, peer
     (:meth:`Task.without_studies`). Returns :func:`~qevo_lite.experiment.cell_grid.run_grid`'s results
     (``summary`` rows carry the peers' columns). ValueError for a name that is not one of ``base``'s peers."""
     default = base if base is not None else ctx.task.profiles[ctx.profile.name]
-    chosen = default.peers
+    chosen = default.methods.peers
     if peers is not None:
-        known = [get_method(c).name for c in default.peers]
+        known = [get_method(c).name for c in chosen]
         unknown = [n for n in peers if n not in known]
         if unknown:
             raise ValueError(f"{unknown} not among the profile's peers {known}; pick from those.")
-        chosen = tuple(c for c, n in zip(default.peers, known) if n in peers)
+        chosen = tuple(c for c, n in zip(chosen, known) if n in peers)
     prof = ctx.task.without_studies(default.with_overrides(
-        bits=tuple(bits), seeds=tuple(seeds) if seeds is not None else ctx.profile.seeds, peers=chosen,
+        bits=tuple(bits), seeds=tuple(seeds) if seeds is not None else ctx.profile.grid.seeds, peers=chosen,
         es_from_peers=es_from_peers))
     return run_grid(ctx.with_profile(prof), archs=archs, progress=progress)
 

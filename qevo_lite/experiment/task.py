@@ -110,7 +110,9 @@ class Task:
             follow its float comparisons.
         tuned_peers: the rounding peers at the settings chosen on this task's validation slice
             (docs/tuning.md), as method configs; the demo profile runs them, notebooks pick from them.
-        study_options: keys of the profile's ``options`` that only the task's extra studies read
+        options_type: the frozen dataclass of the task's own profile settings (``Profile.options``; None: the
+            task has none), e.g. :class:`qevo_lite.tasks.autoencoder.task.AutoencoderOptions`.
+        study_options: fields of the profile's typed ``options`` that only the task's extra studies read
             (:meth:`extra`); they do not change a cell's numbers, so cells are reused across them and
             :meth:`without_studies` turns the studies off.
     """
@@ -129,6 +131,7 @@ class Task:
     tuned_peers: tuple = ()
     fast_layout = False
     study_options: tuple = ()
+    options_type: type | None = None
 
     # -- data and models --------------------------------------------------------------------------
     def unavailable(self, profile) -> str | None:
@@ -138,7 +141,7 @@ class Task:
 
     def load_splits(self, profile, download: bool | None = None):
         """The task's data for ``profile``: an object with ``search`` and ``test`` splits (``x``,
-        ``y``, ``subset``), ``test`` already cut to ``profile.test_size``."""
+        ``y``, ``subset``), ``test`` already cut to ``profile.data.test_size``."""
         raise NotImplementedError
 
     def build_model(self, arch: str, entry: dict):
@@ -167,21 +170,21 @@ class Task:
 
     def es_skip_reason(self, profile, bits: int, fp32_search: dict, rtn_search: dict) -> str | None:
         """Why the ES is not run at ``bits`` (None: run it): RTN is close to FP32 on the search split
-        (``min_drop_points`` / ``min_rise_percent`` of the profile, by the headline metric's direction), RTN
-        destroys the model there (``max_rise_percent``), or ``bits`` is not in the profile's ``es_bits``."""
-        m = self.metrics[0]
+        (``min_drop_points`` / ``min_rise_percent`` of the profile's cell grid, by the headline metric's
+        direction), RTN destroys the model there (``max_rise_percent``), or ``bits`` is not in its ``es_bits``."""
+        m, grid = self.metrics[0], profile.grid
         key = m.key if m.key in fp32_search else "loss"
         cost = m.cost(rtn_search[key], fp32_search[key])
-        if m.higher_is_better and cost < profile.min_drop_points:
-            return (f"RTN is within {profile.min_drop_points:.1f} points of FP32 on the search split "
+        if m.higher_is_better and cost < grid.min_drop_points:
+            return (f"RTN is within {grid.min_drop_points:.1f} points of FP32 on the search split "
                     f"({cost:+.2f})")
-        if not m.higher_is_better and cost < profile.min_rise_percent:
-            return f"RTN raises the search {key} by only {cost:.1f}% (< {profile.min_rise_percent:.0f}%)"
-        if not m.higher_is_better and profile.max_rise_percent is not None and cost > profile.max_rise_percent:
-            return (f"RTN raises the search {key} by {cost:.0f}% (> {profile.max_rise_percent:.0f}%): the model is "
+        if not m.higher_is_better and cost < grid.min_rise_percent:
+            return f"RTN raises the search {key} by only {cost:.1f}% (< {grid.min_rise_percent:.0f}%)"
+        if not m.higher_is_better and grid.max_rise_percent is not None and cost > grid.max_rise_percent:
+            return (f"RTN raises the search {key} by {cost:.0f}% (> {grid.max_rise_percent:.0f}%): the model is "
                     "destroyed, nothing is left to preserve")
-        if profile.es_bits is not None and bits not in profile.es_bits:
-            return f"the profile runs the ES only at {list(profile.es_bits)} bits"
+        if grid.es_bits is not None and bits not in grid.es_bits:
+            return f"the profile runs the ES only at {list(grid.es_bits)} bits"
         return None
 
     # -- reporting --------------------------------------------------------------------------------

@@ -18,13 +18,15 @@ with the anomalies as the positive class (0.5 = chance).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from ...core.evaluate import default_device
 from ...core.train import train_loop
 from ...es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
-from ...experiment.profile import Profile
+from ...experiment.profile import CellGrid, DataSpec, MethodSpec, Profile
 from ...methods import AdaRoundConfig, BlockReconstructionConfig, GPTQConfig
 from ...experiment.task import Metric, Task, describe_es
 from .data import DEFAULT_NORMAL_CLASSES, ae_splits
@@ -36,24 +38,40 @@ from .plots import plot_reconstructions, plot_roc
 RECIPES = {"fashion_mnist": {"epochs": 5, "lr": 3e-3}, "digits": {"epochs": 30, "lr": 3e-3}}
 DEFAULT_RECIPE = {"epochs": 4, "lr": 3e-3}
 
-_OPTIONS = {"normal_classes": DEFAULT_NORMAL_CLASSES}
+
+
+@dataclass(frozen=True)
+class AutoencoderOptions:
+    """The autoencoder's own profile setting, read by this task alone.
+
+    Attributes:
+        normal_classes: the classes it is trained and searched on (the others are the anomalies of the
+            held-out AUROC); the checkpoint must have been trained on the same ones.
+    """
+
+    normal_classes: tuple = DEFAULT_NORMAL_CLASSES
+
+
+# the peers at the settings chosen on this task's validation slice (docs/tuning.md, "Autoencoder at W3"): the
+# classifier's for AdaRound and block reconstruction, GPTQ with damping 0.001
+TUNED_PEERS = (GPTQConfig(samples=1024, damp=0.001), AdaRoundConfig(lr=0.1, reduction="mean"),
+               BlockReconstructionConfig(lr=0.1, fisher=False))
 PROFILES = {
     # fast and full: the ES wherever RTN raises the search MSE by at least 2%. On the committed checkpoint that is
     # 2, 3 and 4 bits: at 2 bits rounding destroys the model (search MSE about 16x FP32's, held-out AUROC below
     # chance), at 3 bits RTN doubles it, at 4 bits it costs about 17%. (The fast profile skipped 2 bits, as
     # beyond repair, until 2026-12-05: a rule made for the first, sampled ES.)
-    "fast": Profile("fast", "autoencoder", "fashion_mnist", {"ae": ARCH}, search_size=1024, test_size=2000,
-                    es=EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=96)), report_every=4,
-                    min_rise_percent=2.0, options=_OPTIONS),
-    "full": Profile("full", "autoencoder", "fashion_mnist", {"ae": ARCH}, seeds=(0, 1, 2, 3, 4), search_size=2048,
-                    test_size=None, es=EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)),
-                    report_every=25, min_rise_percent=2.0, options=_OPTIONS),
+    "fast": Profile("fast", "autoencoder", DataSpec("fashion_mnist", search_size=1024, test_size=2000),
+                    CellGrid({"ae": ARCH}, min_rise_percent=2.0),
+                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=96)), TUNED_PEERS,
+                               report_every=4),
+                    AutoencoderOptions()),
+    "full": Profile("full", "autoencoder", DataSpec("fashion_mnist", search_size=2048, test_size=None),
+                    CellGrid({"ae": ARCH}, seeds=(0, 1, 2, 3, 4), min_rise_percent=2.0),
+                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)),
+                               report_every=25),
+                    AutoencoderOptions()),
 }
-# the peers at the settings chosen on this task's validation slice (docs/tuning.md, "Autoencoder at W3"): the
-# classifier's for AdaRound and block reconstruction, GPTQ with damping 0.001
-TUNED_PEERS = (GPTQConfig(samples=1024, damp=0.001), AdaRoundConfig(lr=0.1, reduction="mean"),
-               BlockReconstructionConfig(lr=0.1, fisher=False))
-PROFILES["fast"] = PROFILES["fast"].with_overrides(peers=TUNED_PEERS)
 # ./run.sh demo: every method once at the headline width W3, one seed
 PROFILES["demo"] = PROFILES["fast"].headline(3, TUNED_PEERS, None)
 # the ES as first built (the sampled local stage), which notebook 06 walks
@@ -85,12 +103,13 @@ class AutoencoderTask(Task):
     architectures = (ARCH,)
     first_es = FIRST_ES
     tuned_peers = TUNED_PEERS
+    options_type = AutoencoderOptions
     profiles = PROFILES
 
     def load_splits(self, profile, download: bool | None = None):
-        return ae_splits(profile.dataset, seed=profile.split_seed,
-                         normal_classes=profile.option("normal_classes", DEFAULT_NORMAL_CLASSES),
-                         search_size=profile.search_size, test_size=profile.test_size, download=download)
+        data = profile.data
+        return ae_splits(data.dataset, seed=data.split_seed, normal_classes=profile.options.normal_classes,
+                         search_size=data.search_size, test_size=data.test_size, download=download)
 
     def build_model(self, arch, entry):
         return build_model(arch, entry)
@@ -118,7 +137,7 @@ class AutoencoderTask(Task):
                        "fp32_auroc": round(m["auroc"], 4)}
 
     def check_entry(self, profile, arch, entry):
-        classes = tuple(profile.option("normal_classes", DEFAULT_NORMAL_CLASSES))
+        classes = tuple(profile.options.normal_classes)
         if tuple(entry.get("normal_classes", DEFAULT_NORMAL_CLASSES)) != classes:
             raise ValueError(f"{arch} was trained on normal classes {entry['normal_classes']}, the profile uses "
                              f"{list(classes)}; retrain it or change the profile.")

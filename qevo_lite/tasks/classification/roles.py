@@ -43,9 +43,9 @@ def folded_pairs(model: torch.nn.Module) -> dict[str, str]:
 def print_folding(ctx: Context, arch: str, images: int = 256) -> dict[str, str]:
     """Print which batch-norm was folded into which conv (role in brackets) and the largest difference of the
     logits of the model with its batch-norms and the folded one on ``images`` search images; return the pairs."""
-    p = ctx.profile
-    original, _ = load_pretrained(ctx.task, arch, p.dataset, directory=ctx.checkpoint_dir, epochs=p.train_epochs,
-                                  seed=p.split_seed, splits=ctx.splits, progress=False)
+    data = ctx.profile.data
+    original, _ = load_pretrained(ctx.task, arch, data.dataset, directory=ctx.checkpoint_dir,
+                                  epochs=data.train_epochs, seed=data.split_seed, splits=ctx.splits, progress=False)
     fmodel, _ = ctx.model(arch)
     original = original.to(ctx.device).eval()
     pairs = folded_pairs(original)

@@ -15,7 +15,7 @@ from ...core.evaluate import default_device, evaluate
 from ...core.models import ARCHITECTURES, build_model
 from ...core.train import train_classifier
 from ...es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
-from ...experiment.profile import Profile
+from ...experiment.profile import CellGrid, DataSpec, MethodSpec, Profile
 from ...methods import AdaRoundConfig, BlockReconstructionConfig, GPTQConfig
 from ...experiment.task import Metric, Task, describe_es
 
@@ -36,14 +36,16 @@ TUNED_PEERS = (GPTQConfig(samples=1024, damp=0.01), AdaRoundConfig(lr=0.1, reduc
 PROFILES = {
     # fast: the three peers tuned (notebooks 03 and 04 run them with one seed to stay within 4 minutes); full: the
     # peers at their defaults (not validated on CIFAR-10 yet)
-    "fast": Profile("fast", "classification", "fashion_mnist", {"vgg": "vgg_small", "resnet": "resnet_small"},
-                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=1024, test_size=5000,
-                    es=EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=64)), report_every=2,
-                    min_drop_points=0.5, peers=TUNED_PEERS),
-    "full": Profile("full", "classification", "cifar10", {"vgg": "vgg11", "resnet": "resnet20"},
-                    bits=(2, 3, 4, 8), seeds=(0, 1, 2), search_size=4096, test_size=None,
-                    es=EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)), report_every=25,
-                    min_drop_points=0.5),
+    "fast": Profile("fast", "classification", DataSpec("fashion_mnist", search_size=1024, test_size=5000),
+                    CellGrid({"vgg": "vgg_small", "resnet": "resnet_small"}, bits=(2, 3, 4, 8), seeds=(0, 1, 2),
+                             min_drop_points=0.5),
+                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=64)), TUNED_PEERS,
+                               report_every=2)),
+    "full": Profile("full", "classification", DataSpec("cifar10", search_size=4096, test_size=None),
+                    CellGrid({"vgg": "vgg11", "resnet": "resnet20"}, bits=(2, 3, 4, 8), seeds=(0, 1, 2),
+                             min_drop_points=0.5),
+                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)),
+                               report_every=25)),
 }
 # ./run.sh demo: every method once at the headline width W2, one seed, one model
 PROFILES["demo"] = PROFILES["fast"].headline(2, TUNED_PEERS, {"vgg": "vgg_small"})
@@ -69,7 +71,7 @@ class ClassificationTask(Task):
     profiles = PROFILES
 
     def load_splits(self, profile, download: bool | None = None):
-        return load_splits(profile.dataset, search_size=profile.search_size, seed=profile.split_seed,
+        return load_splits(profile.data.dataset, search_size=profile.data.search_size, seed=profile.data.split_seed,
                            download=download)
 
     def build_model(self, arch: str, entry: dict):

@@ -27,10 +27,10 @@ def context(profile: str, experiment: str, device=None, download: bool | None = 
         raise ValueError(f"Unknown profile {profile!r}; choose one of {sorted(TASK.profiles)}.")
     prof = TASK.profiles[profile].with_overrides(**overrides)
     ctx = Context(TASK, prof, device=device, download=download)
-    print(f"profile {prof.name!r}: dataset {prof.dataset}, model {prof.archs([experiment])[0]}, bits {list(prof.bits)}, "
-          f"seeds {list(prof.seeds)}")
-    print(f"search split {prof.search_size} images, held-out test {prof.test_size or 'all'} images; budget per run: "
-          f"{prof.es.budgets_text()}")
+    print(f"profile {prof.name!r}: dataset {prof.data.dataset}, model {prof.archs([experiment])[0]}, "
+          f"bits {list(prof.grid.bits)}, seeds {list(prof.grid.seeds)}")
+    print(f"search split {prof.data.search_size} images, held-out test {prof.data.test_size or 'all'} images; "
+          f"budget per run: {prof.methods.es.budgets_text()}")
     return ctx
 
 
@@ -56,7 +56,7 @@ def describe_model(ctx: Context, arch: str) -> None:
 def rtn_rows(ctx: Context, arch: str, granularities=("per_channel", "per_tensor")) -> list[dict]:
     """``[{bits, granularity, rule, search, test}]``: RTN accuracies at every bit width of the profile."""
     rows = []
-    for b in ctx.profile.bits:
+    for b in ctx.profile.grid.bits:
         for g in granularities:
             r = ctx.rtn(arch, b, g)
             rows.append({"bits": b, "granularity": g, "rule": r["rule"], "search": r["search"]["accuracy"],

@@ -23,7 +23,7 @@ def run_fitness_comparison(ctx, arch: str, bits: int, seed: int, budget: int) ->
     for name, loss, early in FITNESSES:
         t0 = time.perf_counter()
         result, _, _ = global_stage(fmodel, rtn["state"], ctx.search, rtn["state"].codes(), budget=budget,
-                                    lam=ctx.profile.es.global_stage.lam, p=ctx.profile.es.global_stage.p, seed=seed, loss=loss, metric=None,
+                                    lam=ctx.profile.methods.es.global_stage.lam, p=ctx.profile.methods.es.global_stage.p, seed=seed, loss=loss, metric=None,
                                     early_reject=early)
         seconds = time.perf_counter() - t0
         model = result.state(rtn["state"]).to_model(fmodel)

@@ -20,6 +20,7 @@ minimises the same layer-output error, raises it: the objective was fine, the se
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -27,7 +28,7 @@ from ...core.evaluate import default_device
 from ...core.train import train_loop
 from ...experiment.cell_grid import run_cells
 from ...es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal
-from ...experiment.profile import Profile
+from ...experiment.profile import CellGrid, DataSpec, MethodSpec, Profile
 from ...methods import AdaRoundConfig, BlockReconstructionConfig, GPTQConfig
 from ...experiment.task import Metric, Task, describe_es
 from .comparison import comparison_markdown, run_fitness_comparison, summarize_comparison
@@ -42,16 +43,24 @@ _MODELS = {"vgg": "det_vgg_small", "resnet": "det_resnet_small"}
 # gradient of the detection loss, on all 192 search canvases (docs/tuning.md, "The ES's local fitness": validation
 # mAP 51.3 / 52.1 against 47.6 / 49.2 unweighted on 64 canvases, 3 seeds; it hurts on the classifiers and the
 # autoencoder, which keep the plain output error)
-PROFILES = {
-    "fast": Profile("fast", "detection", "glyph_boxes", _MODELS, bits=(2, 3, 4), search_size=192, test_size=400,
-                    es=EvolutionConfig(QuadraticLocal(samples=192, weighting="fisher"), GlobalStage(budget=24)),
-                    report_every=None, min_drop_points=1.0, extra_granularities=(),
-                    options={"compare_budget": 12, "compare_model": "det_vgg_small", "compare_seeds": (0, 1, 2)}),
-    "full": Profile("full", "detection", "voc", _MODELS, bits=(2, 3, 4, 8), search_size=2048, test_size=5000,
-                    es=EvolutionConfig(QuadraticLocal(samples=512, weighting="fisher"), GlobalStage(budget=2000)),
-                    report_every=None, min_drop_points=1.0, extra_granularities=(),
-                    options={"compare_budget": 200, "compare_model": "det_vgg_small", "compare_seeds": (0,)}),
-}
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """Detection's own profile settings: the fitness comparison ``qevo reproduce`` adds (the ES's global stage
+    scored by the detection loss or by mAP, :mod:`.comparison`), read by this task alone.
+
+    Attributes:
+        compare_budget: global-stage evaluations per comparison run (0: no comparison).
+        compare_model: the detector it runs on, at the lowest bit width where that detector ran the ES.
+        compare_seeds: its seeds.
+    """
+
+    compare_budget: int = 0
+    compare_model: str = "det_vgg_small"
+    compare_seeds: tuple = (0,)
+
+
 # the peers at the settings validated on this task's own validation slice (docs/tuning.md, "Detection": canvases
 # 192-575 of the search pool). The fast profile runs them without the ES from each peer's codes: with three
 # peers at 100-160 s each per detection cell that would add three ES runs per cell and tell what notebooks 03
@@ -59,10 +68,21 @@ PROFILES = {
 # reconstruction's trades).
 TUNED_PEERS = (GPTQConfig(samples=1024, damp=0.01), AdaRoundConfig(lr=0.1, reduction="mean"),
                BlockReconstructionConfig(lr=0.1, fisher=True))
-PROFILES["fast"] = PROFILES["fast"].with_overrides(peers=TUNED_PEERS, es_from_peers=False)
+PROFILES = {
+    "fast": Profile("fast", "detection", DataSpec("glyph_boxes", search_size=192, test_size=400),
+                    CellGrid(_MODELS, bits=(2, 3, 4), extra_granularities=(), min_drop_points=1.0),
+                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=192, weighting="fisher"), GlobalStage(budget=24)),
+                               TUNED_PEERS, es_from_peers=False, report_every=None),
+                    DetectionOptions(compare_budget=12, compare_seeds=(0, 1, 2))),
+    "full": Profile("full", "detection", DataSpec("voc", search_size=2048, test_size=5000),
+                    CellGrid(_MODELS, bits=(2, 3, 4, 8), extra_granularities=(), min_drop_points=1.0),
+                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=512, weighting="fisher"),
+                                               GlobalStage(budget=2000)), report_every=None),
+                    DetectionOptions(compare_budget=200, compare_seeds=(0,))),
+}
 # ./run.sh demo: every method once at the headline width W2, one seed
 PROFILES["demo"] = PROFILES["fast"].headline(2, TUNED_PEERS, {"vgg": "det_vgg_small"}).with_overrides(
-    options={**PROFILES["fast"].options, "compare_budget": 0})   # no fitness comparison: notebook 05 shows it
+    options=replace(PROFILES["fast"].options, compare_budget=0))   # no fitness comparison: notebook 05 shows it
 # the ES as first built, which notebook 05 walks: the global stage alone
 FIRST_ES = {"fast": EvolutionConfig(None, GlobalStage(budget=24)), "full": EvolutionConfig(None, GlobalStage(budget=2000))}
 FIRST_ES["demo"] = FIRST_ES["fast"]
@@ -94,12 +114,14 @@ class DetectionTask(Task):
     first_es = FIRST_ES
     tuned_peers = TUNED_PEERS
     fast_layout = True   # its evaluation converts the model to channels_last (core.evaluate.to_fast_layout)
+    options_type = DetectionOptions
     study_options = ("compare_budget", "compare_model", "compare_seeds")
     profiles = PROFILES
 
     def load_splits(self, profile, download: bool | None = None):
-        return load_dataset(profile.dataset, seed=profile.split_seed, train_size=0, search_size=profile.search_size,
-                            test_size=profile.test_size, download=download)
+        data = profile.data
+        return load_dataset(data.dataset, seed=data.split_seed, train_size=0, search_size=data.search_size,
+                            test_size=data.test_size, download=download)
 
     def build_model(self, arch, entry):
         return build_model(arch, entry)
@@ -124,7 +146,7 @@ class DetectionTask(Task):
                        "fp32_test_map50": round(test["map50"], 4), "fp32_test_map": round(test["map"], 4)}
 
     def unavailable(self, profile) -> str | None:
-        if profile.dataset == "voc":
+        if profile.data.dataset == "voc":
             return ("Detection has no paper-scale path yet: the full profile would need Pascal VOC and a real "
                     "detector, and only the loader of VOC exists (its training and evaluation do not). Run detection "
                     "with --profile fast (generated glyph canvases); the other experiments of the full profile run.")
@@ -149,13 +171,13 @@ class DetectionTask(Task):
 
     def without_studies(self, profile):
         """``profile`` without the fitness comparison (``compare_budget`` 0)."""
-        return profile.with_overrides(options={**profile.options, "compare_budget": 0})
+        return profile.with_overrides(options=replace(profile.options, compare_budget=0))
 
     def extra(self, ctx, results: dict, out, progress: bool) -> dict:
         """The fitness comparison (loss vs mAP) at the lowest bit width where the profile's compare model
         ran the ES (resumable through ``out/results.json``)."""
         p = ctx.profile
-        model, budget = p.option("compare_model"), p.option("compare_budget", 0)
+        model, budget = p.options.compare_model, p.options.compare_budget
         es_bits = sorted({r["bits"] for r in results["summary"] if r["es_run"] and r["arch"] == model})
         extra = {"canvas": ctx.splits.canvas, "glyph_source": ctx.splits.glyph_source, "comparisons": [],
                  "comparison": None}
@@ -165,7 +187,7 @@ class DetectionTask(Task):
         settings = {**ctx.settings(model), "compare_budget": budget}
         jobs = [(f"fitness/{model}/W{b}/seed{s}", settings,
                  lambda s=s: {"settings": settings, **run_fitness_comparison(ctx, model, b, s, budget)})
-                for s in p.option("compare_seeds", (0,))]
+                for s in p.options.compare_seeds]
         header = {k: results[k] for k in ("version", "task", "profile")}
         json_path = None if out is None else out / "results.json"
         comparisons, reused = run_cells(jobs, json_path, header, progress, desc="fitness comparison")
