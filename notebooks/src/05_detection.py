@@ -42,8 +42,9 @@ import torch
 from IPython.display import Markdown, display
 
 from qevo_lite.notebook import setup
-from qevo_lite.tasks import (check_side_by_side, context, markdown_table, new_figure, plot_metric_vs_bits, plot_moved,
-                             plot_side_by_side, print_side_by_side, run_grid, run_side_by_side, side_by_side_markdown)
+from qevo_lite.tasks import (check_side_by_side, context, markdown_table, moved_means, new_figure, plot_metric_vs_bits,
+                             plot_moved, plot_side_by_side, print_held_out, print_moved, print_rtn_table,
+                             print_side_by_side, rtn_rows, rtn_value, run_grid, run_side_by_side, side_by_side_markdown)
 from qevo_lite.tasks import detection as det
 
 session = setup(threads=2)  # the committed outputs were computed with 2 threads
@@ -177,24 +178,14 @@ for arch in prof.archs():
 # loss** (the task's `rtn_score`, `det.detection_loss_on`); the test mAP is only reported.
 
 # %%
-rtn_rows = []
-for arch in prof.archs():
-    for b in rtn_bits:
-        r = ctx.rtn(arch, b)
-        rtn_rows.append({"arch": arch, "bits": b, "rule": r["rule"], "map50": r["test"]["map50"],
-                         "map": r["test"]["map"]})
+sweep = [row for arch in prof.archs() for row in rtn_rows(ctx, arch, rtn_bits, granularities=("per_channel",))]
 
 def rtn_map(arch, b, key="map"):
-    return next(r[key] for r in rtn_rows if r["arch"] == arch and r["bits"] == b)
+    return rtn_value(sweep, b, key, arch=arch)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{'detector':18s} {'bits':>4s} {'rule':14s} {'test mAP@0.5':>12s} {'test mAP@[.5:.95]':>17s}")
-for arch in prof.archs():
-    f = ctx.fp32(arch)["test"]
-    print(f"{arch:18s} {'FP32':>4s} {'':14s} {f['map50']:12.3f} {f['map']:17.3f}")
-    for r in (r for r in rtn_rows if r["arch"] == arch):
-        print(f"{'':18s} {r['bits']:4d} {r['rule']:14s} {r['map50']:12.3f} {r['map']:17.3f}")
+print_rtn_table(ctx, sweep)   # map: mAP@[.5:.95], map50: mAP@0.5
 
 # %% [markdown]
 # What the sweep shows (checked below for both detectors):
@@ -307,13 +298,9 @@ plt.show()
 
 # %%
 for arch in prof.archs():
-    cs = [c for c in cells.values() if c["arch"] == arch and c["bits"] == low and c["es_run"]]
-    per_layer = cs[0]["moved"]["per_layer"]
-    moved = {n: sum(c["moved"]["per_layer"][n]["moved"] for c in cs) / len(cs) for n in per_layer}
-    print(f"{arch} W{low}, weights moved per layer (mean over {len(cs)} seeds):")
-    for n, v in per_layer.items():
-        print(f"  {n:22s} {moved[n]:7.1f} of {v['weights']:6d}")
-    assert sum(moved.values()) < 0.01 * sum(v["weights"] for v in per_layer.values())
+    means = moved_means(cells, det.TASK, arch, low)
+    print_moved(means, arch, low)
+    assert means["share"] < 0.01
 
 # %% [markdown]
 # ## 7. Which fitness: mAP or the detection loss?
@@ -450,10 +437,7 @@ assert r["brecq_test_map"] - r["es_test_map"] <= 0.01               # block reco
 # 2 bits it is level with block reconstruction on this detector too (the README, three seeds).
 
 # %%
-print("held-out test mAP@[.5:.95] (ES: mean over seeds)")
-for r in rows:
-    es = f"{r['es_test_map']:.3f}" if r["es_run"] else "-"
-    print(f"{r['arch']:18s} W{r['bits']}: FP32 {r['fp32_test_map']:.3f}  RTN {r['rtn_test_map']:.3f}  ES {es}")
+print_held_out(rows, det.TASK, seeds=len(prof.grid.seeds))
 
 # %%
 session.report_run_time();

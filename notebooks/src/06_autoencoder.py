@@ -41,8 +41,9 @@ import torch
 from IPython.display import Markdown, display
 
 from qevo_lite.notebook import setup
-from qevo_lite.tasks import (cell_key, check_side_by_side, context, markdown_table, new_figure, plot_curves,
-                             plot_metric_vs_bits, plot_moved, plot_side_by_side, print_side_by_side, run_grid,
+from qevo_lite.tasks import (cell_key, check_side_by_side, context, markdown_table, moved_means, new_figure, plot_curves,
+                             plot_metric_vs_bits, plot_moved, plot_side_by_side, print_held_out, print_moved,
+                             print_rtn_table, print_side_by_side, print_where_es_runs, rtn_rows, rtn_value, run_grid,
                              run_side_by_side, side_by_side_markdown)
 from qevo_lite.tasks import autoencoder as ae
 
@@ -134,21 +135,14 @@ print(f"FP32 held-out: MSE {fp32['test']['mse']:.3f}, PSNR {fp32['test']['psnr']
 # the baseline the ES starts from; per tensor is shown for comparison.
 
 # %%
-def rtn_numbers(b, g="per_channel"):
-    r = ctx.rtn(arch, b, g)
-    return {"rule": r["rule"], "search_mse": r["search"]["mse"], **r["test"]}
+sweep = rtn_rows(ctx, arch)   # every bit width of the profile, per channel and per tensor
 
-rtn = {(b, g): rtn_numbers(b, g) for b in prof.grid.bits for g in ("per_channel", "per_tensor")}
+def rtn(b, key, g="per_channel"):
+    return rtn_value(sweep, b, key, g)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"FP32: test MSE {fp32['test']['mse']:.3f}  PSNR {fp32['test']['psnr']:5.1f}  AUROC {fp32['test']['auroc']:.3f}")
-print(f"{'bits':>4}  {'per-channel rule':16s} {'MSE':>6s} {'PSNR':>5s} {'AUROC':>6s}   "
-      f"{'per-tensor rule':16s} {'MSE':>6s} {'PSNR':>5s} {'AUROC':>6s}")
-for b in prof.grid.bits:
-    c, t = rtn[b, "per_channel"], rtn[b, "per_tensor"]
-    print(f"{b:4d}  {c['rule']:16s} {c['mse']:6.3f} {c['psnr']:5.1f} {c['auroc']:6.3f}   "
-          f"{t['rule']:16s} {t['mse']:6.3f} {t['psnr']:5.1f} {t['auroc']:6.3f}")
+print_rtn_table(ctx, sweep)   # MSE normalised, PSNR in dB, AUROC
 
 # %% [markdown]
 # What the table says (checked below; comparisons marked *fast* are what the fast profile's checkpoint
@@ -168,20 +162,17 @@ for b in prof.grid.bits:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-fp_search = fp32["search"]["mse"]
-for b in prof.grid.bits:
-    rise = 100 * (rtn[b, "per_channel"]["search_mse"] / fp_search - 1)
-    runs = ctx.es_skip_reason(arch, b) is None   # the profile's rule (min_rise_percent, max_rise_percent)
-    print(f"W{b}: RTN raises the search MSE by {rise:7.1f}% -> ES {'runs' if runs else 'does not run'}")
+where = print_where_es_runs(ctx, arch)   # the profile's rule (min_rise_percent, max_rise_percent)
 
 # %%
 fp_mse, fp_auroc = fp32["test"]["mse"], fp32["test"]["auroc"]
-assert rtn[8, "per_channel"]["mse"] < 1.01 * fp_mse and abs(rtn[8, "per_channel"]["auroc"] - fp_auroc) < 0.005
+assert rtn(8, "mse") < 1.01 * fp_mse and abs(rtn(8, "auroc") - fp_auroc) < 0.005
 if prof.name == "fast":
-    assert rtn[2, "per_channel"]["mse"] > 10 * fp_mse and rtn[2, "per_channel"]["auroc"] < 0.5
-    assert rtn[3, "per_channel"]["mse"] > 2 * fp_mse and rtn[3, "per_channel"]["auroc"] < fp_auroc - 0.05
-    assert 1.1 * fp_mse < rtn[4, "per_channel"]["mse"] < 1.2 * fp_mse
-    assert all(rtn[b, "per_channel"]["mse"] < rtn[b, "per_tensor"]["mse"] for b in (3, 4))
+    assert rtn(2, "mse") > 10 * fp_mse and rtn(2, "auroc") < 0.5
+    assert rtn(3, "mse") > 2 * fp_mse and rtn(3, "auroc") < fp_auroc - 0.05
+    assert 1.1 * fp_mse < rtn(4, "mse") < 1.2 * fp_mse
+    assert all(rtn(b, "mse") < rtn(b, "mse", "per_tensor") for b in (3, 4))
+    assert all(where[b] is None for b in (2, 3, 4))   # the ES runs at 2, 3 and 4 bits
 
 # %% [markdown]
 # ## 4. The evolution strategy on the reconstruction error
@@ -327,18 +318,9 @@ assert aurocs["RTN"] < aurocs["ES"] <= aurocs["FP32"] + 0.005
 plot_moved(cells, arch, es_bits);
 
 # %%
-ms = [cells[cell_key("autoencoder", arch, es_bits, s)]["moved"] for s in prof.grid.seeds]
-moved = {k: sum(m[k] for m in ms) / len(ms) for k in ("share", "near_boundary_all", "near_boundary_moved",
-                                                       "toward_other_neighbour", "more_than_one_step",
-                                                       "weight_error_ratio")}
-print(f"W{es_bits}, seed means: moved {moved['share']:.4f} of the weights, "
-      f"{moved['more_than_one_step']:.3f} of them by more than one step; |residual| > 0.4 among all "
-      f"{moved['near_boundary_all']:.3f}, among the moved {moved['near_boundary_moved']:.3f}; "
-      f"to the other neighbour {moved['toward_other_neighbour']:.3f}; weight error / RTN's "
-      f"{moved['weight_error_ratio']:.3f}")
-per_layer = {n: sum(m["per_layer"][n]["share"] for m in ms) / len(ms) for n in ms[0]["per_layer"]}
-for n, s in per_layer.items():
-    print(f"  {n:12s} {100 * s:6.2f}% moved   sensitivity {ms[0]['per_layer'][n]['sensitivity']:.3f}")
+moved = moved_means(cells, ae.TASK, arch, es_bits)
+print_moved(moved, arch, es_bits, width=12)
+per_layer = {n: v["share"] for n, v in moved["per_layer"].items()}
 
 # %% [markdown]
 # As in the classifiers (checked below, seed means): the ES moves a few weights in a hundred, almost all by
@@ -440,13 +422,7 @@ if prof.name == "fast":   # the current ES gives the 2-bit detector back (within
 # clearly ahead of both.
 
 # %%
-print(f"held-out test (ES: mean of {len(prof.grid.seeds)} seeds); MSE normalised, PSNR dB, AUROC")
-print(f"{'':10s} {'MSE':>7s} {'PSNR':>6s} {'AUROC':>6s}")
-print(f"{'FP32':10s} {fp_mse:7.4f} {fp32['test']['psnr']:6.2f} {fp_auroc:6.3f}")
-for r in rows:
-    print(f"{'RTN W' + str(r['bits']):10s} {r['rtn_test_mse']:7.4f} {r['rtn_test_psnr']:6.2f} {r['rtn_test_auroc']:6.3f}")
-    if r["es_run"]:
-        print(f"{'ES  W' + str(r['bits']):10s} {r['es_test_mse']:7.4f} {r['es_test_psnr']:6.2f} {r['es_test_auroc']:6.3f}")
+print_held_out(rows, ae.TASK, seeds=len(prof.grid.seeds))   # MSE normalised, PSNR dB, AUROC
 
 # %%
 session.report_run_time();

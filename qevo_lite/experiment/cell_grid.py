@@ -22,7 +22,7 @@ from .cell import cell_stem, run_cell
 from .context import Context
 from .parallel import CellPool
 from .figures import write_figures
-from .summary import checks, peer_targets, results_markdown, summarize
+from .summary import checks, peer_targets, results_markdown, summarize_cells
 
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 
@@ -135,7 +135,7 @@ def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: 
     for (arch, b, s) in [(a, b, s) for a in archs for b in p.grid.bits for s in p.grid.seeds]:
         if (arch, b, s) not in ctx.es_codes and out is not None and codes_file(out, task.name, arch, b, s).exists():
             ctx.es_codes[(arch, b, s)] = load_codes(out, task.name, arch, b, s)
-    results = {**header, "cells": cells, "summary": summarize(cells, task), "search_images": len(ctx.search),
+    results = {**header, "cells": cells, "summary": summarize_cells(cells, task), "search_images": len(ctx.search),
                "test_images": len(ctx.test), "cells_reused": reused}
     results["checks"] = checks(results["summary"], task)
     results["peer_targets"] = peer_targets(results["summary"], task)

@@ -23,7 +23,7 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def summarize(cells: dict, task) -> list[dict]:
+def summarize_cells(cells: dict, task) -> list[dict]:
     """One row per (arch, bits), in the order the cells come (arch first), bits ascending."""
     groups: dict = {}
     for c in cells.values():

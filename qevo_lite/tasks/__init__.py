@@ -4,8 +4,9 @@ It sits above everything it lists. Adding a task = a new subpackage with a
 :class:`~qevo_lite.experiment.task.Task` subclass and one line in :data:`TASKS`.
 
 It is also the experiment notebooks' (03-06) one face to the pipeline: besides :func:`context`, it re-exports
-the grid runner, the side-by-side run of the rounding methods, the table, the shared figures and the figure style
-(``new_figure``), so a notebook imports from here and its task's subpackage, not from the modules that define
+the grid runner, the side-by-side run of the rounding methods, the table, the shared figures, the task-generic
+printouts (:mod:`~qevo_lite.experiment.presentation`: RTN's table, where the ES runs, the moved weights, the
+held-out summary) and the figure style (``new_figure``), so a notebook imports from here and its task's subpackage, not from the modules that define
 them.
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ from ..experiment import pretrained
 from ..experiment.cell_grid import cell_key, run_grid
 from ..experiment.context import Context
 from ..experiment.figures import plot_curves, plot_metric_vs_bits, plot_moved
+from ..experiment.presentation import (moved_means, print_held_out, print_moved, print_rtn_table, print_where_es_runs,
+                                       rtn_rows, rtn_value)
 from ..experiment.profile import Profile
 from ..experiment.side_by_side import (check_side_by_side, plot_side_by_side, print_side_by_side, run_side_by_side,
                                        side_by_side_markdown)
@@ -27,7 +30,8 @@ from . import autoencoder, classification, detection
 __all__ = ["TASKS", "EXPERIMENTS", "get_task", "task_of", "get_profile", "context", "load_pretrained",
            "cell_key", "run_grid", "markdown_table", "plot_curves", "plot_metric_vs_bits", "plot_moved",
            "run_side_by_side", "side_by_side_markdown", "print_side_by_side", "plot_side_by_side",
-           "check_side_by_side", "new_figure"]
+           "check_side_by_side", "new_figure", "rtn_rows", "rtn_value", "print_rtn_table", "print_where_es_runs",
+           "moved_means", "print_moved", "print_held_out"]
 
 TASKS = {t.name: t for t in (classification.TASK, detection.TASK, autoencoder.TASK)}
 

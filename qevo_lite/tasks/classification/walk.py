@@ -10,7 +10,7 @@ import statistics
 
 import torch
 
-from ...experiment import figures
+from ...experiment import figures, presentation
 from ...experiment.context import Context
 from ...experiment.cell_grid import cell_key, run_grid
 from ...experiment.summary import markdown_table
@@ -54,14 +54,12 @@ def describe_model(ctx: Context, arch: str) -> None:
 
 
 def rtn_rows(ctx: Context, arch: str, granularities=("per_channel", "per_tensor")) -> list[dict]:
-    """``[{bits, granularity, rule, search, test}]``: RTN accuracies at every bit width of the profile."""
-    rows = []
-    for b in ctx.profile.grid.bits:
-        for g in granularities:
-            r = ctx.rtn(arch, b, g)
-            rows.append({"bits": b, "granularity": g, "rule": r["rule"], "search": r["search"]["accuracy"],
-                         "test": r["test"]["accuracy"]})
-    return rows
+    """``[{bits, granularity, rule, search, test}]``: RTN accuracies at every bit width of the profile (the
+    task-generic :func:`qevo_lite.experiment.presentation.rtn_rows` with the accuracy alone, the form notebook
+    03's exercise reads)."""
+    return [{"bits": r["bits"], "granularity": r["granularity"], "rule": r["rule"],
+             "search": r["search"]["accuracy"], "test": r["test"]["accuracy"]}
+            for r in presentation.rtn_rows(ctx, arch, granularities=granularities)]
 
 
 def rtn_accuracy(rows: list[dict], bits: int, granularity: str = "per_channel", split: str = "test") -> float:
@@ -191,17 +189,14 @@ def local_gains(rows: list[dict], cells: dict) -> dict:
     return gains
 
 
-MOVED_KEYS = ("share", "near_boundary_all", "near_boundary_moved", "toward_other_neighbour", "more_than_one_step",
-              "weight_error_ratio")
-
-
 def moved_stats(rows: list[dict], cells: dict) -> dict:
-    """Seed means of the moved-weight statistics per ES bit width, printed as a table."""
+    """Seed means of the moved-weight statistics per ES bit width (:func:`presentation.moved_means
+    <qevo_lite.experiment.presentation.moved_means>`), printed as a table."""
     stats = {}
     for r in rows:
         if r["es_run"]:
-            ms = [cell(cells, r["arch"], r["bits"], s)["moved"] for s in r["seeds"]]
-            stats[r["bits"]] = {k: statistics.fmean(m[k] for m in ms) for k in MOVED_KEYS}
+            means = presentation.moved_means(cells, TASK, r["arch"], r["bits"])
+            stats[r["bits"]] = {k: means[k] for k in presentation.MOVED_KEYS}
     print("seed means   moved   |r|>0.4 among: all  moved   to the other neighbour   >1 step   weight error / RTN's")
     for b, m in stats.items():
         print(f"W{b:<10d} {m['share']:7.4f} {m['near_boundary_all']:18.3f} {m['near_boundary_moved']:6.3f} "
