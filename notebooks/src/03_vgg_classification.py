@@ -21,7 +21,7 @@
 #
 # The same code runs headless as `qevo reproduce --experiment vgg` (notebook 04 is the ResNet).
 #
-# **Run time:** about 2-4 minutes on an idle 2-core CPU with the default `fast` profile (172 s when the committed
+# **Run time:** about 2-4 minutes on an idle 2-core CPU with the default `fast` profile (169 s when the committed
 # outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine without AVX-512, 118 s on a faster
 # one; the slower machines of this kind have
 # taken up to twice as long; the last cell prints this run's time). Cores shared with other work slow it down,

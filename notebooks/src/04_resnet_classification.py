@@ -17,7 +17,7 @@
 #
 # Headless, the same code runs as `qevo reproduce --experiment resnet`.
 #
-# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (268 s when the committed
+# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (253 s when the committed
 # outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine without AVX-512, 179 s on a faster
 # one; the slower machines of this kind have
 # taken up to twice as long; the last cell prints this run's time). Cores shared with other work slow it down,
