@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import statistics
 
-from .cell_grid import cell_key
-
-# the moved-weight statistics of a cell (``cell["moved"]``, :func:`qevo_lite.quant.analysis.moved_analysis`)
+# the moved-weight statistics of a cell (``cell["moved"]``, :func:`qevo_lite.experiment.moved.moved_analysis`)
 MOVED_KEYS = ("share", "near_boundary_all", "near_boundary_moved", "toward_other_neighbour", "more_than_one_step",
               "weight_error_ratio")
 
@@ -120,7 +118,3 @@ def print_held_out(rows: list[dict], task, seeds: int) -> None:
             line += f"  {label} " + " ".join(f"{r[f'{prefix}_test_{k}']:.4f}" for k in keys)
         print(line)
 
-
-def cell_of(cells: dict, task, arch: str, bits: int, seed: int) -> dict:
-    """One cell of a grid run (:func:`~qevo_lite.experiment.cell_grid.run_grid`'s ``cells``)."""
-    return cells[cell_key(task.name, arch, bits, seed)]
