@@ -38,8 +38,9 @@ def sources(numbers=None) -> list[Path]:
     return found
 
 
-def build(src: Path, dist: Path = DIST) -> Path:
-    """``otter assign`` one source into ``dist/<stem>``; returns that folder."""
+def build(src: Path, dist: Path = DIST, env: dict | None = None) -> Path:
+    """``otter assign`` one source into ``dist/<stem>``; returns that folder. ``env``: the subprocess's
+    environment (default: this one's)."""
     import jupytext
     stage = dist / "_stage" / src.stem
     shutil.rmtree(stage, ignore_errors=True)
@@ -51,7 +52,7 @@ def build(src: Path, dist: Path = DIST) -> Path:
     out = dist / src.stem
     shutil.rmtree(out, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "otter", "assign", f"{src.stem}.ipynb", str(out.resolve())], cwd=stage,
-                   check=True)
+                   check=True, env=env)
     return out
 
 
@@ -63,11 +64,12 @@ def autograder_zip(folder: Path) -> Path:
     return zips[-1]
 
 
-def grade(folder: Path, submission: Path, out: Path) -> dict:
-    """Grade ``submission`` with the autograder of ``folder``; returns ``{question: (score, possible)}``."""
+def grade(folder: Path, submission: Path, out: Path, env: dict | None = None) -> dict:
+    """Grade ``submission`` with the autograder of ``folder``; returns ``{question: (score, possible)}``.
+    ``env``: the environment of ``otter run`` and the kernel it starts (default: this one's)."""
     out.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "otter", "run", "-a", str(autograder_zip(folder).resolve()), "-o",
-                    str(out.resolve()), str(submission.resolve())], check=True, cwd=out)
+                    str(out.resolve()), str(submission.resolve())], check=True, cwd=out, env=env)
     results = json.loads((out / "results.json").read_text())   # Gradescope's format: one entry per question
     return {t["name"]: (t["score"], t["max_score"]) for t in results["tests"] if "max_score" in t}
 
