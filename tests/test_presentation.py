@@ -27,6 +27,9 @@ class StandInContext:
         numbers = {"loss": mse * 10, "mse": mse, "psnr": 10.0, "auroc": 0.5}
         return {"rule": "mse_search", "search": dict(numbers), "test": dict(numbers)}
 
+    def rtn_search_cost(self, arch, bits):
+        return self.task.search_cost(self.fp32(arch)["search"], self.rtn(arch, bits)["search"])
+
     def es_skip_reason(self, arch, bits):
         return "close to FP32" if bits == 8 else None
 
@@ -85,3 +88,12 @@ def test_held_out_summary_prints_every_metric_and_a_dash_without_es(capsys):
     assert lines[0] == "held-out test (ES: mean of 3 seeds): map, map50"
     assert lines[1] == "det W3:  FP32 0.6000 0.6000  RTN 0.5000 0.5000  ES 0.5500 0.5500"
     assert lines[2].endswith("ES -")
+
+
+def test_search_cost_reads_the_headline_metric_or_else_the_loss():
+    ctx = StandInContext(autoencoder.TASK)
+    m = ctx.task.metrics[0]
+    fp32, rtn = ctx.fp32("ae")["search"], ctx.rtn("ae", 2)["search"]
+    assert ctx.rtn_search_cost("ae", 2) == (m.key, m.cost(rtn[m.key], fp32[m.key]))
+    without = {k: v for k, v in rtn.items() if k != m.key}      # a search split that does not measure it
+    assert ctx.task.search_cost(fp32, without) == ("loss", m.cost(rtn["loss"], fp32["loss"]))

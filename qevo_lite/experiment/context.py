@@ -110,13 +110,17 @@ class Context:
                               "search": self.evaluate(qmodel, "search"), "test": self.evaluate(qmodel, "test")}
         return self._rtn[key]
 
+    def rtn_search_cost(self, arch: str, bits: int) -> tuple[str, float]:
+        """What RTN (the profile's grid) costs on the **search** split: ``(key, cost)``
+        (:meth:`Task.search_cost`: the headline metric where the search split measures it, else the loss)."""
+        return self.task.search_cost(self.fp32(arch)["search"], self.rtn(arch, bits)["search"])
+
     def rtn_hurts(self, arch: str, bits: int) -> bool:
         """Whether RTN (the profile's grid) costs at least the task's ``hurt`` on the **search** split's headline
-        metric (:meth:`Metric.cost`: points below FP32, or percent above it for a lower-is-better metric); True
-        where the search split does not measure that metric. The peers run only there."""
-        m = self.task.metrics[0]
-        rtn, fp32 = self.rtn(arch, bits)["search"].get(m.key), self.fp32(arch)["search"].get(m.key)
-        return rtn is None or fp32 is None or m.cost(rtn, fp32) >= self.task.hurt
+        metric (:meth:`rtn_search_cost`); True where the search split does not measure that metric. The peers
+        run only there."""
+        key, cost = self.rtn_search_cost(arch, bits)
+        return key != self.task.metrics[0].key or cost >= self.task.hurt
 
     def target_bits(self, arch: str) -> int | None:
         """The lowest bit width of the profile where RTN hurts on the **search** split (:meth:`rtn_hurts`; the

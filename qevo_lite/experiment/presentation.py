@@ -61,9 +61,7 @@ def print_where_es_runs(ctx, arch: str, bits=None) -> dict:
     m = ctx.task.metrics[0]
     out = {}
     for b in bits if bits is not None else ctx.profile.grid.bits:
-        fp32, rtn = ctx.fp32(arch)["search"], ctx.rtn(arch, b)["search"]
-        key = m.key if m.key in fp32 else "loss"
-        cost = m.cost(rtn[key], fp32[key])
+        key, cost = ctx.rtn_search_cost(arch, b)
         out[b] = ctx.es_skip_reason(arch, b)
         word = "below" if m.higher_is_better else "above"
         print(f"W{b}: RTN's search {key} {cost:7.1f} {m.cost_unit} {word} FP32 -> ES "

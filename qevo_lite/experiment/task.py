@@ -168,13 +168,21 @@ class Task:
         """The search-split loss that picks RTN's scale rule and scores layer sensitivity."""
         raise NotImplementedError
 
+    def search_cost(self, fp32_search: dict, rtn_search: dict) -> tuple[str, float]:
+        """What RTN costs on the search split: ``(key, cost)``, the headline metric's :meth:`Metric.cost` (points
+        below FP32, or percent above it for a lower-is-better metric) where both dicts hold it, else the same
+        for ``"loss"`` (the one place that reads this; :meth:`es_skip_reason` and the context's
+        :meth:`~qevo_lite.experiment.context.Context.rtn_hurts` decide from it)."""
+        m = self.metrics[0]
+        key = m.key if m.key in fp32_search and m.key in rtn_search else "loss"
+        return key, m.cost(rtn_search[key], fp32_search[key])
+
     def es_skip_reason(self, profile, bits: int, fp32_search: dict, rtn_search: dict) -> str | None:
         """Why the ES is not run at ``bits`` (None: run it): RTN is close to FP32 on the search split
         (``min_drop_points`` / ``min_rise_percent`` of the profile's cell grid, by the headline metric's
         direction), RTN destroys the model there (``max_rise_percent``), or ``bits`` is not in its ``es_bits``."""
         m, grid = self.metrics[0], profile.grid
-        key = m.key if m.key in fp32_search else "loss"
-        cost = m.cost(rtn_search[key], fp32_search[key])
+        key, cost = self.search_cost(fp32_search, rtn_search)
         if m.higher_is_better and cost < grid.min_drop_points:
             return (f"RTN is within {grid.min_drop_points:.1f} points of FP32 on the search split "
                     f"({cost:+.2f})")
