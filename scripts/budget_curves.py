@@ -90,8 +90,8 @@ def main() -> None:
             rows.append(done[key])
     points = curve_points(rows, head)
     for p in points:
-        value = head.fmt(p["value"], p["std"] if p["seeds"] > 1 else None)
-        print(f"| {p['method']} | {p['budget']} {p['unit']} | {value} | {p['seconds']:.1f} | {p['seeds']} |")
+        value = head.fmt(p.value, p.std if p.seeds > 1 else None)
+        print(f"| {p.label} | {p.budget} {p.unit} | {value} | {p.seconds:.1f} | {p.seeds} |")
     print("\n".join(["", *curve_targets_markdown(curve_targets(points, head, get_method("es").label), head)]))
     fp32 = ctx.fp32(arch)["test"][head.key]
     figure = Path(args.figure) if args.figure else out.with_name(f"{args.task}_{arch}_W{args.bits}_budgets.png")

@@ -3,6 +3,7 @@ import pytest
 
 from qevo_lite.experiment.curves import curve_points, curve_targets, curve_targets_markdown
 from qevo_lite.experiment.task import Metric
+from qevo_lite.viz import MethodPoint
 
 ACC = Metric("accuracy", "accuracy (%)")
 MSE = Metric("mse", "MSE", higher_is_better=False, scale=1.0, digits=4)
@@ -17,14 +18,14 @@ def test_runs_become_one_point_per_method_and_budget_with_seed_mean_and_std():
     runs = [_run("adaround", 250, s, 8.0 + s, v) for s, v in enumerate((0.90, 0.91, 0.92))]
     runs += [_run("es", 256, 0, 5.0, 0.905, name="images")]
     pts = curve_points(runs, ACC)
-    assert [(p["method"], p["budget"], p["seeds"]) for p in pts] == [("AdaRound", "250", 3), ("ES", "256", 1)]
-    assert pts[0]["value"] == pytest.approx(0.91) and pts[0]["std"] == pytest.approx(0.01)
-    assert pts[0]["seconds"] == pytest.approx(9.0) and pts[1]["std"] == 0.0
-    assert pts[0]["unit"] == "Adam steps per layer" and pts[1]["unit"] == "search images"
+    assert [(p.label, p.budget, p.seeds, p.kind) for p in pts] == [("AdaRound", "250", 3, "peer"), ("ES", "256", 1, "es")]
+    assert pts[0].value == pytest.approx(0.91) and pts[0].std == pytest.approx(0.01)
+    assert pts[0].seconds == pytest.approx(9.0) and pts[1].std == 0.0
+    assert pts[0].unit == "Adam steps per layer" and pts[1].unit == "search images"
 
 
 def _pt(method, budget, seconds, value, std=0.002):
-    return {"method": method, "budget": budget, "unit": None, "seconds": seconds, "value": value, "std": std}
+    return MethodPoint(method, seconds, value, std, "es" if method == "ES" else "peer", budget=budget)
 
 
 def test_each_peer_budget_is_met_only_by_an_es_point_as_good_in_half_the_time():
@@ -50,4 +51,4 @@ def test_lower_is_better_metrics_reverse_reaching_and_the_margin():
     assert t["budgets"][0]["es_budget"] == "256" and t["budgets"][0]["met"]            # 10 s <= 15 s, MSE lower
     assert t["best"]["margin"] == pytest.approx(0.005) and t["best"]["met"]
     with pytest.raises(ValueError, match="ES"):
-        curve_targets([p for p in pts if p["method"] != "ES"], MSE)
+        curve_targets([p for p in pts if p.label != "ES"], MSE)

@@ -55,7 +55,7 @@ def test_a_registered_method_reaches_the_reproduce_table_and_figure(toy_method, 
     md = (tmp_path / "results.md").read_text()
     assert "| vgg_small | W2 | Round down |" in md and "| vgg_small | W2 | ES from Round down |" in md
     assert "vgg_small_W2_methods.png" in res["figures"] and (tmp_path / "vgg_small_W2_methods.png").exists()
-    labels = [p["label"] for p in method_points(res["summary"][0], TASK.metrics[0])]
+    labels = [p.label for p in method_points(res["summary"][0], TASK.metrics[0])]
     assert labels == ["RTN", "ES from RTN", "Round down", "ES from Round down"]
 
 

@@ -154,22 +154,22 @@ def test_methods_vs_time_draws_every_method_and_the_pareto_front():
            "adaround_seconds": 60.0, "adaround_test_accuracy": 0.85, "es_adaround_seconds": 10.0,
            "es_adaround_test_accuracy": 0.86}
     pts = method_points(row, Metric("accuracy", "accuracy (%)"))
-    assert [p["label"] for p in pts] == ["RTN", "ES from RTN", "GPTQ", "ES from GPTQ", "AdaRound", "ES from AdaRound"]
-    assert pts[3]["seconds"] == 15.0                       # a peer's ES is timed from RTN: peer + ES
+    assert [p.label for p in pts] == ["RTN", "ES from RTN", "GPTQ", "ES from GPTQ", "AdaRound", "ES from AdaRound"]
+    assert pts[3].seconds == 15.0                       # a peer's ES is timed from RTN: peer + ES
     fig = plot_methods_vs_time(pts, Metric("accuracy", "accuracy (%)"), "t")
     ax = fig.axes[0]
     front = ax.lines[-1]                                    # the step line: RTN, GPTQ, ES from RTN, AdaRound, ES from AdaRound
     assert list(front.get_ydata()) == pytest.approx([50, 70, 80, 85, 86])
-    assert {t.get_text() for t in ax.texts} == {p["label"] for p in pts}
+    assert {t.get_text() for t in ax.texts} == {p.label for p in pts}
     plt.close(fig)
 
 
 def test_budget_curves_draw_one_line_per_method_through_its_budgets():
     from qevo_lite.experiment.task import Metric
-    from qevo_lite.viz.experiment_plots import plot_budget_curves
-    pts = [{"method": "AdaRound", "budget": f"{b} steps", "seconds": s, "value": v, "std": 0.01}
-           for b, s, v in ((250, 9.0, 0.88), (1000, 35.0, 0.90), (4000, 140.0, 0.905))]
-    pts += [{"method": "ES", "budget": f"{g:,}", "unit": "search images", "seconds": s, "value": v, "std": None}
+    from qevo_lite.viz.experiment_plots import MethodPoint, plot_budget_curves
+    pts = [MethodPoint("AdaRound", s, v, 0.01, budget=f"{b} steps") for b, s, v in ((250, 9.0, 0.88),
+                                                                                  (1000, 35.0, 0.90), (4000, 140.0, 0.905))]
+    pts += [MethodPoint("ES", s, v, None, "es", budget=f"{g:,}", unit="search images")
             for g, s, v in ((256, 6.0, 0.89), (1024, 12.0, 0.906))]
     fig = plot_budget_curves(pts, Metric("accuracy", "accuracy (%)"), 0.914, "t")
     ax = fig.axes[0]
@@ -177,6 +177,6 @@ def test_budget_curves_draw_one_line_per_method_through_its_budgets():
     curves = [l for l in ax.lines if len(l.get_xdata()) > 1 and l.get_linestyle() == "-"]
     assert sorted(len(l.get_xdata()) for l in curves) == [2, 3]         # one line per method, through its budgets
     assert [l.get_ydata()[0] for l in ax.lines if l.get_linestyle() == "--"] == pytest.approx([91.4])   # FP32
-    assert {t.get_text() for t in ax.texts} == {p["budget"] for p in pts}
+    assert {t.get_text() for t in ax.texts} == {p.budget for p in pts}
     assert [t.get_text() for t in ax.get_legend().get_texts()][1:] == ["AdaRound", "ES (search images)"]
     plt.close(fig)

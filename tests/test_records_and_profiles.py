@@ -44,7 +44,7 @@ def test_outcomes_read_every_method_of_a_row_and_only_its_own_keys():
     assert outcome(row, "rtn_per_tensor").label == "RTN per-tensor (maxabs_full)"
     with pytest.raises(KeyError, match="No method 'adaround'.*'gptq'"):
         outcome(row, "adaround")
-    assert [p["label"] for p in method_points(row, ACC)] == ["RTN", "ES from RTN", "GPTQ", "ES from GPTQ"]
+    assert [p.label for p in method_points(row, ACC)] == ["RTN", "ES from RTN", "GPTQ", "ES from GPTQ"]
     assert method_outcomes({**row, "es_run": False}) == []
 
 

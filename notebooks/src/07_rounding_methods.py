@@ -43,7 +43,7 @@ from qevo_lite.evaluators import LayerQuadratic, capture_layer_io
 from qevo_lite.notebook import setup
 from qevo_lite.rounding import layer_output_errors
 from qevo_lite.tasks import context
-from qevo_lite.viz import plot_methods_vs_time
+from qevo_lite.viz import MethodPoint, plot_methods_vs_time
 
 session = setup(threads=2)  # the committed outputs were computed with 2 threads
 
@@ -182,8 +182,8 @@ assert all(accuracy[k] > accuracy["RTN"] + 0.05 for k in ("GPTQ", "AdaRound", "E
 # Pareto front joins the methods that no other method beats in both accuracy and time.
 
 # %%
-points = [{"label": k, "seconds": seconds[k], "value": accuracy[k], "std": None,
-           "kind": "rtn" if k == "RTN" else "es" if k.startswith("ES") else "peer"} for k in states]
+points = [MethodPoint(k, seconds[k], accuracy[k], kind="rtn" if k == "RTN" else "es" if k.startswith("ES") else "peer")
+          for k in states]
 plot_methods_vs_time(points, ctx.task.metrics[0], f"{arch} W{bits}: held-out accuracy vs wall time");
 
 # %% [markdown]

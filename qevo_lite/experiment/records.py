@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..methods import label_of
+from ..viz.experiment_plots import MethodPoint
 
 SPLITS = ("search", "test")
 
@@ -144,12 +145,13 @@ def outcome(row: dict, prefix: str) -> Outcome:
     return found[prefix]
 
 
-def method_points(row: dict, metric) -> list[dict]:
+def method_points(row: dict, metric) -> list[MethodPoint]:
     """The points of :func:`~qevo_lite.viz.experiment_plots.plot_methods_vs_time` for one row with peers: RTN
     at 0 s, then every method of :func:`method_outcomes` (held-out seed means and stds)."""
     rtn = next(o for o in rtn_outcomes(row) if o.prefix == "rtn")
-    pts = [{"label": "RTN", "seconds": 0.0, "value": rtn.value(metric), "std": None, "kind": "rtn"}]
+    seeds = len(row.get("seeds", ())) or 1
+    pts = [MethodPoint("RTN", 0.0, rtn.value(metric), None, "rtn", seeds=seeds)]
     for o in method_outcomes(row):
-        pts.append({"label": "ES from RTN" if o.prefix == "es" else o.label, "seconds": o.seconds,
-                    "value": o.value(metric), "std": o.std(metric), "kind": o.kind})
+        pts.append(MethodPoint("ES from RTN" if o.prefix == "es" else o.label, o.seconds, o.value(metric),
+                               o.std(metric), o.kind, seeds=seeds))
     return pts

@@ -59,7 +59,7 @@ def print_side_by_side(results: dict, task) -> None:
             continue
         print(f"{r['arch']} W{r['bits']}, held-out {head.label} (seeds {list(r['seeds'])}), wall time from RTN:")
         for p in method_points(r, head):
-            print(f"  {p['label']:18s} {head.fmt(p['value'], p['std']):>16s} {p['seconds']:7.1f} s")
+            print(f"  {p.label:18s} {head.fmt(p.value, p.std):>16s} {p.seconds:7.1f} s")
 
 
 def plot_side_by_side(results: dict, task, ax=None):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..core.stats import mean_std
 from ..methods import label_of
+from ..viz.experiment_plots import MethodPoint
 from .curves import curve_targets
 from .records import Outcome, fp32_outcome, local_value, method_outcomes, rtn_outcomes
 
@@ -149,8 +150,7 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
         es = found["es"]
         best = max(r["peers"], key=lambda p: head.improvement(found[p].value(head), 0.0))
         peer = found[best]
-        point = lambda o: {"method": o.label, "budget": "profile", "seconds": o.seconds, "value": o.value(head),
-                           "std": o.std(head) or 0.0}
+        point = lambda o: MethodPoint(o.label, o.seconds, o.value(head), o.std(head) or 0.0, o.kind, budget="profile")
         read = curve_targets([point(es)] + [point(found[p]) for p in r["peers"]], head, es.label)
         local = local_value(r, head)
         one_seed = es.std(head) is None          # a single seed has no std: nothing to decide against

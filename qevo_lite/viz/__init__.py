@@ -5,8 +5,8 @@ Each module stays importable by its own path.
 """
 from . import es_plots, experiment_plots, quant_plots
 from .style import new_figure
-from .experiment_plots import plot_methods_vs_time
+from .experiment_plots import MethodPoint, plot_methods_vs_time
 from .widgets import bit_width_explorer, es_explorer
 
-__all__ = ["bit_width_explorer", "es_explorer", "es_plots", "experiment_plots", "new_figure", "plot_methods_vs_time",
+__all__ = ["MethodPoint", "bit_width_explorer", "es_explorer", "es_plots", "experiment_plots", "new_figure", "plot_methods_vs_time",
            "quant_plots"]

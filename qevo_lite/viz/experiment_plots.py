@@ -1,36 +1,63 @@
-"""Rounding methods' held-out metric against wall time, from plain points (no experiment keys: the experiment
-layer turns its results into points, :func:`qevo_lite.experiment.records.method_points`).
+"""Rounding methods' held-out metric against wall time, from :class:`MethodPoint` objects (no experiment keys:
+the experiment layer turns its results into points, :func:`qevo_lite.experiment.records.method_points` and
+:func:`qevo_lite.experiment.curves.curve_points`).
 
 A ``metric`` is anything with ``label``, ``scale`` and ``higher_is_better`` (a
 :class:`qevo_lite.experiment.task.Metric`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .style import finish, new_axes
 
 
-def plot_methods_vs_time(points: list[dict], metric, title: str, ax=None, path=None):
-    """Held-out ``metric`` against wall time (log scale) for rounding methods, with the Pareto front (the
-    methods no other method beats in both). ``points``: ``[{label, seconds, value, std (or None), kind}]``
-    with ``kind`` one of ``rtn``, ``peer``, ``es`` (colour) and values in the metric's own units."""
+@dataclass(frozen=True)
+class MethodPoint:
+    """One rounding method, at one budget, on a plot of held-out metric against wall time.
+
+    Attributes:
+        label: the method's name on the plot (the curve's legend entry in :func:`plot_budget_curves`).
+        seconds: wall time from the RTN state (s; a seed mean for a point over seeds).
+        value: the held-out metric in its own unit (e.g. accuracy 0.905; a seed mean).
+        std: its seed std, or None (one seed: no error bar).
+        kind: ``rtn``, ``peer`` or ``es`` (the colour in :func:`plot_methods_vs_time`).
+        budget: the budget as text (``"1,000"``; budget curves label each point with it), or None.
+        unit: what the budget counts (``"Adam steps per layer"``; in the curve's legend), or None.
+        seeds: how many seeds ``value`` averages.
+    """
+
+    label: str
+    seconds: float
+    value: float
+    std: float | None = None
+    kind: str = "peer"
+    budget: str | None = None
+    unit: str | None = None
+    seeds: int = 1
+
+
+def plot_methods_vs_time(points: list[MethodPoint], metric, title: str, ax=None, path=None):
+    """Held-out ``metric`` against wall time (log scale) for rounding methods, one :class:`MethodPoint` each
+    (colour by its ``kind``), with the Pareto front (the methods no other method beats in both)."""
     fig, ax = new_axes(ax, figsize=(7.2, 4.4))
     colours = {"rtn": "tab:blue", "peer": "tab:green", "es": "tab:red"}
     s, better = metric.scale, (1 if getattr(metric, "higher_is_better", True) else -1)
     placed = []
     for p in points:
-        xy = (max(p["seconds"], 0.1), s * p["value"])
-        ax.errorbar(*xy, yerr=None if p.get("std") is None else s * p["std"],
-                    fmt="o", color=colours.get(p.get("kind"), "tab:gray"), capsize=3)
+        xy = (max(p.seconds, 0.1), s * p.value)
+        ax.errorbar(*xy, yerr=None if p.std is None else s * p.std,
+                    fmt="o", color=colours.get(p.kind, "tab:gray"), capsize=3)
         # labels of points that nearly coincide are stacked instead of printed on top of each other
         near = sum(1 for q in placed if abs(q[0] / xy[0] - 1) < 0.5 and abs(q[1] - xy[1]) < 1.5 * s / 100)
-        ax.annotate(p["label"], xy, textcoords="offset points", xytext=(5, 4 - 11 * near), fontsize=8)
+        ax.annotate(p.label, xy, textcoords="offset points", xytext=(5, 4 - 11 * near), fontsize=8)
         placed.append(xy)
     front, best = [], None
-    for p in sorted(points, key=lambda p: (p["seconds"], -better * p["value"])):
-        if best is None or better * p["value"] > better * best:
+    for p in sorted(points, key=lambda p: (p.seconds, -better * p.value)):
+        if best is None or better * p.value > better * best:
             front.append(p)
-            best = p["value"]
-    ax.step([max(p["seconds"], 0.1) for p in front], [s * p["value"] for p in front], where="post",
+            best = p.value
+    ax.step([max(p.seconds, 0.1) for p in front], [s * p.value for p in front], where="post",
             color="black", alpha=0.35, lw=1, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("wall time from the RTN state (s, log scale)")
@@ -40,25 +67,24 @@ def plot_methods_vs_time(points: list[dict], metric, title: str, ax=None, path=N
     return finish(fig, ax, title, path)
 
 
-def plot_budget_curves(points: list[dict], metric, fp32: float | None, title: str, ax=None, path=None):
+def plot_budget_curves(points: list[MethodPoint], metric, fp32: float | None, title: str, ax=None, path=None):
     """Each method as a curve over its budgets: held-out ``metric`` against wall time (log scale), one line per
-    method through its budgets in order, seed std as error bars, each point labelled with its budget, FP32 as a
-    dashed line. ``points``: ``[{method, budget (text), seconds, value, std}]`` (optional ``unit``: what the
-    method's budget counts, shown in the legend, e.g. ``"Adam steps per layer"``), values in the metric's own
-    units, a method's points in budget order. Labels of neighbouring methods alternate below and above their
-    points so that curves which meet stay readable."""
+    method (the points' ``label``) through its budgets in order, seed std as error bars, each point labelled
+    with its ``budget``, the ``unit`` in the legend, FP32 as a dashed line. A method's points come in budget
+    order. Labels of neighbouring methods alternate below and above their points so that curves which meet
+    stay readable."""
     fig, ax = new_axes(ax, figsize=(7.6, 4.8))
     s = metric.scale
     if fp32 is not None:
         ax.axhline(s * fp32, color="black", ls="--", lw=1.2, label=f"FP32 ({s * fp32:.{getattr(metric, 'digits', 1)}f})")
-    for i, method in enumerate(dict.fromkeys(p["method"] for p in points)):
-        mine = [p for p in points if p["method"] == method]
-        xs, ys = [max(p["seconds"], 0.1) for p in mine], [s * p["value"] for p in mine]
-        unit = mine[0].get("unit")
-        line = ax.errorbar(xs, ys, yerr=[s * (p.get("std") or 0.0) for p in mine], fmt="o-", capsize=3,
+    for i, method in enumerate(dict.fromkeys(p.label for p in points)):
+        mine = [p for p in points if p.label == method]
+        xs, ys = [max(p.seconds, 0.1) for p in mine], [s * p.value for p in mine]
+        unit = mine[0].unit
+        line = ax.errorbar(xs, ys, yerr=[s * (p.std or 0.0) for p in mine], fmt="o-", capsize=3,
                            label=f"{method} ({unit})" if unit else method)
         for p, x, y in zip(mine, xs, ys):
-            ax.annotate(p["budget"], (x, y), textcoords="offset points", xytext=(4, -11 if i % 2 == 0 else 5),
+            ax.annotate(p.budget, (x, y), textcoords="offset points", xytext=(4, -11 if i % 2 == 0 else 5),
                         fontsize=7, color=line[0].get_color())
     ax.set_xscale("log")
     ax.set_xlabel("wall time from the RTN state (s, log scale)")
