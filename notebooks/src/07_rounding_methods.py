@@ -17,7 +17,7 @@
 # 3. the ES started from each peer's codes;
 # 4. what only the ES can use: a fitness without gradients (here the 0/1 error count).
 #
-# **Run time:** about 1.5-3 minutes on an idle 2-core CPU with the default `fast` profile (123 s when the committed
+# **Run time:** about 1.5-3 minutes on an idle 2-core CPU with the default `fast` profile (128 s when the committed
 # outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine without AVX-512, 92 s on a faster
 # one; the slower machines of this kind have
 # taken up to 1.5 times as long; the last cell prints this run's time). Cores shared with other work slow it down,
