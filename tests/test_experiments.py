@@ -15,6 +15,7 @@ import qevo_lite.experiment.cell_grid as cell_grid
 from qevo_lite import load_splits
 from qevo_lite.cli import main
 from qevo_lite.evaluators.incremental import IncrementalEvaluator
+from qevo_lite.core.io import jsonable
 from qevo_lite.experiment.cell import run_cell
 from qevo_lite.experiment.context import Context
 from qevo_lite.experiment.profile import CellGrid, DataSpec, MethodSpec, Profile
@@ -197,11 +198,15 @@ def test_cell_interrupted_inside_the_es_resumes_from_its_checkpoints(first, ckpt
         run_cell(ctx, "vgg_small", 2, 0, checkpoint_dir=tmp_path)
     assert (tmp_path / f"{stem}-global.pt").exists()
     monkeypatch.setattr(IncrementalEvaluator, "evaluate", real_eval)
-    cell, codes = run_cell(ctx, "vgg_small", 2, 0, checkpoint_dir=tmp_path)
+    result, codes = run_cell(ctx, "vgg_small", 2, 0, checkpoint_dir=tmp_path)
     expected = res["cells"][KEY.format(2, 0)]
-    for key in ("es_test_accuracy", "es_search_accuracy", "local_test_accuracy", "evaluations"):
-        assert cell[key] == expected[key], key
+    assert result.es.numbers["test"]["accuracy"] == expected["es_test_accuracy"]
+    assert result.es.local_test["accuracy"] == expected["local_test_accuracy"]
+    assert result.es.evaluations == expected["evaluations"]
+    cell = result.to_json()
+    assert cell["es_search_accuracy"] == expected["es_search_accuracy"]
     assert json.loads(json.dumps(cell["moved"])) == expected["moved"]
+    assert strip_timing(jsonable(cell)) == strip_timing(expected)     # the same cell, field for field
     assert not list(tmp_path.glob("*.pt"))
 
 

@@ -1,6 +1,7 @@
 """One cell of an experiment grid: (architecture, bit width, seed), any task.
 
-:func:`run_cell` walks the whole path for it and returns a JSON-ready dict of every number:
+:func:`run_cell` walks the whole path for it and returns a :class:`~qevo_lite.experiment.cell_result.CellResult`
+of every number (``to_json()``: the flat dict ``results.json`` holds):
 
 1. the pretrained model (BN folded) and its FP32 numbers on the search and test splits;
 2. nearest rounding (RTN) on the profile's grid with the scale rule of lowest search loss (the
@@ -30,8 +31,9 @@ from pathlib import Path
 
 from ..es.pipeline import EvolutionResult, evolve
 from ..methods import get_method
+from .cell_result import CellResult, ESRun, PeerRun, RTNRun
 from .moved import moved_analysis
-from .records import keyed
+from .records import SPLITS
 
 
 def cell_stem(task: str, arch: str, bits: int, seed: int) -> str:
@@ -39,35 +41,30 @@ def cell_stem(task: str, arch: str, bits: int, seed: int) -> str:
     return f"{task}-{arch}-W{bits}-seed{seed}"
 
 
-def baseline_numbers(ctx, arch: str, bits: int, seed: int) -> dict:
+def baseline(ctx, arch: str, bits: int, seed: int) -> CellResult:
     """The part of a cell that needs no ES: FP32 and RTN numbers on both splits and RTN's scale rules."""
     profile = ctx.profile
     fp32, rtn = ctx.fp32(arch), ctx.rtn(arch, bits)
-    out = {"task": ctx.task.name, "arch": arch, "dataset": profile.data.dataset, "bits": bits, "seed": seed,
-           "settings": ctx.settings(arch), "search_images": len(ctx.search), "test_images": len(ctx.test),
-           "num_weights": rtn["state"].num_weights, "rtn_rule": rtn["rule"]}
-    for split in ("search", "test"):
-        out.update(keyed("fp32", fp32[split], split))
-        out.update(keyed("rtn", rtn[split], split))
+    extra = {}
     for g in profile.grid.extra_granularities:
         r = ctx.rtn(arch, bits, g)
-        prefix = f"rtn_{g}"
-        out[f"{prefix}_rule"] = r["rule"]
-        for split in ("search", "test"):
-            out.update(keyed(prefix, r[split], split))
-    return out
+        extra[g] = RTNRun(r["rule"], {split: r[split] for split in SPLITS})
+    return CellResult(ctx.task.name, arch, profile.data.dataset, bits, seed, ctx.settings(arch), len(ctx.search),
+                      len(ctx.test), rtn["state"].num_weights, {split: fp32[split] for split in SPLITS},
+                      RTNRun(rtn["rule"], {split: rtn[split] for split in SPLITS}), extra,
+                      head=ctx.task.metrics[0].key)
 
 
-def _improvements(task, out: dict) -> dict:
+def _improvements(task, cell: CellResult) -> dict:
     """``gain_<metric>`` / ``search_gain_<metric>`` (positive = better than RTN) and the gap recovered."""
     res = {}
     for m in task.metrics:
         for split, prefix in (("test", "gain"), ("search", "search_gain")):
-            es, rtn = out.get(f"es_{split}_{m.key}"), out.get(f"rtn_{split}_{m.key}")
+            es, rtn = cell.es.numbers[split].get(m.key), cell.rtn.numbers[split].get(m.key)
             if es is not None and rtn is not None:
                 res[f"{prefix}_{m.key}"] = m.improvement(es, rtn)
     head = task.metrics[0]
-    gap = head.improvement(out[f"fp32_test_{head.key}"], out[f"rtn_test_{head.key}"])
+    gap = head.improvement(cell.fp32["test"][head.key], cell.rtn.numbers["test"][head.key])
     res["gap_recovered"] = res[f"gain_{head.key}"] / gap if gap > 0 else None
     return res
 
@@ -83,35 +80,27 @@ def _evolve(ctx, arch: str, bits: int, seed: int, start, files, progress: bool, 
                   checkpoints=tuple(files), threads=ctx.local_threads, progress=progress)
 
 
-def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> dict:
-    """Each peer's numbers and wall time, and (``profile.methods.es_from_peers``) the ES started from its codes
-    (``es_<peer>_*``)."""
-    task, out = ctx.task, {}
-    head = task.metrics[0]
+def _peers(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> list[PeerRun]:
+    """Each peer's numbers and wall time, and (``profile.methods.es_from_peers``) the ES started from its codes."""
+    head = ctx.task.metrics[0]
     rtn_state = ctx.rtn(arch, bits)["state"]
     fmodel, _ = ctx.model(arch)
-    out["peers"] = []
+    out = []
     for config in ctx.profile.methods.peers:
-        peer = get_method(config).name
-        out["peers"].append(peer)
         res = ctx.peer(arch, bits, config, seed)
-        out[f"{peer}_seconds"] = res["seconds"]
-        for split in ("search", "test"):
-            out.update(keyed(peer, res[split], split))
+        peer = PeerRun(get_method(config).name, res["seconds"], {split: res[split] for split in SPLITS})
+        out.append(peer)
         if not ctx.profile.methods.es_from_peers:
             continue
-        peer_files = [f.with_name(f"{f.stem}-{peer}.pt") if f is not None else None for f in files]
+        peer_files = [f.with_name(f"{f.stem}-{peer.name}.pt") if f is not None else None for f in files]
         evolved = _evolve(ctx, arch, bits, seed, res["state"].codes(), peer_files, progress, report=False)
-        result = evolved.glob.result
-        model = result.state(rtn_state).to_model(fmodel)
-        prefix = f"es_{peer}"
-        out.update(keyed(prefix, ctx.evaluate(model, "search"), "search"))
-        out.update(keyed(prefix, ctx.evaluate(model, "test"), "test"))
-        out[f"{prefix}_seconds"] = evolved.seconds
-        out[f"{prefix}_moved_share"] = sum(rtn_state.with_codes(res["state"].codes()).moved(result.state(rtn_state)).values()) \
+        es_state = evolved.glob.result.state(rtn_state)
+        model = es_state.to_model(fmodel)
+        peer.es_numbers = {split: ctx.evaluate(model, split) for split in SPLITS}
+        peer.es_seconds = evolved.seconds
+        peer.es_moved_share = sum(rtn_state.with_codes(res["state"].codes()).moved(es_state).values()) \
             / rtn_state.num_weights
-        out[f"gain_over_{peer}_{head.key}"] = head.improvement(out[f"{prefix}_test_{head.key}"],
-                                                              out[f"{peer}_test_{head.key}"])
+        peer.gain_over_peer = head.improvement(peer.es_numbers["test"][head.key], peer.numbers["test"][head.key])
         for f in peer_files:
             if f is not None and f.exists():
                 f.unlink()
@@ -119,18 +108,18 @@ def _peer_columns(ctx, arch: str, bits: int, seed: int, files, progress: bool) -
 
 
 def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | None = None,
-             progress: bool = False) -> tuple[dict, dict | None]:
+             progress: bool = False) -> tuple[CellResult, dict | None]:
     """Run one (arch, bits, seed) cell of ``ctx``'s task (see the module docstring).
 
     ``checkpoint_dir``: where the ES stages save their progress; an interrupted cell resumes from there
-    (the files are removed when the cell completes). Returns ``(cell dict, evolved codes or None)``.
+    (the files are removed when the cell completes). Returns ``(cell, evolved codes or None)``; the cell's
+    :meth:`~qevo_lite.experiment.cell_result.CellResult.to_json` is what ``results.json`` holds.
     """
     profile, task = ctx.profile, ctx.task
-    out = baseline_numbers(ctx, arch, bits, seed)
-    reason = ctx.es_skip_reason(arch, bits)
-    if reason is not None:
-        out.update(es_run=False, es_skipped_reason=reason)
-        return out, None
+    cell = baseline(ctx, arch, bits, seed)
+    cell.es_skipped_reason = ctx.es_skip_reason(arch, bits)
+    if cell.es_skipped_reason is not None:
+        return cell, None
     fmodel, _ = ctx.model(arch)
     rtn_state = ctx.rtn(arch, bits)["state"]
     ck = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -139,30 +128,25 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
 
     evolved = _evolve(ctx, arch, bits, seed, rtn_state.codes(), files, progress, report=True)
     result, start_eval, setup_seconds = evolved.glob
-    local_log, local_seconds = evolved.local.log, evolved.local.seconds
+    local_log = evolved.local.log
     es_state = result.state(rtn_state)
     es_model = es_state.to_model(fmodel)
     es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")
-    local_evals = sum(e["evaluations"] for e in local_log)
-    out.update(es_run=True, local_method=profile.methods.es.local_kind,
-               local_search_loss=start_eval.fitness, local_evaluations=local_evals, local_seconds=local_seconds,
-               local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log])
-    if result.reports:
-        out.update({f"local_test_{k}": v for k, v in result.reports[0].items() if k not in ("generation", "evaluations")})
-    out.update(keyed("es", ctx.evaluate(es_model, "search"), "search"))
-    out.update(keyed("es", {k: v for k, v in es_test.items() if k not in ("generation", "evaluations")}, "test"))
-    out.update(_improvements(task, out))
-    out.update(
-        global_evaluations=result.evaluations, evaluations=local_evals + result.evaluations,
-        global_seconds=result.seconds + setup_seconds, wall_seconds=local_seconds + result.seconds + setup_seconds,
-        final_p=result.p,
+    numbers_only = lambda report: {k: v for k, v in report.items() if k not in ("generation", "evaluations")}
+    cell.es = ESRun(
+        local_method=profile.methods.es.local_kind, local_search_loss=start_eval.fitness,
+        local_evaluations=sum(e["evaluations"] for e in local_log), local_seconds=evolved.local.seconds,
+        local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log],
+        local_test=numbers_only(result.reports[0]) if result.reports else {},
+        numbers={"search": ctx.evaluate(es_model, "search"), "test": numbers_only(es_test)},
+        global_evaluations=result.evaluations, global_seconds=result.seconds + setup_seconds, final_p=result.p,
         history=[{k: h[k] for k in ("evaluations", "best", "mean", "best_metric", "complete", "accepted")}
                  for h in result.history],
-        reports=list(result.reports),
-        moved=moved_analysis(rtn_state, es_state, ctx.sensitivity(arch, bits)))
+        reports=list(result.reports), moved=moved_analysis(rtn_state, es_state, ctx.sensitivity(arch, bits)))
+    cell.gains = _improvements(task, cell)
     if ctx.rtn_hurts(arch, bits):
-        out.update(_peer_columns(ctx, arch, bits, seed, files, progress))
+        cell.peers = _peers(ctx, arch, bits, seed, files, progress)
     for f in files:
         if f is not None and f.exists():
             f.unlink()
-    return out, es_state.codes()
+    return cell, es_state.codes()

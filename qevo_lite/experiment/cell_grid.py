@@ -90,8 +90,9 @@ def _cell_job(ctx: Context, arch: str, bits: int, seed: int, out: Path | None, p
         if pool is not None:
             cell, codes = pool.result(arch, bits, seed)
         else:
-            cell, codes = run_cell(ctx, arch, bits, seed,
-                                   checkpoint_dir=None if out is None else out / "checkpoints")
+            result, codes = run_cell(ctx, arch, bits, seed,
+                                     checkpoint_dir=None if out is None else out / "checkpoints")
+            cell = result.to_json()
         if codes is not None:
             ctx.es_codes[(arch, bits, seed)] = codes
             if out is not None:

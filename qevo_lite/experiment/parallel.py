@@ -44,7 +44,7 @@ class CellWorker:
     def run(self, arch: str, bits: int, seed: int, checkpoint_dir) -> tuple[dict, dict | None]:
         """``(cell dict, evolved codes or None)`` of one cell."""
         cell, codes = run_cell(self.ctx, arch, bits, seed, checkpoint_dir=checkpoint_dir)
-        return jsonable(cell), codes
+        return jsonable(cell.to_json()), codes
 
 
 class CellPool:
