@@ -127,19 +127,20 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     files = [ck / f"{stem}-{stage}.pt" if ck else None for stage in ("local", "global")]
 
     evolved = _evolve(ctx, arch, bits, seed, rtn_state.codes(), files, progress, report=True)
-    result, start_eval, setup_seconds = evolved.glob
+    result = evolved.glob.result
     local_log = evolved.local.log
     es_state = result.state(rtn_state)
     es_model = es_state.to_model(fmodel)
     es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")
     numbers_only = lambda report: {k: v for k, v in report.items() if k not in ("generation", "evaluations")}
     cell.es = ESRun(
-        local_method=profile.methods.es.local_kind, local_search_loss=start_eval.fitness,
+        local_method=profile.methods.es.local_kind, local_search_loss=evolved.glob.start.fitness,
         local_evaluations=sum(e["evaluations"] for e in local_log), local_seconds=evolved.local.seconds,
         local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log],
         local_test=numbers_only(result.reports[0]) if result.reports else {},
         numbers={"search": ctx.evaluate(es_model, "search"), "test": numbers_only(es_test)},
-        global_evaluations=result.evaluations, global_seconds=result.seconds + setup_seconds, final_p=result.p,
+        global_evaluations=result.evaluations, global_seconds=result.seconds + evolved.glob.setup_seconds,
+        final_p=result.p,
         history=[{k: h[k] for k in ("evaluations", "best", "mean", "best_metric", "complete", "accepted")}
                  for h in result.history],
         reports=list(result.reports), moved=moved_analysis(rtn_state, es_state, ctx.sensitivity(arch, bits)))

@@ -22,9 +22,9 @@ def run_fitness_comparison(ctx, arch: str, bits: int, seed: int, budget: int) ->
            "rtn_search_map50": rtn["search"]["map50"]}
     for name, loss, early in FITNESSES:
         t0 = time.perf_counter()
-        result, _, _ = global_stage(fmodel, rtn["state"], ctx.search, rtn["state"].codes(), budget=budget,
-                                    lam=ctx.profile.methods.es.global_stage.lam, p=ctx.profile.methods.es.global_stage.p, seed=seed, loss=loss, metric=None,
-                                    early_reject=early)
+        stage = ctx.profile.methods.es.global_stage
+        result = global_stage(fmodel, rtn["state"], ctx.search, rtn["state"].codes(), budget=budget, lam=stage.lam,
+                              p=stage.p, seed=seed, loss=loss, metric=None, early_reject=early).result
         seconds = time.perf_counter() - t0
         model = result.state(rtn["state"]).to_model(fmodel)
         search, test = evaluate_detector(model, ctx.search), evaluate_detector(model, ctx.test)
