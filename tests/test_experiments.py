@@ -229,11 +229,12 @@ def _image_folder(root, size=16, train_per_class=12, test_per_class=4):
 
 
 def test_full_profile_path_on_an_image_folder_stand_in(tmp_path, capsys, monkeypatch):
-    """The full profile's path (its dataset as an image folder, a model trained there, the ES and the peers) at
-    toy sizes; AdaRound at 20 steps instead of the profile's 1,000 (50 of the test's 60 s, and not what it checks)."""
+    """The full profile's path (its dataset as an image folder, a model trained there, the ES and the tuned peers)
+    at toy sizes; AdaRound and block reconstruction at 20 steps instead of the profile's 1,000 (most of a minute
+    each, and not what the test checks)."""
     full = TASKS["classification"].profiles["full"]
-    peers = tuple(replace(c, steps=20) if isinstance(c, AdaRoundConfig) else c for c in full.methods.peers)
-    assert peers != full.methods.peers
+    assert full.methods.peers == TASKS["classification"].profiles["fast"].methods.peers   # validated, not defaults
+    peers = tuple(replace(c, steps=20) if hasattr(c, "steps") else c for c in full.methods.peers)
     monkeypatch.setitem(TASKS["classification"].profiles, "full", full.with_overrides(peers=peers))
     data = _image_folder(tmp_path / "standin")
     out = tmp_path / "full"
@@ -250,7 +251,7 @@ def test_full_profile_path_on_an_image_folder_stand_in(tmp_path, capsys, monkeyp
     assert list((out / "pretrained").glob("resnet20-folder*.pt"))          # trained there, not in data/
     text = capsys.readouterr().out
     assert "| resnet20 | W2 | ES from RTN (local + global) |" in text and "results.json" in text
-    assert "| resnet20 | W2 | AdaRound |" in text and cell["peers"] == ["gptq", "adaround"]
+    assert "| resnet20 | W2 | AdaRound |" in text and cell["peers"] == ["gptq", "adaround", "brecq"]
 
 
 def test_cli_rejects_unknown_experiment_and_bad_numbers(capsys):

@@ -68,8 +68,8 @@ PROFILES = {
                     AutoencoderOptions()),
     "full": Profile("full", "autoencoder", DataSpec("fashion_mnist", search_size=2048, test_size=None),
                     CellGrid({"ae": ARCH}, seeds=(0, 1, 2, 3, 4), min_rise_percent=2.0),
-                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)),
-                               report_every=25),
+                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=1024), GlobalStage(budget=2000)), TUNED_PEERS,
+                               report_every=25),   # the peers as validated for fast (docs/tuning.md)
                     AutoencoderOptions()),
 }
 # ./run.sh demo: every method once at the headline width W3, one seed
