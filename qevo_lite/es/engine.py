@@ -248,7 +248,23 @@ def run_es(evaluator: Evaluator, config: ESConfig, report=None, layers=None, sen
     bar = tqdm(total=total, initial=run.evals, desc="ES", disable=not progress, unit="eval")
     if run.gen == 0 and not run.reports:
         run.do_report()
-    interrupted = False
+    try:
+        interrupted = _generations(run, bar, checkpoint_every)
+    finally:
+        bar.close()
+    if interrupted:
+        print(f"ES interrupted after {run.gen} generations" + (f"; resume from {checkpoint}" if checkpoint else ""))
+    elif not run.reports or run.reports[-1]["generation"] != run.gen:
+        run.do_report()
+    run.save()
+    return run.result(interrupted)
+
+
+def _generations(run: _Run, bar, checkpoint_every: int) -> bool:
+    """Run the generations of ``run`` until it is done; True if Ctrl-C stopped it first. A generation interrupted
+    while its offspring are made is dropped (random state and count restored), so a resumed run redoes it
+    exactly. Held-out reports are not counted in the ES's time."""
+    config = run.config
     t_start = time.perf_counter() - run.elapsed
     unfinished = None  # (rng state, evaluations) at the start of a generation whose offspring are being made
     try:
@@ -266,18 +282,12 @@ def run_es(evaluator: Evaluator, config: ESConfig, report=None, layers=None, sen
             if config.report_every and run.gen % config.report_every == 0:
                 t_report = time.perf_counter()
                 run.do_report()
-                t_start += time.perf_counter() - t_report   # held-out reports are not the ES's time
+                t_start += time.perf_counter() - t_report
             if run.checkpoint is not None and run.gen % checkpoint_every == 0:
                 run.save()
     except KeyboardInterrupt:
-        interrupted = True
-        if unfinished is not None:  # drop the half-made generation, so a resumed run redoes it exactly
+        if unfinished is not None:
             run.g.set_state(unfinished[0])
             run.evals = unfinished[1]
-        print(f"ES interrupted after {run.gen} generations" + (f"; resume from {checkpoint}" if checkpoint else ""))
-    finally:
-        bar.close()
-    if not interrupted and (not run.reports or run.reports[-1]["generation"] != run.gen):
-        run.do_report()
-    run.save()
-    return run.result(interrupted)
+        return True
+    return False
