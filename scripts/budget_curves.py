@@ -40,8 +40,11 @@ def configs(profile, steps=None) -> list[tuple[str, str, int, object]]:
         field, values = BUDGETS[name]
         if field == "steps" and steps:
             values = steps
-        if field in ("samples", "images"):   # no more images than the search split has
-            values = sorted({min(v, profile.data.search_size) for v in values})
+        if field in ("samples", "images"):   # no more images than the search split has, and three budgets
+            size = profile.data.search_size  # (detection's 192 canvases: 64, 128, 192)
+            values = sorted({min(v, size) for v in values})
+            if len(values) < 3:
+                values = sorted({max(1, round(size * f)) for f in (1 / 3, 2 / 3, 1)})
         for v in values:
             config_v = (replace(config, local=replace(config.local, samples=v)) if name == "es"
                         else replace(config, **{field: v}))
