@@ -285,7 +285,7 @@ def test_function_size():
                 if length > MAX_FUNCTION_LINES:
                     long[f"{name}.{node.name}"] = f"{_rel(name)}:{node.lineno}: {length} lines"
     bad = [where for key, where in sorted(long.items()) if key not in LONG_FUNCTIONS]
-    assert not bad, f"Functions over {MAX_FUNCTION_LINES} lines (split them, or name them in LONG_FUNCTIONS with why):\n" \
-        + "\n".join(bad)
+    assert not bad, (f"Functions over {MAX_FUNCTION_LINES} lines (split them, or name them in LONG_FUNCTIONS "
+                     "with why):\n" + "\n".join(bad))
     stale = sorted(set(LONG_FUNCTIONS) - set(long))
     assert not stale, f"LONG_FUNCTIONS entries that are no longer over {MAX_FUNCTION_LINES} lines: {stale}"

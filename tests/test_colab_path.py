@@ -6,9 +6,10 @@ overridden with ``QEVO_LITE_URL=git+file://<a clone of this repository>``; the f
 dependencies (torch, ...) of the test environment through a ``.pth`` file, but not qevo-lite itself, so the cell
 must install it. Then the notebooks run headless from a folder outside the clone; the pretrained models must
 come from the installed package (nothing retrained), the exercises must find the cached results among the
-installed package data (the run fails otherwise), and the checked outputs must equal the committed ones. Notebook 03 runs without its ES
-runs (the cells from the first ES run to the exercises, and the summary that reads them): they take two of its
-three minutes, test nothing about the install, and nbval runs them in the clone.
+installed package data (the run fails otherwise), and the checked outputs must equal the committed ones.
+Notebook 03 runs without its ES runs (the cells from the first ES run to the exercises, and the summary that
+reads them): they take two of its three minutes, test nothing about the install, and nbval runs them in the
+clone.
 Real Colab (its preinstalled packages, its widget front end, Google Drive) is not reached from here.
 """
 from __future__ import annotations
@@ -52,7 +53,8 @@ def _without(nb, spans):
         code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
         first = next((i for i in code if start in nb.cells[i].source), None)
         assert first is not None, f"no cell with {start!r}"
-        stop = len(nb.cells) if end is None else next((i for i in code if i > first and end in nb.cells[i].source), None)
+        after = (i for i in code if i > first and end in nb.cells[i].source)
+        stop = len(nb.cells) if end is None else next(after, None)
         assert stop is not None, f"no cell with {end!r} after {start!r}"
         nb.cells = [c for i, c in enumerate(nb.cells) if not (first <= i < stop and c.cell_type == "code")]
     return nb

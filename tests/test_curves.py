@@ -18,7 +18,8 @@ def test_runs_become_one_point_per_method_and_budget_with_seed_mean_and_std():
     runs = [_run("adaround", 250, s, 8.0 + s, v) for s, v in enumerate((0.90, 0.91, 0.92))]
     runs += [_run("es", 256, 0, 5.0, 0.905, name="images")]
     pts = curve_points(runs, ACC)
-    assert [(p.label, p.budget, p.seeds, p.kind) for p in pts] == [("AdaRound", "250", 3, "peer"), ("ES", "256", 1, "es")]
+    assert [(p.label, p.budget, p.seeds, p.kind) for p in pts] == [("AdaRound", "250", 3, "peer"),
+                                                                    ("ES", "256", 1, "es")]
     assert pts[0].value == pytest.approx(0.91) and pts[0].std == pytest.approx(0.01)
     assert pts[0].seconds == pytest.approx(9.0) and pts[1].std == 0.0
     assert pts[0].unit == "Adam steps per layer" and pts[1].unit == "search images"
