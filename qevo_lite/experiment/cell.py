@@ -41,6 +41,11 @@ def cell_stem(task: str, arch: str, bits: int, seed: int) -> str:
     return f"{task}-{arch}-W{bits}-seed{seed}"
 
 
+def _splits(numbers: dict) -> dict:
+    """The search and test numbers of ``numbers`` (a context's FP32, RTN or peer entry) as a Split."""
+    return {split: numbers[split] for split in SPLITS}
+
+
 def baseline(ctx, arch: str, bits: int, seed: int) -> CellResult:
     """The part of a cell that needs no ES: FP32 and RTN numbers on both splits and RTN's scale rules."""
     profile = ctx.profile
@@ -48,10 +53,10 @@ def baseline(ctx, arch: str, bits: int, seed: int) -> CellResult:
     extra = {}
     for g in profile.grid.extra_granularities:
         r = ctx.rtn(arch, bits, g)
-        extra[g] = RTNRun(r["rule"], {split: r[split] for split in SPLITS})
+        extra[g] = RTNRun(r["rule"], _splits(r))
     return CellResult(ctx.task.name, arch, profile.data.dataset, bits, seed, ctx.settings(arch), len(ctx.search),
-                      len(ctx.test), rtn["state"].num_weights, {split: fp32[split] for split in SPLITS},
-                      RTNRun(rtn["rule"], {split: rtn[split] for split in SPLITS}), extra,
+                      len(ctx.test), rtn["state"].num_weights, _splits(fp32),
+                      RTNRun(rtn["rule"], _splits(rtn)), extra,
                       head=ctx.task.metrics[0].key)
 
 
@@ -88,7 +93,7 @@ def _peers(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> list[
     out = []
     for config in ctx.profile.methods.peers:
         res = ctx.peer(arch, bits, config, seed)
-        peer = PeerRun(get_method(config).name, res["seconds"], {split: res[split] for split in SPLITS})
+        peer = PeerRun(get_method(config).name, res["seconds"], _splits(res))
         out.append(peer)
         if not ctx.profile.methods.es_from_peers:
             continue
