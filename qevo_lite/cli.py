@@ -167,7 +167,8 @@ def _add_quantize(sub) -> None:
                         "cross_entropy: the folder's class index as the label (right for ImageNet's 1,000 "
                         "synset folders, sorted)")
     p.add_argument("--samples", type=int, default=256, help="images the layer-wise methods fit")
-    p.add_argument("--budget", type=int, default=64, help="the ES's global-stage evaluations")
+    p.add_argument("--budget", type=int, default=0,
+                   help="the ES's global-stage evaluations (default 0: the local stage alone; the paper's chain: 64)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", default=None, help="write the quantized model here as ONNX with integer weights")
     p.set_defaults(func=cmd_quantize)
@@ -186,7 +187,9 @@ def _add_reproduce(sub) -> None:
                         "full: CIFAR-10, VGG-11/ResNet-20, GPU recommended")
     p.add_argument("--bits", type=int_list, default=None, help="comma-separated bit widths (default: the profile's)")
     p.add_argument("--seeds", type=int_list, default=None, help="comma-separated ES seeds (default: the profile's)")
-    p.add_argument("--budget", type=int, default=None, help="global-stage ES evaluations per cell")
+    p.add_argument("--budget", type=int, default=None,
+                   help="global-stage ES evaluations per cell (default: the profile's, 0: the local stage alone; "
+                        "64 gives the paper's local-then-global chain)")
     p.add_argument("--local-budget", type=int, default=None,
                    help="local-stage budget per layer: generations of the quadratic local ES, evaluations "
                         "of the sampled one (0: no local stage)")

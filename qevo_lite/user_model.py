@@ -142,7 +142,7 @@ def _check_counts(samples: int, budget: int, adaround_steps: int) -> None:
 
 
 def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, loss=None,
-             granularity: str = "per_channel", seed: int = 0, budget: int = 64, samples: int = 256,
+             granularity: str = "per_channel", seed: int = 0, budget: int = 0, samples: int = 256,
              adaround_steps: int = 1000, progress: bool = True, onnx=None) -> tuple[nn.Module, QuantizeReport]:
     """Quantize ``model``'s weights to ``bits`` bits with ``method`` (see the module docstring).
 
@@ -163,7 +163,8 @@ def quantize(model: nn.Module, data, bits: int = 4, method="es", *, test=None, l
             scores against; the ES and the report use the same); default cross-entropy for labelled data,
             ``"output_mse"`` to the float model's outputs for inputs alone.
         samples: images whose layer inputs the layer-wise methods fit (AdaRound: 4x as many).
-        budget: the global ES stage's evaluations; adaround_steps: AdaRound's Adam steps per layer.
+        budget: the global ES stage's evaluations (0, the default: the local stage alone; the paper's chain ran 64,
+            :data:`qevo_lite.methods.PAPER_GLOBAL`); adaround_steps: AdaRound's Adam steps per layer.
         onnx: a path: also write the quantized model there as ONNX with integer weights
             (:func:`qevo_lite.quant.onnx_export.export_onnx`; needs the ``export`` extra); the report gives its
             size next to the float32 ONNX file's.

@@ -5,7 +5,8 @@
 Each method runs from the RTN state of the task's ``demo`` profile (its peers at their validated settings,
 docs/tuning.md) at several budgets: GPTQ's calibration images, AdaRound's and block reconstruction's Adam steps
 per layer / block, the search images the ES's local stage builds each layer's quadratic form from (its
-generations, early stopping and global stage as in the profile: at vgg_small W2, 500, 2,000 and 8,000
+generations, early stopping and global stage as in the profile, which has no global stage since 2026-12-06: the
+committed curves ran the global stage the profile had then; at vgg_small W2, 500, 2,000 and 8,000
 generations per layer all gave about 90.7% in 10-11 s, as each layer stops after ``patience`` generations
 without gain). The wall time is the
 method's own from the RTN state (:func:`qevo_lite.methods.choose_codes`: layer captures included, no held-out

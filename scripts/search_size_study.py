@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import replace
 
 import torch
 
 from qevo_lite.core.data import Split, load_splits
 from qevo_lite.core.evaluate import evaluate
-from qevo_lite.es.pipeline import evolve, run_local
+from qevo_lite.es.pipeline import EvolutionConfig, evolve, run_local
 from qevo_lite.tasks import context
 
 
@@ -41,7 +40,8 @@ def main() -> None:
         fmodel, _ = ctx.model(arch)
         rtn = ctx.rtn(arch, 2)["state"]
         local = {s: run_local(fmodel, rtn, ctx.search, p.methods.es.local, seed=s, loss=ctx.task.es_loss).codes for s in seeds}
-        global_only = replace(p.methods.es, local=None)   # the global stage alone, from each seed's local codes
+        # the global stage alone (as the profile ran it until 2026-12-06), from each seed's local codes
+        global_only = EvolutionConfig(None, ctx.task.first_es["fast"].global_stage)
         before = [evaluate(rtn.with_codes(local[s]).to_model(fmodel), ctx.test)["accuracy"] for s in seeds]
         for n in sizes:
             search = Split(pool.x[:n], pool.y[:n])

@@ -50,7 +50,7 @@ def test_outcomes_read_every_method_of_a_row_and_only_its_own_keys():
 
 def test_a_profile_holds_its_es_as_one_config_with_budget_knobs():
     fast = classification.PROFILES["fast"]
-    assert fast.methods.es == EvolutionConfig(QuadraticLocal(samples=256), GlobalStage(budget=64))
+    assert fast.methods.es == EvolutionConfig(QuadraticLocal(samples=256)) and not fast.methods.es.global_stage.active
     changed = fast.with_overrides(budget=12, local_budget=30, bits=[2])
     assert changed.methods.es.global_stage.budget == 12 and changed.methods.es.local.generations == 30 and changed.grid.bits == (2,)
     first = fast.with_overrides(es=classification.TASK.first_es["fast"], local_budget=400)
@@ -65,7 +65,15 @@ def test_a_profile_holds_its_es_as_one_config_with_budget_knobs():
     assert d["es"]["local"]["kind"] == "quadratic" and d["peers"][0]["method"] == "gptq"
     assert describe_es(d, "images", "cross-entropy").startswith(
         "Every method keeps RTN's per-channel grid (one scale per output channel). ES = local stage: per output channel, a (1+16) ES on the layer's exact quadratic output error over 256 "
-        "images (up to 2000 generations per layer), layer by layer; then a global (1+8) ES with 64 evaluations")
+        "images (up to 2000 generations per layer), layer by layer; no global stage")
+    # with a global budget the text names it (the paper's chain, one flag away)
+    assert describe_es(fast.with_overrides(budget=64).as_dict(), "images", "cross-entropy").split("ES = ")[1].startswith(
+        "local stage: per output channel") and "layer by layer; then a global (1+8) ES with 64 evaluations on the " \
+        "search cross-entropy." in describe_es(fast.with_overrides(budget=64).as_dict(), "images", "cross-entropy")
+    assert fast.methods.es.budgets_text() == "2000 local generations per layer"
+    assert fast.methods.es.describe("images") == "ES (quadratic local stage only)"
+    assert fast.with_overrides(budget=64).methods.es.describe("images") == \
+        "ES (quadratic local stage, then a global (1+8) ES, 64 evaluations)"
     assert "local stage: 500 evaluations per layer" in describe_es(
         autoencoder.PROFILES["fast"].with_overrides(es=autoencoder.TASK.first_es["fast"]).as_dict(), "images", "MSE")
     assert first.methods.es.budgets_text() == "400 local evaluations per layer + 64 global evaluations"

@@ -197,8 +197,9 @@ assert by_role["stem"]["sensitivity"] == max(r["sensitivity"] for r in by_role.v
 # %% [markdown]
 # ## 4. The rounding peers, and the package's ES today
 #
-# As in notebook 03, section 7: the package's ES with its exact local stage (a per-channel ES on each
-# layer's quadratic output error), next to the standard rounding methods on the same grid. **GPTQ**
+# As in notebook 03, section 7: the package's ES, its exact local stage alone (a per-channel ES on each
+# layer's quadratic output error; the global stage of section 3 added no held-out accuracy on top of it, README),
+# next to the standard rounding methods on the same grid. **GPTQ**
 # (Frantar et al., 2023) rounds one input column at a time and spreads each column's error over the columns
 # not yet rounded; **AdaRound** (Nagel et al., 2020) learns each weight's up/down choice by gradient descent
 # on the layer-output error. A ResNet adds the third: **block reconstruction** (BRECQ, Li et al., 2021) fits
@@ -262,7 +263,7 @@ peer_targets = check_side_by_side(side, ctx.task, tolerance=0.01)
 # rounding: they are bundles of moves whose errors cancel in the layers' outputs, at the price of a
 # larger weight error. At 2 bits rounding costs the ResNet most of its accuracy, and the ES gets back
 # more than half of the gap. Next to the standard rounding methods on the same grid, tuned on the validation
-# slice, the package's current ES, with its exact local stage, is not behind AdaRound, block reconstruction or
+# slice, the package's current ES, its exact local stage alone, is not behind AdaRound, block reconstruction or
 # GPTQ on held-out data by more than a point on one seed (section 4 has the numbers and the wall times). What the
 # ResNet adds:
 # batch-norm folded into the shortcut branches as into every other conv, and layers whose roles differ: the stem

@@ -348,8 +348,9 @@ assert ma["seconds"] > lo["seconds"]
 # %% [markdown]
 # ## 8. The rounding peers, and the package's ES today
 #
-# Section 4 ran the ES as first built, global stage only. The package's default ES now starts with an exact
-# **local stage**: a layer's output error is a quadratic function of its weight change, so a per-channel
+# Section 4 ran the ES as first built, global stage only. The package's default ES is now an exact **local
+# stage** alone (run after it, the global stage of section 4 added no held-out mAP beyond the seed noise: README,
+# "Does the second (global) stage earn its time?"): a layer's output error is a quadratic function of its weight change, so a per-channel
 # (1+16) ES scores millions of candidate moves per layer in a few tensor operations (notebook 07 derives it).
 # On the detectors each output position's error is weighted by the squared gradient of the detection loss
 # there (the diagonal Fisher, averaged over channels), so the error stays one exact quadratic form per layer
@@ -431,8 +432,8 @@ assert r["brecq_test_map"] - r["es_test_map"] <= 0.01               # block reco
 # mAP@[.5:.95] rises on average, by less than a point at this budget (a single seed can lose a little):
 # most of the rounding loss remains. The ES uses the detection loss because it is cheaper (mAP costs
 # several times more per evaluation here) and has a value per image; over three seeds of 12 evaluations the
-# two fitnesses ended within the seed noise of each other (section 7). The package's current ES, with an exact
-# local stage on the layer-output error weighted by the detection loss's squared gradients, is far ahead of GPTQ
+# two fitnesses ended within the seed noise of each other (section 7). The package's current ES, an exact
+# local stage alone on the layer-output error weighted by the detection loss's squared gradients, is far ahead of GPTQ
 # and at least level with block reconstruction at 3 bits on one seed, in about a fifth of its time (section 8); at
 # 2 bits it is level with block reconstruction on this detector too (the README, three seeds).
 

@@ -7,11 +7,11 @@ Each module stays importable by its own path.
 from .engine import ESConfig, ESResult, run_es
 from .operators import layer_weights, mutate, mutate_residual, mutate_uniform, pick_layer
 from .stages import global_stage, run_layerwise
-from .pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal, evolve, run_local
+from .pipeline import EvolutionConfig, GlobalStage, PAPER_GLOBAL, QuadraticLocal, SampledLocal, evolve, run_local
 from .study import (RecordingEvaluator, compare_variants, final_metric, format_mean_std, population_best, summarize,
                     time_evaluators)
 
-__all__ = ["ESConfig", "ESResult", "EvolutionConfig", "GlobalStage", "QuadraticLocal", "RecordingEvaluator",
+__all__ = ["ESConfig", "ESResult", "EvolutionConfig", "GlobalStage", "PAPER_GLOBAL", "QuadraticLocal", "RecordingEvaluator",
            "SampledLocal", "compare_variants", "evolve", "final_metric", "format_mean_std", "global_stage",
            "layer_weights", "mutate", "mutate_residual", "mutate_uniform", "pick_layer", "population_best", "run_es",
            "run_layerwise", "run_local", "summarize", "time_evaluators"]

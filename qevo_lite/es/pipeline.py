@@ -4,6 +4,12 @@
 :func:`~qevo_lite.es.stages.local_stage`; or none) and then the global (1+lambda) ES
 (:func:`~qevo_lite.es.stages.global_stage`) from any start codes (RTN's, or a peer's). ``qv.quantize``, the
 experiment cells, notebook 07 and the scripts all call it, so the chain and its defaults are written once.
+
+The default ES is the **local stage alone** (global budget 0): the global stage, the paper's own (1+lambda) ES
+on the network's loss, added no held-out gain beyond the seed std on top of the local stage in any classification
+or detection cell, and about 1% of the MSE on the autoencoder (``scripts/global_stage_study.py``, README "Does the
+second (global) stage earn its time?"). :data:`PAPER_GLOBAL` is the stage as the profiles ran it before; notebook
+02 teaches it, and ``qevo reproduce --budget N`` / ``qv.quantize(..., budget=N)`` turn it back on.
 """
 from __future__ import annotations
 
@@ -60,20 +66,29 @@ class SampledLocal:
 
 @dataclass(frozen=True)
 class GlobalStage:
-    """The global (1+``lam``) ES on the task's per-sample loss over the search split: ``budget`` evaluations,
-    a share ``p`` of a layer's weights moved at first (then the 1/5 rule), early rejection of hopeless
-    candidates, ``chunk_size`` images per forward pass (None: the evaluator's)."""
+    """The global (1+``lam``) ES on the task's per-sample loss over the search split: ``budget`` evaluations
+    (0, the default: no global stage), a share ``p`` of a layer's weights moved at first (then the 1/5 rule),
+    early rejection of hopeless candidates, ``chunk_size`` images per forward pass (None: the evaluator's)."""
 
-    budget: int = 64
+    budget: int = 0
     lam: int = 8
     p: float = 0.002
     early_reject: bool = True
     chunk_size: int | None = None
 
+    @property
+    def active(self) -> bool:
+        return self.budget > 0
+
+
+PAPER_GLOBAL = GlobalStage(budget=64)
+"""The global stage as the classification profile ran it until 2026-12-06 (64 evaluations of the search
+cross-entropy after the local stage); the detection and autoencoder profiles ran 24 and 96."""
+
 
 @dataclass(frozen=True)
 class EvolutionConfig:
-    """The ES's settings: a local stage (``None``: none) and the global stage."""
+    """The ES's settings: a local stage (``None``: none) and the global stage (default: none, budget 0)."""
 
     local: QuadraticLocal | SampledLocal | None = field(default_factory=QuadraticLocal)
     global_stage: GlobalStage = field(default_factory=GlobalStage)
@@ -81,7 +96,7 @@ class EvolutionConfig:
     @classmethod
     def for_quantize(cls, samples: int, budget: int, adaround_steps: int) -> "EvolutionConfig":
         """The config ``qv.quantize``'s size arguments ask for: the quadratic local stage on ``samples`` images,
-        the global stage with ``budget`` evaluations."""
+        the global stage with ``budget`` evaluations (0: none)."""
         return cls(local=QuadraticLocal(samples=samples), global_stage=GlobalStage(budget=budget))
 
     def describe(self, samples: str) -> str:
@@ -89,7 +104,10 @@ class EvolutionConfig:
                  None: ""}[self.local_kind]
         if self.local_kind == "quadratic" and self.local.weighting != "output":
             local = "Fisher-weighted " + local
-        return f"ES ({local}a global (1+{self.global_stage.lam}) ES, {self.global_stage.budget} evaluations)"
+        g = self.global_stage
+        if not g.active:
+            return f"ES ({local.removesuffix(', then ') or 'no stage: the start codes'}{' only' * bool(local)})"
+        return f"ES ({local}a global (1+{g.lam}) ES, {g.budget} evaluations)"
 
     def with_budgets(self, budget: int | None = None, local_budget: int | None = None) -> "EvolutionConfig":
         """A copy with the global stage's ``budget`` (evaluations) and the local stage's budget (generations per
@@ -104,11 +122,13 @@ class EvolutionConfig:
 
     def budgets_text(self) -> str:
         """``"<n> local evaluations per layer + <budget> global evaluations"`` (for the quadratic local stage:
-        ``"<n> local generations per layer + ..."``)."""
+        ``"<n> local generations per layer + ..."``; without a global stage only the local part)."""
         if self.local_kind == "quadratic":
             per_layer = f"{self.local.generations} local generations per layer"
         else:
             per_layer = f"{self.local.evaluations if self.local is not None else 0} local evaluations per layer"
+        if not self.global_stage.active:
+            return per_layer
         return f"{per_layer} + {self.global_stage.budget} global evaluations"
 
     def as_dict(self) -> dict:

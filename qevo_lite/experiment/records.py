@@ -106,7 +106,8 @@ def method_outcomes(row: dict) -> list[Outcome]:
     ran); empty where the ES did not run."""
     if not row.get("es_run"):
         return []
-    stages = "local + global" if row.get("local_method") or row.get("local_evaluations") else "global"
+    local, glob = bool(row.get("local_method") or row.get("local_evaluations")), bool(row.get("global_evaluations"))
+    stages = "local + global" if local and glob else "local" if local else "global"
     out = [Outcome("es", f"ES from RTN ({stages})", "es", seconds=row["wall_seconds"],
                    evaluations=f"{row['local_evaluations']:.3g} + {row['global_evaluations']:.0f}",
                    moved=f"{100 * _moved_share(row):.2f}%", **_numbers(row, "es"))]

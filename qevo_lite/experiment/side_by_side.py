@@ -1,5 +1,5 @@
 """The rounding methods side by side, for the experiment notebooks (03-06): the package's default ES (the
-quadratic local stage, then the global stage) next to the rounding peers (GPTQ, AdaRound, block reconstruction)
+quadratic local stage alone) next to the rounding peers (GPTQ, AdaRound, block reconstruction)
 and the ES started from each peer's codes, on the data, models and RTN baselines of a context that has already run.
 
 It is the same pipeline as ``qevo reproduce`` (:func:`~qevo_lite.experiment.cell_grid.run_grid`) with the task's

@@ -140,7 +140,8 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
     method one point here): the ES from RTN reaches every peer's held-out headline metric in at most half that
     peer's wall time (``reaches``) and beats the best peer (``peer``: the one of best held-out headline metric) by
     more than the larger seed std (``beats``); ``met`` when both hold; (ii) the global stage adds a held-out gain
-    beyond the seed std on top of the local stage (where the local stage's held-out number was measured); (iii) the
+    beyond the seed std on top of the local stage (where the local stage's held-out number was measured and the global
+    stage ran: ``global_off`` where it did not, the default); (iii) the
     ES from each peer's codes against that peer (where it ran)."""
     head, out = task.metrics[0], []
     for r in rows:
@@ -152,13 +153,13 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
         peer = found[best]
         point = lambda o: MethodPoint(o.label, o.seconds, o.value(head), o.std(head) or 0.0, o.kind, budget="profile")
         read = curve_targets([point(es)] + [point(found[p]) for p in r["peers"]], head, es.label)
-        local = local_value(r, head)
+        local = local_value(r, head) if r.get("global_evaluations") else None   # no global stage: nothing to add
         one_seed = es.std(head) is None          # a single seed has no std: nothing to decide against
         reaches = all(b["met"] for b in read["budgets"])
         beats = read["best"]["met"]
         t = {"arch": r["arch"], "bits": r["bits"], "peer": best, "margin": read["best"]["margin"],
              "std": None if one_seed else read["best"]["std"], "time_ratio": es.seconds / peer.seconds,
-             "reaches": reaches, "beats": None if one_seed else beats,
+             "reaches": reaches, "beats": None if one_seed else beats, "global_off": not r.get("global_evaluations"),
              "met": None if one_seed else reaches and beats,
              "global_gain": None if local is None else head.improvement(es.value(head), local),
              "peers": {p: head.improvement(found[f"es_{p}"].value(head), found[p].value(head))
@@ -181,6 +182,7 @@ def peer_targets_markdown(targets: list[dict], task) -> list[str]:
         noise = ("one seed" if t["global_beyond_noise"] is None else
                  f"{'beyond' if t['global_beyond_noise'] else 'within'} the seed std")
         glob = "not measured" if t["global_gain"] is None else f"{unit(t['global_gain'])} ({noise})"
+        glob = "off" if t["global_off"] else glob
         std = "one seed" if t["std"] is None else f"larger seed std {head.scale * t['std']:.{head.digits + 1}f}"
         peers = "".join(f"; ES from {label_of(p)} vs {label_of(p)} {unit(v)}" for p, v in t["peers"].items())
         best = label_of(t["peer"])

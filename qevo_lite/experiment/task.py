@@ -66,12 +66,16 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
                     "there (the Fisher diagonal)"}[loc.weighting]
         local = (f"local stage: per output channel, a (1+{loc.lam}) ES on the layer's exact quadratic output "
                  f"error{weighted} over {loc.samples} {samples} (up to {loc.generations} generations per layer), "
-                 "layer by layer; then ")
+                 "layer by layer")
     elif es.local_kind == "sampled":
-        local = (f"local stage: {loc.evaluations} evaluations per layer on the layer-output MSE of "
-                 f"{loc.samples} {samples}; then ")
+        local = f"local stage: {loc.evaluations} evaluations per layer on the layer-output MSE of {loc.samples} {samples}"
     else:
         local = ""
+    glob_txt = f"a global (1+{glob.lam}) ES with {glob.budget} evaluations on the search {loss}"
+    if not glob.active:
+        es_txt = f"{local}; no global stage (the default: it added no held-out gain)" if local else "the start codes"
+    else:
+        es_txt = f"{local}; then {glob_txt}" if local else glob_txt
     peers = p.get("peers", ())   # each {"method": name, **settings} (Profile.as_dict)
     peer_txt = (" Peers on the same grid: " + ", ".join(describe(as_config(x) if isinstance(x, str) else config_from_dict(x),
                                                                  samples) for x in peers) +
@@ -80,8 +84,7 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
     grid = {"per_channel": "one scale per output channel", "per_tensor": "one scale per layer"}
     g = p.get("granularity", "per_channel")
     grid_txt = f"Every method keeps RTN's {g.replace('_', '-')} grid ({grid.get(g, g)}). "
-    return (grid_txt + f"ES = {local}a global (1+{glob.lam}) ES with {glob.budget} evaluations on the search {loss}."
-            + peer_txt)
+    return grid_txt + f"ES = {es_txt}." + peer_txt
 
 
 class Task:

@@ -69,15 +69,15 @@ class DetectionOptions:
 TUNED_PEERS = (GPTQConfig(samples=1024, damp=0.01), AdaRoundConfig(lr=0.1, reduction="mean"),
                BlockReconstructionConfig(lr=0.1, fisher=True))
 PROFILES = {
+    # the ES: its local stage alone (the global stage added no held-out gain: qevo_lite.es.pipeline)
     "fast": Profile("fast", "detection", DataSpec("glyph_boxes", search_size=192, test_size=400),
                     CellGrid(_MODELS, bits=(2, 3, 4), extra_granularities=(), min_drop_points=1.0),
-                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=192, weighting="fisher"), GlobalStage(budget=24)),
+                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=192, weighting="fisher")),
                                TUNED_PEERS, es_from_peers=False, report_every=None),
                     DetectionOptions(compare_budget=12, compare_seeds=(0, 1, 2))),
     "full": Profile("full", "detection", DataSpec("voc", search_size=2048, test_size=5000),
                     CellGrid(_MODELS, bits=(2, 3, 4, 8), extra_granularities=(), min_drop_points=1.0),
-                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=512, weighting="fisher"),
-                                               GlobalStage(budget=2000)), TUNED_PEERS, es_from_peers=False,
+                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=512, weighting="fisher")), TUNED_PEERS, es_from_peers=False,
                                report_every=None),   # the peers as validated for fast (docs/tuning.md)
                     DetectionOptions(compare_budget=200, compare_seeds=(0,))),
 }
