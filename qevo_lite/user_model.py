@@ -11,7 +11,8 @@ loss on ``data``), then chooses the codes with ``method`` on that grid: any meth
   Fisher diagonal; blocks found by :func:`qevo_lite.rounding.blocks.find_blocks`'s rule, layer by layer for a
   model torch.fx cannot trace);
 * ``"es"``: the evolution strategy: the local stage (per-channel ES on each layer's exact quadratic
-  output error) then the global (1+8) ES on the loss over ``data``.
+  output error); ``budget=N`` adds the paper's global (1+8) ES on the loss over ``data`` after it (off by
+  default: it added no held-out gain, :mod:`qevo_lite.es.pipeline`).
 
 ``data`` is what the methods fit (never your test set): a :class:`~qevo_lite.core.data.Split` or an
 ``(inputs, targets)`` pair (the loss is then the cross-entropy unless you pass ``loss``), a tensor of inputs

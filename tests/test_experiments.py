@@ -450,3 +450,20 @@ def test_cells_on_two_ray_workers_equal_the_serial_grid(tmp_path, ckpt, monkeypa
     assert again["cells_reused"] == 4
     with pytest.raises(ValueError, match="at least 2"):
         CellPool(ctx, 1)
+
+
+def test_without_a_global_stage_the_cell_holds_the_local_result(tmp_path, ckpt):
+    """The default ES since 2026-12-06 is the local stage alone (global budget 0): a cell runs, records the
+    local result as its result, the table names it "(local)", the target line says the global stage is off,
+    and the figures leave out the fitness curves (nothing to draw)."""
+    res = run(tmp_path, ckpt, figures=True, es=replace(TINY_QUADRATIC, global_stage=GlobalStage(budget=0)),
+              bits=(2,), seeds=(0,), peers=(AdaRoundConfig(steps=5, samples=32),))
+    cell = res["cells"][KEY.format(2, 0)]
+    assert cell["es_run"] and cell["global_evaluations"] == 0 and cell["history"] == [] and cell["reports"] == []
+    assert cell["evaluations"] == cell["local_evaluations"] > 0
+    assert cell["local_test_accuracy"] == cell["es_test_accuracy"]
+    assert cell["local_search_loss"] == pytest.approx(cell["es_search_loss"])
+    md = (tmp_path / "results.md").read_text()
+    assert "| vgg_small | W2 | ES from RTN (local) |" in md and "global stage over local: off" in md
+    assert "no global stage" in md
+    assert "vgg_small_W2_curves.png" not in res["figures"] and "vgg_small_W2_moved.png" in res["figures"]

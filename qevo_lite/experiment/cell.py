@@ -138,12 +138,16 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     es_model = es_state.to_model(fmodel)
     es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")
     numbers_only = lambda report: {k: v for k, v in report.items() if k not in ("generation", "evaluations")}
+    search = ctx.evaluate(es_model, "search")
+    glob_ran = evolved.glob.start is not None    # no global stage (the default): the local codes are the result
     cell.es = ESRun(
-        local_method=profile.methods.es.local_kind, local_search_loss=evolved.glob.start.fitness,
+        local_method=profile.methods.es.local_kind,
+        local_search_loss=evolved.glob.start.fitness if glob_ran else search["loss"],
         local_evaluations=sum(e["evaluations"] for e in local_log), local_seconds=evolved.local.seconds,
         local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log],
-        local_test=numbers_only(result.reports[0]) if result.reports else {},
-        numbers={"search": ctx.evaluate(es_model, "search"), "test": numbers_only(es_test)},
+        local_test=numbers_only(result.reports[0] if result.reports else es_test) if result.reports or not glob_ran
+        else {},
+        numbers={"search": search, "test": numbers_only(es_test)},
         global_evaluations=result.evaluations, global_seconds=result.seconds + evolved.glob.setup_seconds,
         final_p=result.p,
         history=[{k: h[k] for k in ("evaluations", "best", "mean", "best_metric", "complete", "accepted")}

@@ -36,7 +36,8 @@ class ESRun:
 
     Attributes:
         local_method: the local stage's kind (``"quadratic"``, ``"sampled"``) or None (no local stage).
-        local_search_loss: the task's search loss after the local stage (the global stage's start).
+        local_search_loss: the task's search loss after the local stage (the global stage's start; without a
+            global stage, the default, the result's).
         local_evaluations: candidate evaluations of the local stage, all layers.
         local_seconds: the local stage's wall time (s), layer captures included.
         local_log: per layer ``{layer, before, after, evaluations}`` (its output error before and after).

@@ -37,7 +37,8 @@ def write_figures(ctx, results: dict, out: Path) -> list[str]:
         for m in task.metrics[:task.plotted_metrics]:
             save(plot_metric_vs_bits(rows, arch, m), f"{arch}_{m.key}_vs_bits.png")
         for b in sorted({r["bits"] for r in rows if r["arch"] == arch and r["es_run"]}):
-            save(plot_curves(cells, arch, b, head), f"{arch}_W{b}_curves.png")
+            if any(c["history"] for c in _es_cells(cells, arch, b)):   # the global stage ran (not the default)
+                save(plot_curves(cells, arch, b, head), f"{arch}_W{b}_curves.png")
             save(plot_moved(cells, arch, b), f"{arch}_W{b}_moved.png")
     for fig, name in task.figures(ctx, results):
         save(fig, name)
