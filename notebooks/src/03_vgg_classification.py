@@ -21,8 +21,8 @@
 #
 # The same code runs headless as `qevo reproduce --experiment vgg` (notebook 04 is the ResNet).
 #
-# **Run time:** about 2-4 minutes on an idle 2-core CPU with the default `fast` profile (169 s when the committed
-# outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine without AVX-512, 118 s on a faster
+# **Run time:** about 2-4 minutes on an idle 2-core CPU with the default `fast` profile (177 s when the committed
+# outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512, 118 s on a faster
 # one; the slower machines of this kind have
 # taken up to twice as long; the last cell prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
@@ -327,7 +327,7 @@ plot_side_by_side(side, ctx.task);
 #
 # * the ES from RTN, with its exact local stage, is not behind the tuned AdaRound or GPTQ on held-out data by
 #   more than that tolerance, in a fraction of AdaRound's wall time; with one seed the line under the table
-#   cannot say it is *ahead* beyond the seed spread (over the README's three seeds it is not: ES 90.6 ± 0.3, AdaRound 90.7 ± 0.1, a tie);
+#   cannot say it is *ahead* beyond the seed spread (over the README's three seeds it is not: ES 90.7 ± 0.1, AdaRound 90.6 ± 0.2, a tie);
 # * started from a peer's codes, the ES ends at least as accurate as that peer, and close to where it ends
 #   from RTN: the start matters little once the local stage has run;
 # * the exact local stage moves a far larger share of the codes (the table's *weights moved*) than the

@@ -21,8 +21,8 @@
 #
 # The same code runs headless as `qevo reproduce --experiment detection`.
 #
-# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (280 s when the committed
-# outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine without AVX-512, 205 s on a faster
+# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (304 s when the committed
+# outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512, 205 s on a faster
 # one; the slower machines of this kind have
 # taken up to twice as long; the last cell prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
@@ -370,7 +370,7 @@ assert ma["seconds"] > lo["seconds"]
 # To keep the notebook short this runs the VGG detector at the bit width of section 4 with **one
 # seed** and without AdaRound (block reconstruction alone takes over a minute and a half here); the README's
 # table has both detectors, three seeds and every peer. Wall times are end to end from the RTN state on this
-# machine. The next cell takes about two to four minutes on an idle 2-core CPU (171 s when the committed outputs
+# machine. The next cell takes about two to four minutes on an idle 2-core CPU (186 s when the committed outputs
 # were made).
 
 # %%

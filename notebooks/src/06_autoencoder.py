@@ -21,8 +21,8 @@
 #
 # The same code runs headless as `qevo reproduce --experiment autoencoder`.
 #
-# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (221 s when the committed
-# outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine without AVX-512, of which 127 s in
+# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (237 s when the committed
+# outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512, of which 119 s in
 # section 9's side-by-side run with three tuned peers; 173 s on a faster one; the last cell prints this run's
 # time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
@@ -358,7 +358,7 @@ assert per_layer[min(sizes, key=sizes.get)] > per_layer[max(sizes, key=sizes.get
 # broken) with **one seed**, to keep the notebook short (the README's autoencoder table has
 # three seeds, its budget curves are at 3 bits). Wall times are end to end from the RTN
 # state on this machine. The next cell takes about two to four minutes on an idle 2-core CPU (three
-# peers and the ES from each; 118 s when the committed outputs were made).
+# peers and the ES from each; 119 s when the committed outputs were made).
 
 # %%
 side = run_side_by_side(ctx, bits=(min(r["bits"] for r in es_rows),), seeds=(0,))

@@ -17,8 +17,8 @@
 # 3. the ES started from each peer's codes;
 # 4. what only the ES can use: a fitness without gradients (here the 0/1 error count).
 #
-# **Run time:** about 1.5-3 minutes on an idle 2-core CPU with the default `fast` profile (128 s when the committed
-# outputs were made, 2026-12-05, on a 2-core AMD EPYC development machine without AVX-512, 92 s on a faster
+# **Run time:** about 1.5-3 minutes on an idle 2-core CPU with the default `fast` profile (151 s when the committed
+# outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512, 92 s on a faster
 # one; the slower machines of this kind have
 # taken up to 1.5 times as long; the last cell prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
@@ -193,7 +193,7 @@ plot_methods_vs_time(points, ctx.task.metrics[0], f"{arch} W{bits}: held-out acc
 
 # %% [markdown]
 # Tuned, AdaRound is not the slow peer it looks like at its default learning rate: at 300 steps per layer it is
-# within a point of the ES from RTN in about the same wall time (checked below on this seed). GPTQ, as fast,
+# within a point of the ES from RTN in about twice the ES's wall time (checked below on this seed). GPTQ, as fast,
 # stays several points behind at 2 bits. The layer-wise peers and the ES's local stage minimise the same
 # quadratic form (section 1), and tuned they find about equally good minima: over three seeds and three budgets
 # (the README's curves) the ES and AdaRound tie at this cell.
