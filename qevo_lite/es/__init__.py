@@ -11,7 +11,8 @@ from .pipeline import EvolutionConfig, GlobalStage, PAPER_GLOBAL, QuadraticLocal
 from .study import (RecordingEvaluator, compare_variants, final_metric, format_mean_std, population_best, summarize,
                     time_evaluators)
 
-__all__ = ["ESConfig", "ESResult", "EvolutionConfig", "GlobalStage", "PAPER_GLOBAL", "QuadraticLocal", "RecordingEvaluator",
+__all__ = ["ESConfig", "ESResult", "EvolutionConfig", "GlobalStage", "PAPER_GLOBAL", "QuadraticLocal",
+           "RecordingEvaluator",
            "SampledLocal", "compare_variants", "evolve", "final_metric", "format_mean_std", "global_stage",
            "layer_weights", "mutate", "mutate_residual", "mutate_uniform", "pick_layer", "population_best", "run_es",
            "run_layerwise", "run_local", "summarize", "time_evaluators"]

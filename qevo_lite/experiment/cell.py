@@ -145,8 +145,9 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
         local_search_loss=evolved.glob.start.fitness if glob_ran else search["loss"],
         local_evaluations=sum(e["evaluations"] for e in local_log), local_seconds=evolved.local.seconds,
         local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log],
-        local_test=numbers_only(result.reports[0] if result.reports else es_test) if result.reports or not glob_ran
-        else {},
+        # held-out after the local stage: the first report, or the result itself where no global stage ran
+        local_test=(numbers_only(result.reports[0]) if result.reports else
+                    numbers_only(es_test) if not glob_ran else {}),
         numbers={"search": search, "test": numbers_only(es_test)},
         global_evaluations=result.evaluations, global_seconds=result.seconds + evolved.glob.setup_seconds,
         final_p=result.p,

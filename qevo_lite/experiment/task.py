@@ -68,7 +68,8 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
                  f"error{weighted} over {loc.samples} {samples} (up to {loc.generations} generations per layer), "
                  "layer by layer")
     elif es.local_kind == "sampled":
-        local = f"local stage: {loc.evaluations} evaluations per layer on the layer-output MSE of {loc.samples} {samples}"
+        local = (f"local stage: {loc.evaluations} evaluations per layer on the layer-output MSE of "
+                 f"{loc.samples} {samples}")
     else:
         local = ""
     glob_txt = f"a global (1+{glob.lam}) ES with {glob.budget} evaluations on the search {loss}"

@@ -20,7 +20,8 @@ register("adaround", AdaRoundConfig, round_adaround, label="AdaRound")
 register("brecq", BlockReconstructionConfig, round_blocks, label="BRECQ")
 register("es", EvolutionConfig, evolve_codes, label="ES", kind="es")
 
-__all__ = ["AdaRoundConfig", "BlockReconstructionConfig", "EvolutionConfig", "GPTQConfig", "GlobalStage", "PAPER_GLOBAL", "Method", "MethodResult",
+__all__ = ["AdaRoundConfig", "BlockReconstructionConfig", "EvolutionConfig", "GPTQConfig", "GlobalStage",
+           "PAPER_GLOBAL", "Method", "MethodResult",
            "QuadraticLocal", "RTNConfig", "RoundingProblem", "SampledLocal", "as_config", "choose_codes",
            "config_dict", "config_from_dict", "default_config", "describe", "get_method", "label_of",
            "method_names", "register", "unregister"]

@@ -77,8 +77,9 @@ PROFILES = {
                     DetectionOptions(compare_budget=12, compare_seeds=(0, 1, 2))),
     "full": Profile("full", "detection", DataSpec("voc", search_size=2048, test_size=5000),
                     CellGrid(_MODELS, bits=(2, 3, 4, 8), extra_granularities=(), min_drop_points=1.0),
-                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=512, weighting="fisher")), TUNED_PEERS, es_from_peers=False,
-                               report_every=None),   # the peers as validated for fast (docs/tuning.md)
+                    # the peers as validated for fast (docs/tuning.md)
+                    MethodSpec(EvolutionConfig(QuadraticLocal(samples=512, weighting="fisher")), TUNED_PEERS,
+                               es_from_peers=False, report_every=None),
                     DetectionOptions(compare_budget=200, compare_seeds=(0,))),
 }
 # ./run.sh demo: every method once at the headline width W2, one seed
