@@ -58,6 +58,11 @@ class GlobalStageResult(NamedTuple):
     start: object
     setup_seconds: float
 
+    @property
+    def ran(self) -> bool:
+        """False for a budget of 0 (no stage: the start codes came back, nothing was evaluated)."""
+        return self.start is not None
+
 
 @contextmanager
 def torch_threads(n: int | None):

@@ -139,7 +139,7 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")
     numbers_only = lambda report: {k: v for k, v in report.items() if k not in ("generation", "evaluations")}
     search = ctx.evaluate(es_model, "search")
-    glob_ran = evolved.glob.start is not None    # no global stage (the default): the local codes are the result
+    glob_ran = evolved.glob.ran    # no global stage (the default): the local codes are the result
     cell.es = ESRun(
         local_method=profile.methods.es.local_kind,
         local_search_loss=evolved.glob.start.fitness if glob_ran else search["loss"],
