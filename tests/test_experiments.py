@@ -378,6 +378,12 @@ def test_side_by_side_reuses_the_context_and_shows_every_method(ckpt, monkeypatc
         "ES from RTN", "")
     with pytest.raises(ValueError, match="brecq"):
         run_side_by_side(ctx, bits=(2,), seeds=(0,), base=base, peers=("brecq",), progress=False)
+    # or passes a peer's config, e.g. the profile's peer at another budget: run as given
+    cheaper = run_side_by_side(ctx, bits=(2,), seeds=(0,), base=base, peers=(AdaRoundConfig(steps=5), "gptq"),
+                               es_from_peers=False, progress=False)
+    assert [(p["method"], p.get("steps")) for p in cheaper["profile"]["peers"]] == [("adaround", 5), ("gptq", None)]
+    with pytest.raises(ValueError, match="not the config of a registered method"):
+        run_side_by_side(ctx, bits=(2,), seeds=(0,), base=base, peers=(object(),), progress=False)
 
 
 def test_every_method_sees_the_weight_layout_the_evaluation_leaves(ckpt):

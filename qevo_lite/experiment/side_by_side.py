@@ -23,19 +23,24 @@ def run_side_by_side(ctx: Context, bits, seeds=None, archs=None, base=None, peer
     The ES and the peers take the settings of ``base`` (default: the task's profile of the same name in
     ``ctx.task.profiles``), so a notebook that walked a variant of the ES (e.g. its sampled local stage) shows
     here what ``qevo reproduce`` and the README report. ``peers``: names of ``base``'s peers to run, in
-    ``base``'s order (e.g. ``("gptq", "brecq")``; default: all of them), at ``base``'s settings;
+    this order (e.g. ``("gptq", "brecq")``; default: all of ``base``'s), at ``base``'s settings, or a registered
+    method's config, run as given (e.g. a peer at another budget: ``replace(config, steps=250)``);
     ``es_from_peers``: default ``base``'s. Peers run only where the ES runs and RTN costs at least the task's
     ``hurt`` on the search split. Task studies (detection's fitness comparison) are left out
     (:meth:`Task.without_studies`). Returns :func:`~qevo_lite.experiment.cell_grid.run_grid`'s results
-    (``summary`` rows carry the peers' columns). ValueError for a name that is not one of ``base``'s peers."""
+    (``summary`` rows carry the peers' columns). ValueError for a name that is not one of ``base``'s peers or a
+    config of no registered method."""
     default = base if base is not None else ctx.task.profiles[ctx.profile.name]
     chosen = default.methods.peers
     if peers is not None:
-        known = [get_method(c).name for c in chosen]
-        unknown = [n for n in peers if n not in known]
+        known = {get_method(c).name: c for c in chosen}
+        unknown = [n for n in peers if isinstance(n, str) and n not in known]
         if unknown:
-            raise ValueError(f"{unknown} not among the profile's peers {known}; pick from those.")
-        chosen = tuple(c for c, n in zip(chosen, known) if n in peers)
+            raise ValueError(f"{unknown} not among the profile's peers {list(known)}; pick from those or pass a "
+                             f"method's config.")
+        chosen = tuple(known[p] if isinstance(p, str) else p for p in peers)
+        for config in chosen:
+            get_method(config)      # a config of no registered method: ValueError here, not mid-grid
     prof = ctx.task.without_studies(default.with_overrides(
         bits=tuple(bits), seeds=tuple(seeds) if seeds is not None else ctx.profile.grid.seeds, peers=chosen,
         es_from_peers=es_from_peers))
