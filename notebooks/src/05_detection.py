@@ -42,7 +42,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from qevo_lite.methods import describe, get_method
+from qevo_lite.methods import get_method
 from qevo_lite.notebook import setup
 from qevo_lite.tasks import (check_side_by_side, context, markdown_table, moved_means, new_figure, plot_metric_vs_bits,
                              plot_moved, plot_side_by_side, print_held_out, print_moved, print_rtn_table,
@@ -381,7 +381,7 @@ assert ma["seconds"] > lo["seconds"]
 
 # %%
 brecq_250 = replace(next(c for c in det.TUNED_PEERS if get_method(c).name == "brecq"), steps=250)
-print(describe(brecq_250, "canvases"))
+print(brecq_250.describe("canvases"))
 side = run_side_by_side(ctx, bits=prof.grid.bits, seeds=(0,), archs=[prof.options.compare_model],
                         peers=("gptq", brecq_250))
 display(Markdown(side_by_side_markdown(side, ctx.task)))
