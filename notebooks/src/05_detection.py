@@ -21,10 +21,9 @@
 #
 # The same code runs headless as `qevo reproduce --experiment detection`.
 #
-# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (304 s when the committed
-# outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512, 205 s on a faster
-# one; the slower machines of this kind have
-# taken up to twice as long; the last cell prints this run's time). Cores shared with other work slow it down,
+# **Run time:** about 2-4 minutes on an idle 2-core CPU with the default `fast` profile (191 s when the committed
+# outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512, the slower of the
+# machines it has run on; the last cell prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
 
 # %% [markdown]
