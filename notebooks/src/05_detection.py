@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
 
-from qevo_lite.methods import get_method
+import qevo_lite as qv
 from qevo_lite.notebook import setup
 from qevo_lite.tasks import (check_side_by_side, context, markdown_table, moved_means, new_figure, plot_metric_vs_bits,
                              plot_moved, plot_side_by_side, print_held_out, print_moved, print_rtn_table,
@@ -379,7 +379,7 @@ assert ma["seconds"] > lo["seconds"]
 # takes about one to two minutes on an idle 2-core CPU.
 
 # %%
-brecq_250 = replace(next(c for c in det.TUNED_PEERS if get_method(c).name == "brecq"), steps=250)
+brecq_250 = replace(next(c for c in det.TUNED_PEERS if qv.methods.get_method(c).name == "brecq"), steps=250)
 print(brecq_250.describe("canvases"))
 side = run_side_by_side(ctx, bits=prof.grid.bits, seeds=(0,), archs=[prof.options.compare_model],
                         peers=("gptq", brecq_250))
@@ -395,13 +395,15 @@ plot_side_by_side(side, ctx.task);
 # * the ES from RTN with the exact local stage recovers far more of the rounding gap than the global stage
 #   alone did in section 4, and is ahead of GPTQ on held-out mAP@[.5:.95]: the layer-output error is a good
 #   objective for these detectors too;
-# * at this width and seed, the ES ends at least level with block reconstruction (the check: not behind by more than
-#   the tolerance; in the committed outputs 1.5 points ahead, on another CPU 0.6: a single seed moves with the
-#   machine's float rounding by about a point), block reconstruction in about five times the ES's wall time. At W2, where rounding hurts most, the README's three seeds give the
-#   same picture on this detector: the ES 51.2 ± 0.8 against block reconstruction's 51.9 ± 3.0 (tuned AdaRound
-#   46.9 ± 0.7); with the plain, unweighted layer error the ES had 47.4 ± 1.6 there. Weighting the error by what
-#   the detection loss cares about closed most of the gap; fitting a whole block at once, which block
-#   reconstruction also does, is what the ES's layer-wise local stage still lacks (issue 20).
+# * at this width and seed, the ES ends at least level with block reconstruction at 250 steps (the check: not
+#   behind by more than the tolerance; in the committed outputs 2.2 points ahead, in 71% of its wall time). At its
+#   validated 1,000 steps block reconstruction had 60.2 here (seed 0, the earlier outputs of this notebook), still
+#   1.4 behind the ES, in about five times the ES's time; a single seed moves with the machine's float rounding by
+#   about a point. At W2, where rounding hurts most, the README's three seeds (2026-12-06, 1,000 steps) have the ES
+#   at 51.6 ± 0.5 against block reconstruction's 49.3 ± 5.5 (a spread that swallows the lead) and tuned AdaRound's
+#   43.1 ± 1.4; with the plain, unweighted layer error the ES had 47.4 ± 1.6 there. Weighting the error by what
+#   the detection loss cares about closed the gap; fitting a whole block at once, which block reconstruction also
+#   does, is what the ES's layer-wise local stage still lacks (issue 20).
 
 # %%
 peer_targets = check_side_by_side(side, ctx.task, tolerance=0.01)
