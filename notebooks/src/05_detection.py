@@ -21,7 +21,7 @@
 #
 # The same code runs headless as `qevo reproduce --experiment detection`.
 #
-# **Run time:** about 2-4 minutes on an idle 2-core CPU with the default `fast` profile (191 s when the committed
+# **Run time:** about 2-4 minutes on an idle 2-core CPU with the default `fast` profile (183 s when the committed
 # outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512, the slower of the
 # machines it has run on; the last cell prints this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
@@ -396,7 +396,7 @@ plot_side_by_side(side, ctx.task);
 #   alone did in section 4, and is ahead of GPTQ on held-out mAP@[.5:.95]: the layer-output error is a good
 #   objective for these detectors too;
 # * at this width and seed, the ES ends at least level with block reconstruction at 250 steps (the check: not
-#   behind by more than the tolerance; in the committed outputs 2.2 points ahead, in 71% of its wall time). At its
+#   behind by more than the tolerance; in the committed outputs 2.2 points ahead, in about three quarters of its wall time). At its
 #   validated 1,000 steps block reconstruction had 60.2 here (seed 0, the earlier outputs of this notebook), still
 #   1.4 behind the ES, in about five times the ES's time; a single seed moves with the machine's float rounding by
 #   about a point. At W2, where rounding hurts most, the README's three seeds (2026-12-06, 1,000 steps) have the ES
