@@ -372,9 +372,9 @@ assert ma["seconds"] > lo["seconds"]
 # seed**, without AdaRound, and block reconstruction at **250 Adam steps per block**, a quarter of its validated
 # 1,000 (at 1,000 it alone took 149 s here, over half of this notebook). The README's budget curves measured what
 # that costs it on this detector at W2 (three seeds): 48.8 ± 2.9 mAP@[.5:.95] at 250 steps, 49.3 ± 5.5 at 1,000
-# and its best, 51.5 ± 1.7, at 2,000 (the ES 51.5 ± 0.4): fewer steps cost it less than its seed spread up to
-# 1,000, but its best point needs eight times these steps. So a lead of the ES here, over a 250-step point,
-# is not a lead over block reconstruction at its best. The README's tables have both detectors, three seeds and
+# and its best, 51.5 ± 1.7, at 2,000 (the ES, then with its global stage, 51.5 ± 0.4): fewer steps cost it less
+# than its seed spread up to 1,000, but its best point needs eight times these steps. So a lead of the ES here,
+# over a 250-step point, is not a lead over block reconstruction at its best. The README's tables have both detectors, three seeds and
 # every peer at its validated budget. Wall times are end to end from the RTN state on this machine. The next cell
 # takes about one to two minutes on an idle 2-core CPU.
 
@@ -396,10 +396,10 @@ plot_side_by_side(side, ctx.task);
 #   alone did in section 4, and is ahead of GPTQ on held-out mAP@[.5:.95]: the layer-output error is a good
 #   objective for these detectors too;
 # * at this width and seed, the ES ends at least level with block reconstruction at 250 steps (the check: not
-#   behind by more than the tolerance; in the committed outputs 2.2 points ahead, in about three quarters of its wall time). At its
-#   validated 1,000 steps block reconstruction had 60.2 here (seed 0, the earlier outputs of this notebook), still
-#   1.4 behind the ES, in about five times the ES's time; a single seed moves with the machine's float rounding by
-#   about a point. At W2, where rounding hurts most, the README's three seeds (2026-12-06, 1,000 steps) have the ES
+#   behind by more than the tolerance; in the committed outputs 2.2 points ahead, in about three quarters of its
+#   wall time). At its validated 1,000 steps block reconstruction had 60.2 here (seed 0, the earlier outputs of
+#   this notebook), still 1.4 behind the ES, in about five times the ES's time; a single seed moves with the
+#   machine's float rounding by about a point. At W2, where rounding hurts most, the README's three seeds (2026-12-06, 1,000 steps) have the ES
 #   at 51.6 ± 0.5 against block reconstruction's 49.3 ± 5.5 (a spread that swallows the lead) and tuned AdaRound's
 #   43.1 ± 1.4; with the plain, unweighted layer error the ES had 47.4 ± 1.6 there. Weighting the error by what
 #   the detection loss cares about closed the gap; fitting a whole block at once, which block reconstruction also
