@@ -126,7 +126,7 @@ walk.print_sensitivity(sens, sizes, width=22)
 # runs at every bit width where RTN loses accuracy on the search split, over two seeds (the profile and the
 # README's tables have three; two keep this notebook within its 4 minutes). For a change inside a block, the
 # global stage's incremental evaluator re-runs the block from its input and everything after it. (About a
-# minute and a half on an idle 2-core CPU.)
+# minute on an idle 2-core CPU.)
 
 # %%
 t0 = time.perf_counter()
