@@ -171,3 +171,14 @@ def test_demo_profiles_run_every_method_once_at_the_headline_width():
         assert all(p.methods.es.local.weighting == "output" for p in task.PROFILES.values())
     assert "Fisher-weighted" in det_fast.methods.es.describe("") and "Fisher" not in classification.PROFILES["fast"].methods.es.describe("")
     assert "weighted by the squared gradient of the task loss" in describe_es(det_fast.as_dict(), "canvases", "loss")
+
+
+def test_peer_descriptions_say_how_many_search_images_the_peers_read():
+    # the detectors' search split (192 canvases) is smaller than the peers' 1,024 asked-for images: a method reads
+    # the split's first `samples` images, so results.md must name the 192 it ran on, not the 1,024 it asked for
+    det = detection.PROFILES["fast"].as_dict()
+    assert det["search_size"] < 1024
+    text = describe_es(det, "canvases", "loss")
+    assert f"GPTQ ({det['search_size']} search canvases" in text and "1,024" not in text
+    cls = classification.PROFILES["fast"].as_dict()
+    assert "GPTQ (1,024 search images" in describe_es(cls, "images", "cross-entropy")

@@ -10,7 +10,7 @@ the registry in :mod:`qevo_lite.tasks`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..methods import EvolutionConfig, as_config, config_from_dict, describe
 
@@ -53,6 +53,15 @@ class Metric:
         return "points" if self.higher_is_better else "%"
 
 
+def as_run(config, search_size: int | None):
+    """``config`` with its ``samples`` (search images asked for) cut to ``search_size``, the split's size, when
+    it asks for more: a method reads the split's first ``samples`` images, so that is how many it ran on."""
+    asked = getattr(config, "samples", None)
+    if search_size is None or asked is None or asked <= search_size:
+        return config
+    return replace(config, samples=search_size)
+
+
 def describe_es(p: dict, samples: str, loss: str) -> str:
     """How a profile's ES and peers ran, in a sentence or two (for :meth:`Task.describe`); ``p`` the profile as
     a dict (:meth:`Profile.as_dict`), ``samples`` what the local stage's samples are (``images``), ``loss`` the
@@ -78,8 +87,9 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
     else:
         es_txt = f"{local}; then {glob_txt}" if local else glob_txt
     peers = p.get("peers", ())   # each {"method": name, **settings} (Profile.as_dict)
-    peer_txt = (" Peers on the same grid: " + ", ".join(describe(as_config(x) if isinstance(x, str) else config_from_dict(x),
-                                                                 samples) for x in peers) +
+    configs = [as_config(x) if isinstance(x, str) else config_from_dict(x) for x in peers]
+    peer_txt = (" Peers on the same grid: " + ", ".join(describe(as_run(c, p.get("search_size")), samples)
+                                                        for c in configs) +
                 ("; each is also the start of the same ES (\"ES from ...\")" if p.get("es_from_peers", True) else "") +
                 ". Wall times are end to end from the RTN state on one machine and thread setting.") if peers else ""
     grid = {"per_channel": "one scale per output channel", "per_tensor": "one scale per layer"}
