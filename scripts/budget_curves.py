@@ -1,10 +1,13 @@
 """Every method as a curve of budgets: held-out metric against wall time, seeds as error bars, FP32 as a line.
 
     python scripts/budget_curves.py --task classification --model vgg --bits 2 --seeds 0,1,2
+    python scripts/budget_curves.py --profile full --task classification --model vgg --bits 2   # on a GPU
 
-Each method runs from the RTN state of the task's ``demo`` profile (its peers at their validated settings,
-docs/tuning.md) at several budgets: GPTQ's calibration images, AdaRound's and block reconstruction's Adam steps
-per layer / block, the search images the ES's local stage builds each layer's quadratic form from (its
+Each method runs from the RTN state of the task's ``demo`` profile, or with ``--profile full`` of its full profile
+(its models and data, AdaRound and block reconstruction up to 10,000 steps as the papers run them, more
+calibration and search images: :data:`BUDGETS`), its peers at their validated settings (docs/tuning.md), at
+several budgets: GPTQ's calibration images, AdaRound's and block reconstruction's Adam steps per layer / block,
+the search images the ES's local stage builds each layer's quadratic form from (its
 generations, early stopping and global stage as in the profile, which has no global stage since 2026-12-06: the
 committed curves ran the global stage the profile had then; at vgg_small W2, 500, 2,000 and 8,000
 generations per layer all gave about 90.7% in 10-11 s, as each layer stops after ``patience`` generations
@@ -28,17 +31,24 @@ from qevo_lite.viz.experiment_plots import plot_budget_curves
 from qevo_lite.methods import config_dict, get_method
 from qevo_lite.tasks import context
 
-BUDGETS = {"gptq": ("samples", (128, 256, 1024)), "adaround": ("steps", (250, 1000, 4000)),
-           "brecq": ("steps", (250, 1000, 4000)), "es": ("images", (64, 256, 1024))}
+# Each method's budget field and its three budgets, per profile: the demo profile's (the README's curves, on a
+# CPU) and the full profile's (a GPU: AdaRound and block reconstruction to 10,000 steps per layer / block, as the
+# papers run them, 10k-20k; GPTQ and the ES up to the full profile's 4,096 search images).
+BUDGETS = {"demo": {"gptq": ("samples", (128, 256, 1024)), "adaround": ("steps", (250, 1000, 4000)),
+                    "brecq": ("steps", (250, 1000, 4000)), "es": ("images", (64, 256, 1024))},
+           "full": {"gptq": ("samples", (256, 1024, 4096)), "adaround": ("steps", (1000, 4000, 10000)),
+                    "brecq": ("steps", (1000, 4000, 10000)), "es": ("images", (256, 1024, 4096))}}
 
 
 def configs(profile, steps=None) -> list[tuple[str, str, int, object]]:
-    """``(method name, budget name, budget, config)`` for every method of ``profile`` (its peers and its ES);
-    ``steps``: AdaRound's and block reconstruction's step budgets instead of :data:`BUDGETS`'."""
+    """``(method name, budget name, budget, config)`` for every method of ``profile`` (its peers and its ES) at
+    the budgets :data:`BUDGETS` gives the profile (the full profile's, else the demo's); ``steps``: AdaRound's
+    and block reconstruction's step budgets instead."""
+    budgets = BUDGETS["full" if profile.name == "full" else "demo"]
     out = []
     for config in profile.methods.peers + (profile.methods.es,):
         name = get_method(config).name
-        field, values = BUDGETS[name]
+        field, values = budgets[name]
         if field == "steps" and steps:
             values = steps
         if field in ("samples", "images"):   # no more images than the search split has, and three budgets
@@ -55,6 +65,9 @@ def configs(profile, steps=None) -> list[tuple[str, str, int, object]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="demo", choices=("demo", "full"),
+                    help="demo: the fast profile's models at the demo's settings (CPU); full: the full profile "
+                         "(CIFAR-10 models, steps to 10,000; a GPU)")
     ap.add_argument("--task", default="classification")
     ap.add_argument("--model", default="vgg", help="a model label of the task's profiles")
     ap.add_argument("--bits", type=int, default=2)
@@ -66,8 +79,8 @@ def main() -> None:
     ap.add_argument("--figure", default=None, help="PNG path (default: next to --out)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    ctx = context(args.task, "demo", device="cpu")
-    arch = ctx.task.profiles["fast"].grid.models[args.model]
+    ctx = context(args.task, args.profile, device="cuda" if torch.cuda.is_available() else "cpu")
+    arch = ctx.task.profiles["fast" if args.profile == "demo" else args.profile].grid.models[args.model]
     head = ctx.task.metrics[0]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -180,3 +180,20 @@ def test_budget_curves_draw_one_line_per_method_through_its_budgets():
     assert {t.get_text() for t in ax.texts} == {p.budget for p in pts}
     assert [t.get_text() for t in ax.get_legend().get_texts()][1:] == ["AdaRound", "ES (search images)"]
     plt.close(fig)
+
+
+def test_budget_curves_reach_10000_steps_in_the_full_profile_only():
+    # issue 19: AdaRound and block reconstruction at 10k+ steps in the full profile (a GPU), three budgets each,
+    # and no more images than the profile's search split holds
+    from conftest import load_script
+    from qevo_lite.tasks import get_profile
+    bc = load_script("budget_curves")
+    for profile, top in (("demo", 4000), ("full", 10000)):
+        prof = get_profile("classification", profile)
+        budgets = {}
+        for name, field, budget, config in bc.configs(prof):
+            budgets.setdefault(name, []).append(budget)
+            assert getattr(config.local if name == "es" else config, "samples" if name == "es" else field) == budget
+        assert all(len(v) == 3 for v in budgets.values()), budgets
+        assert max(budgets["adaround"]) == max(budgets["brecq"]) == top
+        assert max(budgets["gptq"]) <= prof.data.search_size and max(budgets["es"]) <= prof.data.search_size
