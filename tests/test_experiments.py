@@ -473,3 +473,46 @@ def test_without_a_global_stage_the_cell_holds_the_local_result(tmp_path, ckpt):
     assert "| vgg_small | W2 | ES from RTN (local) |" in md and "global stage over local: off" in md
     assert "no global stage" in md
     assert "vgg_small_W2_curves.png" not in res["figures"] and "vgg_small_W2_moved.png" in res["figures"]
+
+
+def test_the_progress_bar_estimates_the_time_left_from_each_steps_reference_seconds(tmp_path, ckpt, monkeypatch,
+                                                                                     capsys):
+    """Each finished step of a cell moves the bar by its reference seconds (``Task.step_seconds``), in the order
+    the cell runs them; a cell where RTN does not hurt (W8: its baseline only) counts its skipped steps when it
+    ends, so the bar ends full; the bar says it estimates the time left; the hook is gone afterwards."""
+    from qevo_lite.experiment import time_left
+    seen = []
+
+    class Recording(time_left.TimeLeft):
+        def step(self, name):
+            seen.append((name, self._bar.n))
+            super().step(name)
+
+        def close(self):
+            seen.append(("close", self._bar.n, self._bar.total))
+            super().close()
+
+    monkeypatch.setattr(cell_grid, "TimeLeft", Recording)
+    profile = tiny_profile(bits=(2, 8), seeds=(0,), es=TINY_QUADRATIC, peers=("gptq",), es_from_peers=True)
+    ctx = Context(TASK, profile, device="cpu", checkpoint_dir=ckpt)
+    cell_grid.run_task(ctx, tmp_path, progress=True, figures=False)
+    assert [s[0] for s in seen] == ["baseline", "es", "gptq", "es_from:gptq", "baseline", "close"]
+    w = TASK.step_seconds
+    one_cell = w["baseline"] + 2 * w["es"] + w["gptq"]    # the ES from GPTQ's codes weighs what the ES does
+    assert [s[1] for s in seen[:4]] == pytest.approx([0, w["baseline"], w["baseline"] + w["es"],
+                                                      w["baseline"] + w["es"] + w["gptq"]])
+    assert seen[4][1] == pytest.approx(one_cell)          # W2's cell done in full before W8's starts
+    assert seen[5][1] == pytest.approx(2 * one_cell) and seen[5][2] == pytest.approx(2 * one_cell)
+    assert "left (estimated)" in capsys.readouterr().err
+    assert ctx.on_step is None
+
+
+def test_a_peer_at_a_quarter_of_its_tuned_steps_weighs_a_quarter_in_the_estimate():
+    from qevo_lite.experiment.time_left import peer_seconds
+    from qevo_lite.methods import get_method
+    name_of = lambda c: get_method(c).name   # noqa: E731
+    brecq = next(c for c in TASK.tuned_peers if name_of(c) == "brecq")
+    gptq = next(c for c in TASK.tuned_peers if name_of(c) == "gptq")
+    out = peer_seconds(TASK.step_seconds, (gptq, replace(brecq, steps=brecq.steps // 4)), TASK.tuned_peers, name_of)
+    assert out["brecq"] == pytest.approx(TASK.step_seconds["brecq"] / 4)
+    assert out["gptq"] == TASK.step_seconds["gptq"] and out["es"] == TASK.step_seconds["es"]

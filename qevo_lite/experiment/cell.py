@@ -95,6 +95,7 @@ def _peers(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> list[
         res = ctx.peer(arch, bits, config, seed)
         peer = PeerRun(get_method(config).name, res["seconds"], _splits(res))
         out.append(peer)
+        ctx.step_done(peer.name)
         if not ctx.profile.methods.es_from_peers:
             continue
         peer_files = [f.with_name(f"{f.stem}-{peer.name}.pt") if f is not None else None for f in files]
@@ -109,6 +110,7 @@ def _peers(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> list[
         for f in peer_files:
             if f is not None and f.exists():
                 f.unlink()
+        ctx.step_done(f"es_from:{peer.name}")
     return out
 
 
@@ -122,6 +124,7 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     """
     profile, task = ctx.profile, ctx.task
     cell = baseline(ctx, arch, bits, seed)
+    ctx.step_done("baseline")
     cell.es_skipped_reason = ctx.es_skip_reason(arch, bits)
     if cell.es_skipped_reason is not None:
         return cell, None
@@ -155,6 +158,7 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
                  for h in result.history],
         reports=list(result.reports), moved=moved_analysis(rtn_state, es_state, ctx.sensitivity(arch, bits)))
     cell.gains = _improvements(task, cell)
+    ctx.step_done("es")
     if ctx.rtn_hurts(arch, bits):
         cell.peers = _peers(ctx, arch, bits, seed, files, progress)
     for f in files:

@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 
 from ..core.io import jsonable, read_json, save_torch, write_json, write_text
+from ..methods import get_method
 from .cell import cell_stem, run_cell
 from .context import Context
 from .parallel import CellPool
 from .figures import write_figures
 from .summary import checks, peer_targets, results_markdown, summarize_cells
+from .time_left import TimeLeft, cell_steps, peer_seconds
 
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 
@@ -51,24 +53,30 @@ def load_codes(out: str | Path, task: str, arch: str, bits: int, seed: int) -> d
 
 
 def run_cells(jobs, out_json: Path | None = None, header: dict | None = None, progress: bool = True,
-              desc: str = "cells", start=None) -> tuple[dict, int]:
+              desc: str = "cells", start=None, time_left: TimeLeft | None = None) -> tuple[dict, int]:
     """Run a resumable list of cells. ``jobs``: ``[(key, settings, run)]`` where ``run()`` returns the
     cell's dict (which holds ``"settings": settings``).
 
     With ``out_json``, the cells already there with equal settings are reused, and the file (``header``
     plus ``"cells"``, keeping cells of other keys) is rewritten atomically after each new cell, so an
     interrupted grid resumes at the cell it was in. ``start``: called once with the keys that will run, in
-    order, before the first ``run()`` (a parallel grid submits them there). Returns ``({key: cell} for the
-    jobs, reused count)``.
+    order, before the first ``run()`` (a parallel grid submits them there). ``time_left``: the bar counts its
+    reference seconds and estimates the time left (:mod:`~qevo_lite.experiment.time_left`; the jobs report their
+    steps to it) instead of counting cells. Returns ``({key: cell} for the jobs, reused count)``.
     """
     from tqdm.auto import tqdm
     previous = load_results(out_json.parent) if out_json is not None else {}
     cells = dict(previous.get("cells", {}))
     settings_json = {key: jsonable(settings) for key, settings, _ in jobs}
     done = {key for key, _, _ in jobs if key in cells and cells[key].get("settings") == settings_json[key]}
-    bar = tqdm(total=len(jobs), initial=len(done), desc=desc, unit="cell", disable=not progress)
+    to_run = [key for key, _, _ in jobs if key not in done]
+    if time_left is not None:
+        time_left.open(len(to_run), desc, disable=not progress)
+        bar = time_left
+    else:
+        bar = tqdm(total=len(jobs), initial=len(done), desc=desc, unit="cell", disable=not progress)
     if start is not None:
-        start([key for key, _, _ in jobs if key not in done])
+        start(to_run)
     try:
         for key, settings, run in jobs:
             if key in done:
@@ -77,7 +85,10 @@ def run_cells(jobs, out_json: Path | None = None, header: dict | None = None, pr
             cells[key] = jsonable(run())
             if out_json is not None:
                 write_json(out_json, {**(header or {}), "cells": cells})
-            bar.update(1)
+            if time_left is not None:
+                time_left.cell_done()
+            else:
+                bar.update(1)
     finally:
         bar.close()
     return {key: cells[key] for key, _, _ in jobs}, len(done)
@@ -127,10 +138,18 @@ def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: 
     t0 = time.perf_counter()
     start = None if pool is None else (
         lambda keys: pool.submit([coords[k] for k in keys], None if out is None else out / "checkpoints"))
+    # the time left, estimated from the task's reference step times (serial runs: Ray workers report no steps)
+    time_left = None
+    if task.step_seconds and pool is None:
+        name_of = lambda config: get_method(config).name   # noqa: E731
+        seconds = peer_seconds(task.step_seconds, p.methods.peers, task.tuned_peers, name_of)
+        time_left = TimeLeft(seconds, cell_steps(tuple(name_of(c) for c in p.methods.peers), p.methods.es_from_peers))
+        ctx.on_step = time_left.step
     try:
         cells, reused = run_cells(jobs, None if out is None else out / RESULTS_JSON, header, progress,
-                                  desc=task.name, start=start)
+                                  desc=task.name, start=start, time_left=time_left)
     finally:
+        ctx.on_step = None
         if pool is not None:
             pool.close()
     for (arch, b, s) in [(a, b, s) for a in archs for b in p.grid.bits for s in p.grid.seeds]:

@@ -48,6 +48,13 @@ class Context:
         self._splits = None
         self._models, self._fp32, self._rtn, self._sensitivity, self._peers = {}, {}, {}, {}, {}
         self.es_codes: dict = {}   # (arch, bits, seed) -> evolved codes of the cells run in this session
+        self.on_step = None        # called with each finished step of a cell (run_grid's time-left estimate)
+
+    def step_done(self, name: str) -> None:
+        """Tell :attr:`on_step` (if set) that step ``name`` of the running cell finished (``baseline``, ``es``, a
+        peer's name, ``es_from:<peer>``; :mod:`~qevo_lite.experiment.time_left`)."""
+        if self.on_step is not None:
+            self.on_step(name)
 
     # -- data and models --------------------------------------------------------------------------
     @property

@@ -129,9 +129,13 @@ class Task:
         study_options: fields of the profile's typed ``options`` that only the task's extra studies read
             (:meth:`extra`); they do not change a cell's numbers, so cells are reused across them and
             :meth:`without_studies` turns the studies off.
+        step_seconds: ``{step: seconds}`` of one cell's steps in a reference run (``baseline``, ``es``, each
+            peer's name; :mod:`~qevo_lite.experiment.time_left`): ``qevo reproduce``'s bar estimates the time left
+            from them (None: it counts cells).
     """
 
     name = "task"
+    step_seconds: dict | None = None
     title = "Task"
     metrics: tuple = ()
     search_metrics: tuple = ()

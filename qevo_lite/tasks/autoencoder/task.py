@@ -104,6 +104,9 @@ class AutoencoderTask(Task):
     architectures = (ARCH,)
     first_es = FIRST_ES
     tuned_peers = TUNED_PEERS
+    # each step's seconds in the demo (2-core AMD EPYC without AVX-512, clean clone, 2026-12-06): the weights of
+    # qevo reproduce's time-left estimate (baseline: FP32, RTN and the held-out evaluations)
+    step_seconds = {"baseline": 3, "es": 9, "gptq": 5, "adaround": 24, "brecq": 25}
     options_type = AutoencoderOptions
     profiles = PROFILES
 
