@@ -6,7 +6,7 @@
 #                        its headline width, one seed, one model per task (qevo reproduce --profile demo; JSON,
 #                        Markdown tables and figures in results/reproduce-demo); the whole grid (all widths,
 #                        3 seeds, both models): ./run.sh demo --profile fast (results/reproduce-fast). It installs
-#                        the package alone (no extras: a first run from a clean clone installs about a minute
+#                        the package alone (no extras: a first run from a clean clone installs about 40 s
 #                        sooner); the other commands add the extras (Ray for --workers, ONNX export, test tools)
 #   ./run.sh test        the whole test suite (what CI runs): unit tests, grading, the Colab path, the browser test,
 #                        and every notebook executed by nbval, in .venv with every package at its locked version
@@ -44,7 +44,7 @@ fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ] && [ ! requirements/test.
 # setup VENV WANT PIP_ARGS...: make VENV (once), install the package into it with PIP_ARGS (again whenever
 # pyproject.toml or the lock changed), fetch the offline dataset, and put VENV/bin first on PATH. WANT names
 # what PIP_ARGS install, "core" (the package alone) or "all" (with its extras); a venv with "all" serves "core".
-# pip compiles bytecode one file at a time; compileall does it on every core (installing takes about half as long).
+# pip compiles bytecode one file at a time; compileall does it on every core.
 setup() {
   local venv=$1 want=$2; shift 2
   if [ ! -x "$venv/bin/python" ]; then

@@ -510,9 +510,8 @@ def test_the_progress_bar_estimates_the_time_left_from_each_steps_reference_seco
 def test_a_peer_at_a_quarter_of_its_tuned_steps_weighs_a_quarter_in_the_estimate():
     from qevo_lite.experiment.time_left import peer_seconds
     from qevo_lite.methods import get_method
-    name_of = lambda c: get_method(c).name   # noqa: E731
-    brecq = next(c for c in TASK.tuned_peers if name_of(c) == "brecq")
-    gptq = next(c for c in TASK.tuned_peers if name_of(c) == "gptq")
-    out = peer_seconds(TASK.step_seconds, (gptq, replace(brecq, steps=brecq.steps // 4)), TASK.tuned_peers, name_of)
+    brecq = next(c for c in TASK.tuned_peers if get_method(c).name == "brecq")
+    gptq = next(c for c in TASK.tuned_peers if get_method(c).name == "gptq")
+    out = peer_seconds(TASK.step_seconds, (gptq, replace(brecq, steps=brecq.steps // 4)), TASK.tuned_peers)
     assert out["brecq"] == pytest.approx(TASK.step_seconds["brecq"] / 4)
     assert out["gptq"] == TASK.step_seconds["gptq"] and out["es"] == TASK.step_seconds["es"]

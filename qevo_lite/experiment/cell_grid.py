@@ -141,9 +141,9 @@ def run_grid(ctx: Context, out: str | Path | None = None, archs=None, progress: 
     # the time left, estimated from the task's reference step times (serial runs: Ray workers report no steps)
     time_left = None
     if task.step_seconds and pool is None:
-        name_of = lambda config: get_method(config).name   # noqa: E731
-        seconds = peer_seconds(task.step_seconds, p.methods.peers, task.tuned_peers, name_of)
-        time_left = TimeLeft(seconds, cell_steps(tuple(name_of(c) for c in p.methods.peers), p.methods.es_from_peers))
+        seconds = peer_seconds(task.step_seconds, p.methods.peers, task.tuned_peers)
+        time_left = TimeLeft(seconds, cell_steps(tuple(get_method(c).name for c in p.methods.peers),
+                                                 p.methods.es_from_peers))
         ctx.on_step = time_left.step
     try:
         cells, reused = run_cells(jobs, None if out is None else out / RESULTS_JSON, header, progress,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..methods import get_method
+
 
 def cell_steps(peers: tuple[str, ...], es_from_peers: bool) -> tuple[str, ...]:
     """The steps of one cell, in the order it runs them: ``("baseline", "es", *peers, "es_from:<peer>"...)``
@@ -23,15 +25,15 @@ def cell_steps(peers: tuple[str, ...], es_from_peers: bool) -> tuple[str, ...]:
     return tuple(steps)
 
 
-def peer_seconds(step_seconds: dict, peers, tuned_peers, name_of) -> dict:
+def peer_seconds(step_seconds: dict, peers, tuned_peers) -> dict:
     """``step_seconds`` with each peer of ``peers`` (method configs) that runs a number of ``steps`` other than
     the task's tuned setting's (``tuned_peers``, what the reference run ran) scaled to its steps: a peer's time
-    grows with its Adam steps. ``name_of``: a config's registered method name."""
+    grows with its Adam steps."""
     out = dict(step_seconds)
-    tuned = {name_of(c): c for c in tuned_peers}
+    tuned = {get_method(c).name: c for c in tuned_peers}
     for config in peers:
-        name, ref = name_of(config), tuned.get(name_of(config))
-        steps, ref_steps = getattr(config, "steps", None), getattr(ref, "steps", None)
+        name = get_method(config).name
+        steps, ref_steps = getattr(config, "steps", None), getattr(tuned.get(name), "steps", None)
         if name in out and steps and ref_steps and steps != ref_steps:
             out[name] = out[name] * steps / ref_steps
     return out
