@@ -18,9 +18,9 @@
 # Headless, the same code runs as `qevo reproduce --experiment resnet`.
 #
 # **Run time:** about 3-4 minutes on an idle 2-core CPU with the default `fast` profile (165 s when the committed
-# outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512; the slower machines of
-# this kind have taken up to 1.5x as long; the last cell prints this run's time). Cores shared with other work slow it down,
-# several times over with two busy processes on two cores.
+# outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512; machines of this kind
+# have run the same methods 1.3-1.7x slower from one session to the next; the last cell prints this run's time).
+# Cores shared with other work slow it down, several times over with two busy processes on two cores.
 # The `full` profile (CIFAR-10, ResNet-20, larger budgets) wants a GPU.
 
 # %% [markdown]
