@@ -10,10 +10,15 @@ evaluations, in two forms:
 * ``gated``: the same ES on the first 3/4 of the search split, its result kept only if it also lowers the
   task's loss on the last 1/4 (a slice the stage never saw; otherwise the local codes are kept).
 
+With ``--stage gradient`` the second stage is instead the gradient-proposed moves of
+:mod:`qevo_lite.es.gradient_stage` at ``--scales`` times ``--budget`` checks (one form: the stage keeps its own
+held-out quarter of the search split for early stopping).
+
 Prints the held-out headline metric (test split: reported, never used to select) after the local stage and
-after each form, the gain over the local stage (mean ± std over seeds) and the global stage's seconds per seed.
+after each form, the gain over the local stage (mean ± std over seeds) and the second stage's seconds per seed.
 
     python scripts/global_stage_study.py --task detection [--bits 2,3] [--seeds 0,1,2] [--scales 1,4]
+    python scripts/global_stage_study.py --task autoencoder --stage gradient --budget 200 --scales 1
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from dataclasses import fields, replace
 
 import torch
 
-from qevo_lite.es.pipeline import EvolutionConfig, evolve, run_local
+from qevo_lite.es.pipeline import EvolutionConfig, GlobalStage, GradientStage, evolve, run_local
 from qevo_lite.tasks import context
 
 
@@ -38,7 +43,9 @@ def main() -> None:
     ap.add_argument("--task", default="detection")
     ap.add_argument("--bits", default="2,3")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--scales", default="1,4", help="global budgets as multiples of the profile's")
+    ap.add_argument("--scales", default="1,4", help="second-stage budgets as multiples of the base budget")
+    ap.add_argument("--stage", choices=("global", "gradient"), default="global", help="the second stage studied")
+    ap.add_argument("--budget", type=int, default=200, help="the gradient stage's base budget (checks)")
     args = ap.parse_args()
     bits_list = [int(b) for b in args.bits.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -47,10 +54,12 @@ def main() -> None:
     p, task = ctx.profile, ctx.task
     head = task.metrics[0]
     stage = task.first_es["fast"].global_stage    # the global stage the fast profile ran until 2026-12-06
+    if args.stage == "gradient":
+        stage = GradientStage(budget=args.budget)
     cut = 3 * len(ctx.search) // 4
     fit, unused = _rows(ctx.search, slice(0, cut)), _rows(ctx.search, slice(cut, None))
     print(f"{args.task}: search {len(ctx.search)} images (gated: fit on {cut}, checked on {len(ctx.search) - cut}); "
-          f"held-out {head.label} on {len(ctx.test)} test images; global budget {stage.budget} x {scales}")
+          f"held-out {head.label} on {len(ctx.test)} test images; {args.stage} budget {stage.budget} x {scales}")
     print("| model | bits | after local | global stage | held-out | gain over local | kept (gated) | s per seed |")
     print("|---|---|---|---|---|---|---|---|")
     for arch in p.archs():
@@ -61,8 +70,11 @@ def main() -> None:
                                   threads=ctx.local_threads).codes for s in seeds}
             before = {s: ctx.evaluate(rtn.with_codes(local[s]).to_model(fmodel), "test")[head.key] for s in seeds}
             for scale in scales:
-                glob = EvolutionConfig(None, replace(stage, budget=scale * stage.budget))
-                for form, search in (("plain", ctx.search), ("gated", fit)):
+                scaled = replace(stage, budget=scale * stage.budget)
+                glob = EvolutionConfig(None, scaled) if args.stage == "global" else \
+                    EvolutionConfig(None, GlobalStage(), scaled)
+                forms = (("plain", ctx.search), ("gated", fit)) if args.stage == "global" else (("plain", ctx.search),)
+                for form, search in forms:
                     after, kept, seconds = [], 0, 0.0
                     for s in seeds:
                         t0 = time.perf_counter()
@@ -80,7 +92,7 @@ def main() -> None:
                     gains = [head.improvement(a, before[s]) for a, s in zip(after, seeds)]
                     gain = f"{head.scale * statistics.mean(gains):+.{head.digits + 1}f}"
                     print(f"| {arch} | W{bits} | {head.fmt(statistics.mean(before.values()))} | "
-                          f"{form}, {glob.global_stage.budget} evaluations | "
+                          f"{form}, {scaled.budget} {'evaluations' if args.stage == 'global' else 'checks'} | "
                           f"{head.fmt(statistics.mean(after), statistics.stdev(after))} | "
                           f"{gain} ± {head.scale * statistics.stdev(gains):.{head.digits + 1}f} | "
                           f"{f'{kept} of {len(seeds)}' if form == 'gated' else '-'} | "

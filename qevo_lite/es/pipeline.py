@@ -22,6 +22,7 @@ from ..core.streaming import in_memory
 from ..evaluators.base import Codes
 from ..quant.grid import QuantState
 from ..rounding.problem import RoundingProblem
+from .gradient_stage import GradientStageResult, gradient_stage
 from .stages import GlobalStageResult, LocalStageResult, global_stage, local_stage, quadratic_stage
 
 
@@ -81,6 +82,24 @@ class GlobalStage:
         return self.budget > 0
 
 
+@dataclass(frozen=True)
+class GradientStage:
+    """The second stage of moves proposed by the task loss's gradient and checked exactly
+    (:mod:`~qevo_lite.es.gradient_stage`): at most ``budget`` checks (0, the default: no stage), ``draws``
+    random directions for the curvature, the first ``first_share`` of all weights moved at once, the last
+    ``holdout`` share of the search split kept for early stopping after ``patience`` kept steps without gain."""
+
+    budget: int = 0
+    draws: int = 32
+    first_share: float = 0.002
+    holdout: float = 0.25
+    patience: int = 40
+
+    @property
+    def active(self) -> bool:
+        return self.budget > 0
+
+
 PAPER_GLOBAL = GlobalStage(budget=64)
 """The global stage as the classification profile ran it until 2026-12-06 (64 evaluations of the search
 cross-entropy after the local stage); the detection and autoencoder profiles ran 24 and 96."""
@@ -88,10 +107,12 @@ cross-entropy after the local stage); the detection and autoencoder profiles ran
 
 @dataclass(frozen=True)
 class EvolutionConfig:
-    """The ES's settings: a local stage (``None``: none) and the global stage (default: none, budget 0)."""
+    """The ES's settings: a local stage (``None``: none), then the gradient stage and the global stage (default:
+    neither, budget 0)."""
 
     local: QuadraticLocal | SampledLocal | None = field(default_factory=QuadraticLocal)
     global_stage: GlobalStage = field(default_factory=GlobalStage)
+    gradient_stage: GradientStage = field(default_factory=GradientStage)
 
     @classmethod
     def for_quantize(cls, samples: int, budget: int, adaround_steps: int) -> "EvolutionConfig":
@@ -104,8 +125,12 @@ class EvolutionConfig:
                  None: ""}[self.local_kind]
         if self.local_kind == "quadratic" and self.local.weighting != "output":
             local = "Fisher-weighted " + local
-        g = self.global_stage
+        g, d = self.global_stage, self.gradient_stage
+        if d.active:
+            local += f"gradient-proposed moves ({d.budget} checks){', then ' if g.active else ''}"
         if not g.active:
+            if d.active:
+                return f"ES ({local})"
             return f"ES ({local.removesuffix(', then ') or 'no stage: the start codes'}{' only' * bool(local)})"
         return f"ES ({local}a global (1+{g.lam}) ES, {g.budget} evaluations)"
 
@@ -127,6 +152,8 @@ class EvolutionConfig:
             per_layer = f"{self.local.generations} local generations per layer"
         else:
             per_layer = f"{self.local.evaluations if self.local is not None else 0} local evaluations per layer"
+        if self.gradient_stage.active:
+            per_layer += f" + {self.gradient_stage.budget} gradient-stage checks"
         if not self.global_stage.active:
             return per_layer
         return f"{per_layer} + {self.global_stage.budget} global evaluations"
@@ -135,7 +162,7 @@ class EvolutionConfig:
         """JSON-ready: ``{"local": {"kind": "quadratic" | "sampled", **settings} or None, "global_stage": {...}}``."""
         local = None if self.local is None else {
             "kind": "quadratic" if isinstance(self.local, QuadraticLocal) else "sampled", **asdict(self.local)}
-        return {"local": local, "global_stage": asdict(self.global_stage)}
+        return {"local": local, "global_stage": asdict(self.global_stage), "gradient_stage": asdict(self.gradient_stage)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvolutionConfig":
@@ -144,7 +171,8 @@ class EvolutionConfig:
         if local is not None:
             local = dict(local)
             local = {"quadratic": QuadraticLocal, "sampled": SampledLocal}[local.pop("kind")](**local)
-        return cls(local=local, global_stage=GlobalStage(**d["global_stage"]))
+        return cls(local=local, global_stage=GlobalStage(**d["global_stage"]),
+                   gradient_stage=GradientStage(**d.get("gradient_stage", {})))
 
     @property
     def local_kind(self) -> str | None:
@@ -155,15 +183,17 @@ class EvolutionConfig:
 
 
 class EvolutionResult(NamedTuple):
-    """Both stages' records: the local stage's (codes, per-layer log, seconds) and the global stage's (ES run,
-    start evaluation, setup seconds). ``seconds``: the ES's wall time (local + global setup + global run)."""
+    """Every stage's records: the local stage's (codes, per-layer log, seconds), the global stage's (ES run,
+    start evaluation, setup seconds) and the gradient stage's (codes, checks, seconds, log; between the two).
+    ``seconds``: the ES's wall time (all stages)."""
 
     local: LocalStageResult
     glob: GlobalStageResult
+    gradient: GradientStageResult = GradientStageResult({}, 0, 0.0, [])
 
     @property
     def seconds(self) -> float:
-        return self.local.seconds + self.glob.result.seconds + self.glob.setup_seconds
+        return self.local.seconds + self.gradient.seconds + self.glob.result.seconds + self.glob.setup_seconds
 
     def state(self, rtn_state: QuantState) -> QuantState:
         """The evolved state on ``rtn_state``'s grid."""
@@ -202,13 +232,17 @@ def evolve(fmodel, rtn_state: QuantState, search: Split, config: EvolutionConfig
     into memory (it evaluates the whole network on every image for every candidate; a global budget of 0 skips
     it and reads nothing)."""
     local = run_local(fmodel, rtn_state, search, config.local, start, seed, checkpoints[0], threads, loss, progress)
+    d = config.gradient_stage
+    grad = gradient_stage(fmodel, rtn_state, search, local.codes, budget=d.budget, draws=d.draws,
+                          first_share=d.first_share, holdout=d.holdout, patience=d.patience, seed=seed, loss=loss,
+                          progress=progress)
     g = config.global_stage
-    glob = global_stage(fmodel, rtn_state, in_memory(search) if g.budget else search, local.codes,
+    glob = global_stage(fmodel, rtn_state, in_memory(search) if g.budget else search, grad.codes,
                         budget=g.budget, lam=g.lam, p=g.p, seed=seed,
                         loss=loss, metric=metric, report=report, report_every=report_every,
                         checkpoint=checkpoints[1], progress=progress, early_reject=g.early_reject,
                         chunk_size=g.chunk_size)
-    return EvolutionResult(local, glob)
+    return EvolutionResult(local, glob, grad)
 
 
 def evolve_codes(problem: RoundingProblem, config: EvolutionConfig):

@@ -143,16 +143,26 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     numbers_only = lambda report: {k: v for k, v in report.items() if k not in ("generation", "evaluations")}
     search = ctx.evaluate(es_model, "search")
     glob_ran = evolved.glob.ran    # no global stage (the default): the local codes are the result
+    grad = evolved.gradient        # the gradient stage (on in the autoencoder's profiles), between the two
+    local_search_loss, local_test = (evolved.glob.start.fitness if glob_ran else search["loss"],
+                                     numbers_only(result.reports[0]) if result.reports else
+                                     numbers_only(es_test) if not glob_ran else {})
+    if grad.evaluations and not glob_ran:    # the result is the gradient stage's: measure the local codes alone
+        local_model = rtn_state.with_codes(evolved.local.codes).to_model(fmodel)
+        local_search_loss = ctx.evaluate(local_model, "search")["loss"]
+        local_test = numbers_only(ctx.evaluate(local_model, "test"))
     cell.es = ESRun(
         local_method=profile.methods.es.local_kind,
-        local_search_loss=evolved.glob.start.fitness if glob_ran else search["loss"],
+        local_search_loss=local_search_loss,
         local_evaluations=sum(e["evaluations"] for e in local_log), local_seconds=evolved.local.seconds,
         local_log=[{k: e[k] for k in ("layer", "before", "after", "evaluations")} for e in local_log],
-        # held-out after the local stage: the first report, or the result itself where no global stage ran
-        local_test=(numbers_only(result.reports[0]) if result.reports else
-                    numbers_only(es_test) if not glob_ran else {}),
+        # held-out after the local stage: the first report, or measured where a second stage ran without reports
+        local_test=local_test,
         numbers={"search": search, "test": numbers_only(es_test)},
-        global_evaluations=result.evaluations, global_seconds=result.seconds + evolved.glob.setup_seconds,
+        global_evaluations=result.evaluations + grad.evaluations,
+        global_seconds=result.seconds + evolved.glob.setup_seconds + grad.seconds,
+        second_stage=" + ".join(name for name, ran in (("gradient", grad.evaluations), ("global", glob_ran)) if ran)
+        or "global",
         final_p=result.p,
         history=[{k: h[k] for k in ("evaluations", "best", "mean", "best_metric", "complete", "accepted")}
                  for h in result.history],

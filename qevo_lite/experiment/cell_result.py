@@ -43,12 +43,14 @@ class ESRun:
         local_log: per layer ``{layer, before, after, evaluations}`` (its output error before and after).
         local_test: held-out numbers after the local stage (empty where no held-out report was made).
         numbers: the final search and held-out numbers (a Split).
-        global_evaluations: the global stage's fitness evaluations.
-        global_seconds: the global stage's wall time (s), its setup included.
+        global_evaluations: the second stages' evaluations (the global stage's fitness evaluations plus the
+            gradient stage's exact checks).
+        global_seconds: the second stages' wall time (s), setup and curvature included.
         final_p: the global stage's final mutation rate.
         history: per generation ``{evaluations, best, mean, best_metric, complete, accepted}``.
         reports: the held-out reports at the reporting points (never used for selection).
         moved: where the weights moved (:func:`~qevo_lite.experiment.moved.moved_analysis`).
+        second_stage: which second stages ran after the local one (``"global"``, ``"gradient"`` or both).
     """
 
     local_method: str | None
@@ -64,6 +66,7 @@ class ESRun:
     history: list
     reports: list
     moved: dict
+    second_stage: str = "global"
 
     @property
     def evaluations(self) -> float:
@@ -158,7 +161,7 @@ class CellResult:
         out.update(self.gains)
         out.update(global_evaluations=es.global_evaluations, evaluations=es.evaluations,
                    global_seconds=es.global_seconds, wall_seconds=es.wall_seconds, final_p=es.final_p,
-                   history=es.history, reports=es.reports, moved=es.moved)
+                   history=es.history, reports=es.reports, moved=es.moved, second_stage=es.second_stage)
         if self.peers is not None:
             out["peers"] = [p.name for p in self.peers]
             for p in self.peers:

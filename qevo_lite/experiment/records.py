@@ -107,7 +107,8 @@ def method_outcomes(row: dict) -> list[Outcome]:
     if not row.get("es_run"):
         return []
     local, glob = bool(row.get("local_method") or row.get("local_evaluations")), bool(row.get("global_evaluations"))
-    stages = "local + global" if local and glob else "local" if local else "global"
+    second = row.get("second_stage", "global")     # "gradient" where the gradient stage ran (rows since 2026-12-06)
+    stages = f"local + {second}" if local and glob else "local" if local else second
     out = [Outcome("es", f"ES from RTN ({stages})", "es", seconds=row["wall_seconds"],
                    evaluations=f"{row['local_evaluations']:.3g} + {row['global_evaluations']:.0f}",
                    moved=f"{100 * _moved_share(row):.2f}%", **_numbers(row, "es"))]

@@ -44,6 +44,7 @@ def summarize_cells(cells: dict, task) -> list[dict]:
             rows.append(row)
             continue
         row["peers"] = list(c0.get("peers", []))
+        row["second_stage"] = c0.get("second_stage", "global")
         prefixes = _ES_PREFIXES + tuple(f"{peer}_" for peer in row["peers"])
         keys = [k for k, v in c0.items() if _number(v) and (k.startswith(prefixes) or k in _ES_KEYS)]
         for k in keys:
@@ -160,6 +161,7 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
         t = {"arch": r["arch"], "bits": r["bits"], "peer": best, "margin": read["best"]["margin"],
              "std": None if one_seed else read["best"]["std"], "time_ratio": es.seconds / peer.seconds,
              "reaches": reaches, "beats": None if one_seed else beats, "global_off": not r.get("global_evaluations"),
+             "second": r.get("second_stage", "global"),
              "met": None if one_seed else reaches and beats,
              "global_gain": None if local is None else head.improvement(es.value(head), local),
              "peers": {p: head.improvement(found[f"es_{p}"].value(head), found[p].value(head))
@@ -187,8 +189,8 @@ def peer_targets_markdown(targets: list[dict], task) -> list[str]:
         peers = "".join(f"; ES from {label_of(p)} vs {label_of(p)} {unit(v)}" for p, v in t["peers"].items())
         best = label_of(t["peer"])
         lines.append(f"- {t['arch']} W{t['bits']}: ES from RTN vs the best peer ({best}) {unit(t['margin'])} ({std}) "
-                     f"in {100 * t['time_ratio']:.0f}% of {best}'s wall time: target (i) {verdict}; global stage over "
-                     f"local: {glob}{peers}.")
+                     f"in {100 * t['time_ratio']:.0f}% of {best}'s wall time: target (i) {verdict}; "
+                     f"{t.get('second', 'global')} stage over local: {glob}{peers}.")
     return lines
 
 
