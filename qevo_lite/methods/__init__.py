@@ -5,7 +5,8 @@ function of a :class:`~qevo_lite.rounding.problem.RoundingProblem`, see :mod:`qe
 plus one line here (or one :func:`register` call in your own code). The order is the order of tables and
 figures.
 """
-from ..es.pipeline import EvolutionConfig, GlobalStage, PAPER_GLOBAL, QuadraticLocal, SampledLocal, evolve_codes
+from ..es.pipeline import (EvolutionConfig, GlobalStage, GradientStage, PAPER_GLOBAL, QuadraticLocal, SampledLocal,
+                           evolve_codes)
 from ..rounding.adaround import AdaRoundConfig, round_adaround
 from ..rounding.block_reconstruction import BlockReconstructionConfig, round_blocks
 from ..rounding.gptq import GPTQConfig, round_gptq
@@ -21,6 +22,7 @@ register("brecq", BlockReconstructionConfig, round_blocks, label="BRECQ")
 register("es", EvolutionConfig, evolve_codes, label="ES", kind="es")
 
 __all__ = ["AdaRoundConfig", "BlockReconstructionConfig", "EvolutionConfig", "GPTQConfig", "GlobalStage",
+           "GradientStage",
            "PAPER_GLOBAL", "Method", "MethodResult",
            "QuadraticLocal", "RTNConfig", "RoundingProblem", "SampledLocal", "as_config", "choose_codes",
            "config_dict", "config_from_dict", "default_config", "describe", "get_method", "label_of",
