@@ -21,10 +21,10 @@
 #
 # The same code runs headless as `qevo reproduce --experiment autoencoder`.
 #
-# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (237 s when the committed
-# outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512, of which 119 s in
-# section 9's side-by-side run with three tuned peers; 173 s on a faster one; the last cell prints this run's
-# time). Cores shared with other work slow it down,
+# **Run time:** about 3-6 minutes on an idle 2-core CPU with the default `fast` profile (234 s when the committed
+# outputs were made, 2026-12-06, on a 2-core AMD EPYC development machine without AVX-512, of which 157 s in
+# section 9's side-by-side run with three tuned peers and the ES with its gradient stage; the last cell prints
+# this run's time). Cores shared with other work slow it down,
 # several times over with two busy processes on two cores.
 
 # %% [markdown]
