@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qevo_lite.core.models import build_model
-from qevo_lite.es.pipeline import EvolutionConfig, GlobalStage, QuadraticLocal, SampledLocal
+from qevo_lite.es.pipeline import EvolutionConfig, GlobalStage, GradientStage, QuadraticLocal, SampledLocal
 from qevo_lite.experiment.context import Context
 from qevo_lite.experiment.profile import FLAT_ORDER, CellGrid, DataSpec, MethodSpec
 from qevo_lite.experiment.records import keyed, method_outcomes, method_points, outcome, outcomes
@@ -148,8 +148,15 @@ def test_demo_profiles_run_every_method_once_at_the_headline_width():
         assert demo.name == "demo" and demo.grid.bits == (bits,) and demo.grid.seeds == (0,) and not demo.methods.es_from_peers
         assert [get_method(c).name for c in demo.methods.peers] == ["gptq", "adaround", "brecq"]
         assert demo.methods.peers == task.TASK.tuned_peers == task.TUNED_PEERS
-        assert demo.methods.es == fast.methods.es and demo.data == fast.data and set(demo.grid.models) <= set(fast.grid.models)
+        # the same ES, but the autoencoder's demo leaves out the gradient stage (its 45 s; the demo is minutes)
+        assert demo.methods.es == replace(fast.methods.es, gradient_stage=GradientStage())
+        assert demo.data == fast.data and set(demo.grid.models) <= set(fast.grid.models)
         assert task.TASK.first_es["demo"] == task.TASK.first_es["fast"]
+    # the gradient stage runs where it earned its time on held-out data (the README): the autoencoder only
+    assert autoencoder.PROFILES["fast"].methods.es.gradient_stage == GradientStage(budget=200)
+    assert autoencoder.PROFILES["full"].methods.es.gradient_stage.budget == 200
+    for task in (classification, detection):
+        assert not task.PROFILES["fast"].methods.es.gradient_stage.active
     assert detection.PROFILES["demo"].options.compare_budget == 0            # no fitness study in the demo
     # every fast profile (the README's 3-seed tables) runs its task's peers at the settings chosen on the validation
     # slice (docs/tuning.md), block reconstruction included

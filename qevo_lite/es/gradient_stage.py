@@ -120,6 +120,61 @@ def _rows_of(n: int, holdout: float) -> tuple[slice, slice]:
     return slice(0, cut), slice(cut, n)
 
 
+class _Network:
+    """The quantized copy of the model whose codes the stage moves: ``codes`` (rows layout, its own copies) and
+    the decoded weights of every layer written back after each change."""
+
+    def __init__(self, fmodel: nn.Module, rtn_state: QuantState, codes: Codes):
+        self.state, self.codes = rtn_state, {n: c.clone() for n, c in codes.items()}
+        self.model = rtn_state.with_codes(self.codes).to_model(fmodel).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.layers = {name: self.model.get_submodule(name) for name in rtn_state.layers}
+        for m in self.layers.values():
+            m.weight.requires_grad_(True)
+        self.sizes = [self.codes[n].numel() for n in self.layers]
+        self.steps = {n: rtn_state.layers[n].step().float() for n in self.layers}
+
+    def decode(self, name: str) -> None:
+        lq, m = self.state.layers[name], self.layers[name]
+        zp = lq.zero_point.reshape(lq._bshape()).float()
+        w = lq.scale.reshape(lq._bshape()) * (self.codes[name].float() - zp)
+        with torch.no_grad():
+            m.weight.copy_(from_rows(w, m).to(m.weight))
+
+    def proposals(self, h: dict) -> tuple[torch.Tensor, list]:
+        """From the weight gradients now in the layers: the predicted gain of each weight's one-step move against
+        its gradient (0 where it is not positive or would leave the grid), all layers flat, and the moves."""
+        gains, moves = [], []
+        for name, m in self.layers.items():
+            lq = self.state.layers[name]
+            g = to_rows(m.weight.grad.detach(), m).float().cpu()
+            move = -torch.sign(g).to(torch.int16)
+            moved = self.codes[name] + move
+            gain = g.abs() * self.steps[name] - 0.5 * h[name] * self.steps[name] ** 2
+            valid = (move != 0) & (moved >= lq.qmin) & (moved <= lq.qmax) & (gain > 0)
+            gains.append(torch.where(valid, gain, torch.zeros_like(gain)).reshape(-1))
+            moves.append(move.reshape(-1))
+        return torch.cat(gains), moves
+
+    def apply(self, top: torch.Tensor, moves: list) -> dict:
+        """Make the moves at flat indices ``top``; returns the changed layers' codes before them."""
+        before, offset = {}, 0
+        for name, size, move in zip(self.layers, self.sizes, moves):
+            chosen = top[(top >= offset) & (top < offset + size)] - offset
+            if len(chosen):
+                before[name] = self.codes[name].clone()
+                self.codes[name].view(-1)[chosen] += move[chosen]
+                self.decode(name)
+            offset += size
+        return before
+
+    def undo(self, before: dict) -> None:
+        for name, c in before.items():
+            self.codes[name] = c
+            self.decode(name)
+
+
 def gradient_stage(fmodel: nn.Module, rtn_state: QuantState, search, start_codes: Codes, *, budget: int,
                    draws: int = 32, first_share: float = 0.002, holdout: float = 0.25, patience: int = 40,
                    seed: int = 0, loss="cross_entropy", progress: bool = False) -> GradientStageResult:
@@ -128,77 +183,39 @@ def gradient_stage(fmodel: nn.Module, rtn_state: QuantState, search, start_codes
     ``search``: a Split or StreamedSplit (read into memory); its last ``holdout`` share is the early-stopping
     slice. ``loss``: the task's per-sample loss (a name or callable, as for the global stage). ``fmodel`` is not
     modified (a quantized copy runs, on its device). ``progress``: a bar over the evaluations."""
-    start = {n: c.clone() for n, c in start_codes.items()}
     if budget <= 0:
-        return GradientStageResult(start, 0, 0.0, [])
-    t0 = time.perf_counter()
-    spec = resolve_loss(loss)
+        return GradientStageResult({n: c.clone() for n, c in start_codes.items()}, 0, 0.0, [])
+    t0, spec = time.perf_counter(), resolve_loss(loss)
     split = in_memory(search)
     x, t = split.x, spec.targets(split)
     fit, held = _rows_of(len(x), holdout)
-    model = rtn_state.with_codes(start).to_model(fmodel).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    layers = {name: model.get_submodule(name) for name in rtn_state.layers}
-    for m in layers.values():
-        m.weight.requires_grad_(True)
-    codes = start
-
-    def decode(name: str) -> None:
-        lq, m = rtn_state.layers[name], layers[name]
-        zp = lq.zero_point.reshape(lq._bshape()).float()
-        w = lq.scale.reshape(lq._bshape()) * (codes[name].float() - zp)
-        with torch.no_grad():
-            m.weight.copy_(from_rows(w, m).to(m.weight))
-
-    h = {n: v.cpu() for n, v in loss_curvature(model, layers, x[fit], t[fit], spec.fn, draws, seed).items()}
-    steps = {n: rtn_state.layers[n].step().float() for n in layers}
+    net = _Network(fmodel, rtn_state, start_codes)
+    fit_loss = lambda grad=False: _mean_loss(net.model, x[fit], t[fit], spec.fn, grad)
+    h = {n: v.cpu() for n, v in loss_curvature(net.model, net.layers, x[fit], t[fit], spec.fn, draws, seed).items()}
     with torch.no_grad():
-        current = _mean_loss(model, x[fit], t[fit], spec.fn)
-        best_held = _mean_loss(model, x[held], t[held], spec.fn)
-    best = {n: c.clone() for n, c in codes.items()}
-    sizes = [codes[n].numel() for n in layers]
-    k, evaluations, stale, tabu, log = max(1, int(first_share * sum(sizes))), 0, 0, [], []
+        current, best_held = fit_loss(), _mean_loss(net.model, x[held], t[held], spec.fn)
+    best = {n: c.clone() for n, c in net.codes.items()}
+    k, evaluations, stale, tabu, log = max(1, int(first_share * sum(net.sizes))), 0, 0, [], []
     bar = tqdm(total=budget, desc="gradient stage", unit="check", disable=not progress, leave=False)
     while evaluations < budget and stale <= patience:
-        for m in layers.values():
+        for m in net.layers.values():
             m.weight.grad = None
-        _mean_loss(model, x[fit], t[fit], spec.fn, grad=True)
-        gains, moves = [], []
-        for name, m in layers.items():
-            lq = rtn_state.layers[name]
-            g = to_rows(m.weight.grad.detach(), m).float().cpu()
-            move = -torch.sign(g).to(torch.int16)
-            moved = codes[name] + move
-            gain = g.abs() * steps[name] - 0.5 * h[name] * steps[name] ** 2
-            valid = (move != 0) & (moved >= lq.qmin) & (moved <= lq.qmax) & (gain > 0)
-            gains.append(torch.where(valid, gain, torch.zeros_like(gain)).reshape(-1))
-            moves.append(move.reshape(-1))
-        gain = torch.cat(gains)
-        if tabu:
-            gain[torch.tensor(tabu)] = 0
+        fit_loss(grad=True)
+        gain, moves = net.proposals(h)
+        gain[torch.tensor(tabu, dtype=torch.long)] = 0
         kept = False
-        while evaluations < budget and int((gain > 0).sum()):
+        while evaluations < budget and not kept and int((gain > 0).sum()):
             top = torch.topk(gain, min(k, int((gain > 0).sum()))).indices
-            before = {}
-            offset = 0
-            for name, size, move in zip(layers, sizes, moves):
-                chosen = top[(top >= offset) & (top < offset + size)] - offset
-                if len(chosen):
-                    before[name] = codes[name].clone()
-                    codes[name].view(-1)[chosen] += move[chosen]
-                    decode(name)
-                offset += size
+            before = net.apply(top, moves)
             with torch.no_grad():
-                trial = _mean_loss(model, x[fit], t[fit], spec.fn)
+                trial = fit_loss()
             evaluations += 1
             bar.update(1)
-            if trial < current:
-                current, kept, k = trial, True, int(1.5 * k) + 1
-                break
-            for name, c in before.items():
-                codes[name] = c
-                decode(name)
+            kept = trial < current
+            if kept:
+                current, k = trial, int(1.5 * k) + 1
+                continue
+            net.undo(before)
             if k == 1:              # the best single move fails: never propose it again
                 tabu.append(int(top[0]))
                 gain[top[0]] = 0
@@ -206,10 +223,10 @@ def gradient_stage(fmodel: nn.Module, rtn_state: QuantState, search, start_codes
         if not kept:
             break
         with torch.no_grad():
-            held_loss = _mean_loss(model, x[held], t[held], spec.fn)
+            held_loss = _mean_loss(net.model, x[held], t[held], spec.fn)
         stale += 1
         if held_loss < best_held:
-            best_held, best, stale = held_loss, {n: c.clone() for n, c in codes.items()}, 0
+            best_held, best, stale = held_loss, {n: c.clone() for n, c in net.codes.items()}, 0
         log.append({"evaluations": evaluations, "fit": current, "holdout": best_held, "k": k})
     bar.close()
     return GradientStageResult(best, evaluations, time.perf_counter() - t0, log)

@@ -114,6 +114,19 @@ def _peers(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> list[
     return out
 
 
+def _after_local(ctx, evolved: EvolutionResult, fmodel, rtn_state, final_loss: float, final_test: dict,
+                 numbers_only) -> tuple[float, dict]:
+    """The search loss and held-out numbers after the local stage: the global stage's start and first report
+    where it ran, the final ones where no second stage ran, measured on the local codes where only the gradient
+    stage ran."""
+    result, glob_ran = evolved.glob.result, evolved.glob.ran
+    if evolved.gradient.evaluations and not glob_ran:
+        local_model = rtn_state.with_codes(evolved.local.codes).to_model(fmodel)
+        return ctx.evaluate(local_model, "search")["loss"], numbers_only(ctx.evaluate(local_model, "test"))
+    return (evolved.glob.start.fitness if glob_ran else final_loss,
+            numbers_only(result.reports[0]) if result.reports else final_test if not glob_ran else {})
+
+
 def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | None = None,
              progress: bool = False) -> tuple[CellResult, dict | None]:
     """Run one (arch, bits, seed) cell of ``ctx``'s task (see the module docstring).
@@ -142,15 +155,9 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
     es_test = result.reports[-1] if result.reports else ctx.evaluate(es_model, "test")
     numbers_only = lambda report: {k: v for k, v in report.items() if k not in ("generation", "evaluations")}
     search = ctx.evaluate(es_model, "search")
-    glob_ran = evolved.glob.ran    # no global stage (the default): the local codes are the result
-    grad = evolved.gradient        # the gradient stage (on in the autoencoder's profiles), between the two
-    local_search_loss, local_test = (evolved.glob.start.fitness if glob_ran else search["loss"],
-                                     numbers_only(result.reports[0]) if result.reports else
-                                     numbers_only(es_test) if not glob_ran else {})
-    if grad.evaluations and not glob_ran:    # the result is the gradient stage's: measure the local codes alone
-        local_model = rtn_state.with_codes(evolved.local.codes).to_model(fmodel)
-        local_search_loss = ctx.evaluate(local_model, "search")["loss"]
-        local_test = numbers_only(ctx.evaluate(local_model, "test"))
+    glob_ran, grad = evolved.glob.ran, evolved.gradient   # no second stage (the default): the local codes are it
+    local_search_loss, local_test = _after_local(ctx, evolved, fmodel, rtn_state, search["loss"],
+                                                 numbers_only(es_test), numbers_only)
     cell.es = ESRun(
         local_method=profile.methods.es.local_kind,
         local_search_loss=local_search_loss,
