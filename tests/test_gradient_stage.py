@@ -83,3 +83,12 @@ def test_a_row_whose_second_stage_was_the_gradient_stage_is_labelled_so():
     assert method_outcomes(row)[0].label == "ES from RTN (local + gradient)"
     row.pop("second_stage")
     assert method_outcomes(row)[0].label == "ES from RTN (local + global)"
+
+
+def test_the_results_description_names_the_gradient_stage_where_a_profile_runs_it():
+    from qevo_lite.experiment.task import describe_es
+    from qevo_lite.tasks import autoencoder, classification
+    text = describe_es(autoencoder.PROFILES["fast"].as_dict(), "images", "MSE")
+    assert "then a gradient stage on the search MSE" in text and "at most 200 such checks" in text
+    assert "last 25%" in text and "no global stage" in text
+    assert "gradient stage" not in describe_es(classification.PROFILES["fast"].as_dict(), "images", "loss")

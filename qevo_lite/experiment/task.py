@@ -81,6 +81,13 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
                  f"{loc.samples} {samples}")
     else:
         local = ""
+    grad = es.gradient_stage
+    if grad.active:       # the gradient stage after the local one (qevo_lite.es.gradient_stage)
+        local = (f"{local}; then " if local else "") + (
+            f"a gradient stage on the search {loss}: sets of one-step moves ranked by the loss's gradient and a "
+            f"Gauss-Newton curvature ({grad.draws} random directions), each set kept only if the exact loss on the "
+            f"first {1 - grad.holdout:.0%} of the search split falls, at most {grad.budget} such checks, the result "
+            f"the codes best on the last {grad.holdout:.0%}")
     glob_txt = f"a global (1+{glob.lam}) ES with {glob.budget} evaluations on the search {loss}"
     if not glob.active:
         es_txt = f"{local}; no global stage (the default: it added no held-out gain)" if local else "the start codes"
