@@ -60,7 +60,7 @@ def main() -> None:
     fit, unused = _rows(ctx.search, slice(0, cut)), _rows(ctx.search, slice(cut, None))
     print(f"{args.task}: search {len(ctx.search)} images (gated: fit on {cut}, checked on {len(ctx.search) - cut}); "
           f"held-out {head.label} on {len(ctx.test)} test images; {args.stage} budget {stage.budget} x {scales}")
-    print("| model | bits | after local | global stage | held-out | gain over local | kept (gated) | s per seed |")
+    print("| model | bits | after local | second stage | held-out | gain over local | kept (gated) | s per seed |")
     print("|---|---|---|---|---|---|---|---|")
     for arch in p.archs():
         fmodel, _ = ctx.model(arch)
