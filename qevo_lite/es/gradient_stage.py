@@ -22,6 +22,7 @@ for the curvature; memory, the model's activations of one batch and one float pe
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
@@ -136,9 +137,8 @@ class _Network:
         self.steps = {n: rtn_state.layers[n].step().float() for n in self.layers}
 
     def decode(self, name: str) -> None:
-        lq, m = self.state.layers[name], self.layers[name]
-        zp = lq.zero_point.reshape(lq._bshape()).float()
-        w = lq.scale.reshape(lq._bshape()) * (self.codes[name].float() - zp)
+        m = self.layers[name]
+        w = replace(self.state.layers[name], codes=self.codes[name]).dequantize()
         with torch.no_grad():
             m.weight.copy_(from_rows(w, m).to(m.weight))
 
