@@ -65,6 +65,15 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, t: torch.Tensor, fn, grad: boo
     return total
 
 
+def task_loss(fmodel: nn.Module, rtn_state: QuantState, codes: Codes, search, loss="cross_entropy") -> float:
+    """The mean per-sample task ``loss`` (a name or callable) over the whole search split (a Split or
+    StreamedSplit) of ``codes`` decoded on ``rtn_state``'s grid; ``fmodel`` is not modified."""
+    spec, split = resolve_loss(loss), in_memory(search)
+    model = rtn_state.with_codes(codes).to_model(fmodel).eval()
+    with torch.no_grad():
+        return _mean_loss(model, split.x, spec.targets(split), spec.fn)
+
+
 def _direction(out: torch.Tensor, targets: torch.Tensor, fn, gen: torch.Generator) -> torch.Tensor:
     """A random output direction ``v`` with ``E[v v^T]`` the loss's curvature in the outputs, per image: for a
     mean squared error (``D`` outputs) ``N(0, 2/D)``; for cross-entropy the one-hot of a class drawn from the

@@ -17,6 +17,7 @@ at every width; on a classifier and a detector it did not (README, "A second sta
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -26,7 +27,7 @@ from ..core.streaming import in_memory
 from ..evaluators.base import Codes
 from ..quant.grid import QuantState
 from ..rounding.problem import RoundingProblem
-from .gradient_stage import GradientStageResult, gradient_stage
+from .gradient_stage import GradientStageResult, gradient_stage, task_loss
 from .stages import GlobalStageResult, LocalStageResult, global_stage, local_stage, quadratic_stage
 
 
@@ -112,11 +113,15 @@ cross-entropy after the local stage); the detection and autoencoder profiles ran
 @dataclass(frozen=True)
 class EvolutionConfig:
     """The ES's settings: a local stage (``None``: none), then the gradient stage and the global stage (default:
-    neither, budget 0)."""
+    neither, budget 0). ``gate_local``: keep the local stage's codes only where they lower the task's loss on the
+    search split, else go on from the start codes (from a peer that fits whole blocks, block reconstruction, the
+    layer-wise local stage can undo the errors it traded between layers: README, "The ES after block
+    reconstruction"); off by default, on in the autoencoder's profiles."""
 
     local: QuadraticLocal | SampledLocal | None = field(default_factory=QuadraticLocal)
     global_stage: GlobalStage = field(default_factory=GlobalStage)
     gradient_stage: GradientStage = field(default_factory=GradientStage)
+    gate_local: bool = False
 
     @classmethod
     def for_quantize(cls, samples: int, budget: int, adaround_steps: int) -> "EvolutionConfig":
@@ -168,7 +173,7 @@ class EvolutionConfig:
         local = None if self.local is None else {
             "kind": "quadratic" if isinstance(self.local, QuadraticLocal) else "sampled", **asdict(self.local)}
         return {"local": local, "global_stage": asdict(self.global_stage),
-                "gradient_stage": asdict(self.gradient_stage)}
+                "gradient_stage": asdict(self.gradient_stage), "gate_local": self.gate_local}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EvolutionConfig":
@@ -178,7 +183,7 @@ class EvolutionConfig:
             local = dict(local)
             local = {"quadratic": QuadraticLocal, "sampled": SampledLocal}[local.pop("kind")](**local)
         return cls(local=local, global_stage=GlobalStage(**d["global_stage"]),
-                   gradient_stage=GradientStage(**d.get("gradient_stage", {})))
+                   gradient_stage=GradientStage(**d.get("gradient_stage", {})), gate_local=d.get("gate_local", False))
 
     @property
     def local_kind(self) -> str | None:
@@ -191,11 +196,13 @@ class EvolutionConfig:
 class EvolutionResult(NamedTuple):
     """Every stage's records: the local stage's (codes, per-layer log, seconds), the global stage's (ES run,
     start evaluation, setup seconds) and the gradient stage's (codes, checks, seconds, log; between the two).
-    ``seconds``: the ES's wall time (all stages)."""
+    ``seconds``: the ES's wall time (all stages). ``local_kept``: False where the config's ``gate_local`` set the
+    local stage's codes aside (``local.codes`` are then the start codes; its log and seconds stay)."""
 
     local: LocalStageResult
     glob: GlobalStageResult
     gradient: GradientStageResult = GradientStageResult({}, 0, 0.0, [])
+    local_kept: bool = True
 
     @property
     def seconds(self) -> float:
@@ -238,6 +245,7 @@ def evolve(fmodel, rtn_state: QuantState, search: Split, config: EvolutionConfig
     into memory (it evaluates the whole network on every image for every candidate; a global budget of 0 skips
     it and reads nothing)."""
     local = run_local(fmodel, rtn_state, search, config.local, start, seed, checkpoints[0], threads, loss, progress)
+    local, kept = gate(fmodel, rtn_state, search, local, start, loss) if config.gate_local else (local, True)
     d = config.gradient_stage
     grad = gradient_stage(fmodel, rtn_state, search, local.codes, budget=d.budget, draws=d.draws,
                           first_share=d.first_share, holdout=d.holdout, patience=d.patience, seed=seed, loss=loss,
@@ -248,7 +256,21 @@ def evolve(fmodel, rtn_state: QuantState, search: Split, config: EvolutionConfig
                         loss=loss, metric=metric, report=report, report_every=report_every,
                         checkpoint=checkpoints[1], progress=progress, early_reject=g.early_reject,
                         chunk_size=g.chunk_size)
-    return EvolutionResult(local, glob, grad)
+    return EvolutionResult(local, glob, grad, kept)
+
+
+def gate(fmodel, rtn_state: QuantState, search, local: LocalStageResult, start: Codes | None,
+         loss="cross_entropy") -> tuple[LocalStageResult, bool]:
+    """``(local stage result, kept)``: ``local`` as it is if its codes lower the task's mean ``loss`` over the
+    search split below the ``start`` codes' (default RTN's) or no local stage ran; else the start codes in its
+    place (``kept`` False). Two forward passes over the search split, added to the local stage's seconds."""
+    if not local.log:
+        return local, True
+    t0 = time.perf_counter()
+    start = start if start is not None else rtn_state.codes()
+    kept = task_loss(fmodel, rtn_state, local.codes, search, loss) < task_loss(fmodel, rtn_state, start, search, loss)
+    codes = local.codes if kept else {n: c.clone() for n, c in start.items()}
+    return local._replace(codes=codes, seconds=local.seconds + time.perf_counter() - t0), kept
 
 
 def evolve_codes(problem: RoundingProblem, config: EvolutionConfig):

@@ -104,6 +104,7 @@ def _peers(ctx, arch: str, bits: int, seed: int, files, progress: bool) -> list[
         model = es_state.to_model(fmodel)
         peer.es_numbers = {split: ctx.evaluate(model, split) for split in SPLITS}
         peer.es_seconds = evolved.seconds
+        peer.es_local_kept = float(evolved.local_kept)
         peer.es_moved_share = sum(rtn_state.with_codes(res["state"].codes()).moved(es_state).values()) \
             / rtn_state.num_weights
         peer.gain_over_peer = head.improvement(peer.es_numbers["test"][head.key], peer.numbers["test"][head.key])
@@ -170,7 +171,7 @@ def run_cell(ctx, arch: str, bits: int, seed: int, checkpoint_dir: str | Path | 
         global_seconds=result.seconds + evolved.glob.setup_seconds + grad.seconds,
         second_stage=" + ".join(name for name, ran in (("gradient", grad.evaluations), ("global", glob_ran)) if ran)
         or "global",
-        final_p=result.p,
+        local_kept=evolved.local_kept, final_p=result.p,
         history=[{k: h[k] for k in ("evaluations", "best", "mean", "best_metric", "complete", "accepted")}
                  for h in result.history],
         reports=list(result.reports), moved=moved_analysis(rtn_state, es_state, ctx.sensitivity(arch, bits)))

@@ -51,6 +51,8 @@ class ESRun:
         reports: the held-out reports at the reporting points (never used for selection).
         moved: where the weights moved (:func:`~qevo_lite.experiment.moved.moved_analysis`).
         second_stage: which second stages ran after the local one (``"global"``, ``"gradient"`` or both).
+        local_kept: False where the ES's ``gate_local`` set the local stage's codes aside (they raised the search
+            loss; the second stages then started from the start codes).
     """
 
     local_method: str | None
@@ -67,6 +69,7 @@ class ESRun:
     reports: list
     moved: dict
     second_stage: str = "global"
+    local_kept: bool = True
 
     @property
     def evaluations(self) -> float:
@@ -91,6 +94,8 @@ class PeerRun:
         es_seconds: that ES's own wall time (s, without the peer's).
         es_moved_share: the share of all weights that ES moved away from the peer's codes.
         gain_over_peer: that ES's held-out headline-metric improvement over the peer (positive = better).
+        es_local_kept: 1.0 if that ES kept its local stage's codes, 0.0 where its ``gate_local`` set them aside
+            (they raised the search loss over the peer's; a float, so that seeds average to a share).
     """
 
     name: str
@@ -100,6 +105,7 @@ class PeerRun:
     es_seconds: float | None = None
     es_moved_share: float | None = None
     gain_over_peer: float | None = None
+    es_local_kept: float | None = None
 
 
 @dataclass
@@ -161,7 +167,8 @@ class CellResult:
         out.update(self.gains)
         out.update(global_evaluations=es.global_evaluations, evaluations=es.evaluations,
                    global_seconds=es.global_seconds, wall_seconds=es.wall_seconds, final_p=es.final_p,
-                   history=es.history, reports=es.reports, moved=es.moved, second_stage=es.second_stage)
+                   history=es.history, reports=es.reports, moved=es.moved, second_stage=es.second_stage,
+                   local_kept=es.local_kept)
         if self.peers is not None:
             out["peers"] = [p.name for p in self.peers]
             for p in self.peers:
@@ -173,5 +180,6 @@ class CellResult:
                 out.update(_split_keys(prefix, p.es_numbers))
                 out[f"{prefix}_seconds"] = p.es_seconds
                 out[f"{prefix}_moved_share"] = p.es_moved_share
+                out[f"{prefix}_local_kept"] = p.es_local_kept
                 out[f"gain_over_{p.name}_{self.head}"] = p.gain_over_peer
         return out

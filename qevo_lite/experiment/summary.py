@@ -143,7 +143,8 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
     more than the larger seed std (``beats``); ``met`` when both hold; (ii) the global stage adds a held-out gain
     beyond the seed std on top of the local stage (where the local stage's held-out number was measured and the global
     stage ran: ``global_off`` where it did not, the default); (iii) the
-    ES from each peer's codes against that peer (where it ran)."""
+    ES from each peer's codes against that peer (where it ran; ``set_aside``: in how many seeds its
+    ``gate_local`` set the local stage aside)."""
     head, out = task.metrics[0], []
     for r in rows:
         if not r["es_run"] or not r.get("peers") or rtn_cost(r, task) < task.hurt:
@@ -165,7 +166,9 @@ def peer_targets(rows: list[dict], task) -> list[dict]:
              "met": None if one_seed else reaches and beats,
              "global_gain": None if local is None else head.improvement(es.value(head), local),
              "peers": {p: head.improvement(found[f"es_{p}"].value(head), found[p].value(head))
-                       for p in r["peers"] if f"es_{p}" in found}}
+                       for p in r["peers"] if f"es_{p}" in found},
+             "set_aside": {p: round((1 - r[f"es_{p}_local_kept"]) * len(r["seeds"])) for p in r["peers"]
+                           if r.get(f"es_{p}_local_kept") is not None}, "seeds": len(r["seeds"])}
         t["global_beyond_noise"] = None if local is None or one_seed else t["global_gain"] > es.std(head)
         out.append(t)
     return out
@@ -186,7 +189,9 @@ def peer_targets_markdown(targets: list[dict], task) -> list[str]:
         glob = "not measured" if t["global_gain"] is None else f"{unit(t['global_gain'])} ({noise})"
         glob = "off" if t["global_off"] else glob
         std = "one seed" if t["std"] is None else f"larger seed std {head.scale * t['std']:.{head.digits + 1}f}"
-        peers = "".join(f"; ES from {label_of(p)} vs {label_of(p)} {unit(v)}" for p, v in t["peers"].items())
+        aside = lambda p: (f" (local stage set aside in {t['set_aside'][p]} of {t['seeds']} seeds)"   # noqa: E731
+                           if t.get("set_aside", {}).get(p) else "")
+        peers = "".join(f"; ES from {label_of(p)} vs {label_of(p)} {unit(v)}{aside(p)}" for p, v in t["peers"].items())
         best = label_of(t["peer"])
         lines.append(f"- {t['arch']} W{t['bits']}: ES from RTN vs the best peer ({best}) {unit(t['margin'])} ({std}) "
                      f"in {100 * t['time_ratio']:.0f}% of {best}'s wall time: target (i) {verdict}; "

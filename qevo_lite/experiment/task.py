@@ -88,6 +88,9 @@ def describe_es(p: dict, samples: str, loss: str) -> str:
             f"Gauss-Newton curvature ({grad.draws} random directions), each set kept only if the exact loss on the "
             f"first {1 - grad.holdout:.0%} of the search split falls, at most {grad.budget} such checks, the result "
             f"the codes best on the last {grad.holdout:.0%}")
+    if es.gate_local and local:
+        local += (f"; the local stage's codes kept only where they lower the search {loss} below the start "
+                  "codes'")
     glob_txt = f"a global (1+{glob.lam}) ES with {glob.budget} evaluations on the search {loss}"
     if not glob.active:
         es_txt = f"{local}; no global stage (the default: it added no held-out gain)" if local else "the start codes"

@@ -58,8 +58,10 @@ TUNED_PEERS = (GPTQConfig(samples=1024, damp=0.001), AdaRoundConfig(lr=0.1, redu
                BlockReconstructionConfig(lr=0.1, fisher=False))
 # the ES: its local stage, then the gradient stage (qevo_lite.es.gradient_stage) with 200 exact checks: on this
 # task, whose loss is the metric, it lowered the held-out MSE beyond the seed std at W2, W3 and W4 (README, "A second
-# stage that earns its time"); the global stage added no held-out gain beyond the seed std (qevo_lite.es.pipeline)
-AE_ES = EvolutionConfig(QuadraticLocal(samples=256), gradient_stage=GradientStage(budget=200))
+# stage that earns its time"); the global stage added no held-out gain beyond the seed std (qevo_lite.es.pipeline).
+# gate_local: from block reconstruction's codes the local stage raised the MSE (README, "The ES after block
+# reconstruction"), so its codes are kept only where they lower the search MSE
+AE_ES = EvolutionConfig(QuadraticLocal(samples=256), gradient_stage=GradientStage(budget=200), gate_local=True)
 PROFILES = {
     # fast and full: the ES wherever RTN raises the search MSE by at least 2%. On the committed checkpoint that is
     # 2, 3 and 4 bits: at 2 bits rounding destroys the model (search MSE about 16x FP32's, held-out AUROC below
@@ -78,7 +80,7 @@ PROFILES = {
 # ./run.sh demo: every method once at the headline width W3, one seed; the ES's local stage alone (the gradient
 # stage's 45 s would take the demo past its 10 minutes on the development machine)
 PROFILES["demo"] = PROFILES["fast"].headline(3, TUNED_PEERS, None).with_overrides(
-    es=EvolutionConfig(QuadraticLocal(samples=256)))
+    es=replace(AE_ES, gradient_stage=GradientStage()))
 # the ES as first built (the sampled local stage), which notebook 06 walks
 FIRST_ES = {"fast": EvolutionConfig(SampledLocal(samples=128, evaluations=500), GlobalStage(budget=96)),
             "full": EvolutionConfig(SampledLocal(samples=512, evaluations=1000), GlobalStage(budget=2000))}
