@@ -14,6 +14,8 @@ README "Does the second (global) stage earn its time?"). :data:`PAPER_GLOBAL` is
 before; notebook 02 teaches it, and ``qevo reproduce --budget N`` / ``qv.quantize(..., budget=N)`` turn it back
 on. The gradient stage is on in the autoencoder's profiles, where it lowered the held-out MSE beyond the seed std
 at every width; on a classifier and a detector it did not (README, "A second stage that earns its time").
+With ``gate_local`` (on in the autoencoder's profiles) the local stage's codes are kept only where they lower the
+task's loss on the search split (:func:`gate`); from block reconstruction's codes they did not.
 """
 from __future__ import annotations
 
