@@ -164,6 +164,23 @@ def test_methods_vs_time_draws_every_method_and_the_pareto_front():
     plt.close(fig)
 
 
+def test_methods_vs_time_puts_an_error_that_rounding_multiplies_on_a_log_scale():
+    from qevo_lite.experiment.task import Metric
+    from qevo_lite.viz.experiment_plots import MethodPoint, plot_methods_vs_time
+    mse = Metric("mse", "MSE", higher_is_better=False, scale=1.0, digits=4)
+    pts = [MethodPoint("RTN", 0.0, 1.52, kind="rtn"), MethodPoint("BRECQ", 24.0, 0.1069, 0.0005),
+           MethodPoint("ES from RTN", 52.0, 0.1202, 0.0003, "es"), MethodPoint("ES from GPTQ", 56.0, 0.1212, kind="es")]
+    fig = plot_methods_vs_time(pts, mse, "t")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and "log scale" in ax.get_ylabel()
+    offsets = {t.get_text(): t.xyann[1] for t in ax.texts}
+    assert offsets["ES from RTN"] != offsets["ES from GPTQ"]           # close on the log axis: stacked apart
+    plt.close(fig)
+    fig = plot_methods_vs_time(pts[1:], mse, "t")                       # no RTN: a narrow range stays linear
+    assert fig.axes[0].get_yscale() == "linear"
+    plt.close(fig)
+
+
 def test_budget_curves_draw_one_line_per_method_through_its_budgets():
     from qevo_lite.experiment.task import Metric
     from qevo_lite.viz.experiment_plots import MethodPoint, plot_budget_curves

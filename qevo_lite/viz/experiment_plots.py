@@ -39,19 +39,25 @@ class MethodPoint:
 
 def plot_methods_vs_time(points: list[MethodPoint], metric, title: str, ax=None, path=None):
     """Held-out ``metric`` against wall time (log scale) for rounding methods, one :class:`MethodPoint` each
-    (colour by its ``kind``), with the Pareto front (the methods no other method beats in both)."""
+    (colour by its ``kind``), with the Pareto front (the methods no other method beats in both). A lower-is-better
+    metric whose values span more than 5x (an error that rounding multiplies) gets a log scale, so that the
+    methods near the best stay apart."""
     fig, ax = new_axes(ax, figsize=(7.2, 4.4))
     colours = {"rtn": "tab:blue", "peer": "tab:green", "es": "tab:red"}
     s, better = metric.scale, (1 if getattr(metric, "higher_is_better", True) else -1)
-    placed = []
-    for p in points:
-        xy = (max(p.seconds, 0.1), s * p.value)
+    ys = [s * p.value for p in points]
+    log_y = better < 0 and min(ys) > 0 and max(ys) / min(ys) > 5
+    xys = [(max(p.seconds, 0.1), y) for p, y in zip(points, ys)]
+    for p, xy in zip(points, xys):
         ax.errorbar(*xy, yerr=None if p.std is None else s * p.std,
                     fmt="o", color=colours.get(p.kind, "tab:gray"), capsize=3)
-        # labels of points that nearly coincide are stacked instead of printed on top of each other
-        near = sum(1 for q in placed if abs(q[0] / xy[0] - 1) < 0.5 and abs(q[1] - xy[1]) < 1.5 * s / 100)
-        ax.annotate(p.label, xy, textcoords="offset points", xytext=(5, 4 - 11 * near), fontsize=8)
-        placed.append(xy)
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    for p, xy, offset in zip(points, xys, _label_offsets(ax, xys, [p.label for p in points])):
+        moved = offset[1] != 4.0      # a label moved off its usual place gets a thin line to its point
+        ax.annotate(p.label, xy, textcoords="offset points", xytext=offset, fontsize=8,
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color="gray", shrinkA=0, shrinkB=3) if moved else None)
     front, best = [], None
     for p in sorted(points, key=lambda p: (p.seconds, -better * p.value)):
         if best is None or better * p.value > better * best:
@@ -59,12 +65,33 @@ def plot_methods_vs_time(points: list[MethodPoint], metric, title: str, ax=None,
             best = p.value
     ax.step([max(p.seconds, 0.1) for p in front], [s * p.value for p in front], where="post",
             color="black", alpha=0.35, lw=1, label="Pareto front")
-    ax.set_xscale("log")
     ax.set_xlabel("wall time from the RTN state (s, log scale)")
-    ax.set_ylabel(f"held-out {metric.label}")
+    ax.set_ylabel(f"held-out {metric.label}{' (log scale)' if log_y else ''}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower right" if better > 0 else "upper right")
     return finish(fig, ax, title, path)
+
+
+def _label_offsets(ax, xys: list, labels: list[str]) -> list[tuple[float, float]]:
+    """Offsets (points) of each label from its data point ``xys``: right of and above it, else the nearest line
+    below or above (alternating) where its box (about 4.6 points per character, 9 high, at font size 8) overlaps
+    no label placed before it and stays inside the axes, so that labels of points close together stay readable
+    (:func:`plot_methods_vs_time` joins a moved label to its point with a thin line)."""
+    ax.autoscale_view()
+    per_pixel = 72 / ax.figure.dpi
+    bottom, top = ax.transAxes.transform([(0, 0), (1, 1)])[:, 1] * per_pixel
+    boxes, out = [], [(5.0, 4.0)] * len(labels)
+    where = ax.transData.transform(xys) * per_pixel
+    for i in sorted(range(len(labels)), key=lambda i: -where[i][1]):     # top first: upper labels go up
+        (x, y), label = where[i], labels[i]
+        left, w, h = x + 5, 4.6 * len(label), 9.0
+        free = lambda dy: bottom <= y + dy and y + dy + h <= top and not any(  # noqa: E731
+            left < bl + bw and bl < left + w and y + dy < bb + h and bb < y + dy + h for bl, bb, bw in boxes)
+        tries = [4.0] + [sign * 10.0 * i + (4.0 if sign > 0 else 0.0) for i in range(1, 12) for sign in (-1, 1)]
+        dy = next((d for d in tries if free(d)), 4.0)
+        boxes.append((left, y + dy, w))
+        out[i] = (5.0, dy)
+    return out
 
 
 def plot_budget_curves(points: list[MethodPoint], metric, fp32: float | None, title: str, ax=None, path=None):
