@@ -29,8 +29,8 @@ def test_a_local_stage_that_raises_the_loss_is_set_aside_and_the_second_stage_st
     rtn = quantize_model(tiny_vgg, bits=4)                # RTN is good at 4 bits: the made-up local stage is not
     start = rtn.codes()
     worse = {n: torch.full_like(c, rtn.layers[n].qmin) for n, c in start.items()}   # every weight at the bottom
-    monkeypatch.setattr(pipeline, "run_local",
-                        lambda *a, **k: LocalStageResult({n: c.clone() for n, c in worse.items()}, [{"layer": "x"}], 1.0))
+    made_up = lambda *a, **k: LocalStageResult({n: c.clone() for n, c in worse.items()}, [{"layer": "x"}], 1.0)
+    monkeypatch.setattr(pipeline, "run_local", made_up)
     config = EvolutionConfig(CONFIG.local, gradient_stage=GradientStage(budget=3, draws=2), gate_local=True)
     res = evolve(tiny_vgg, rtn, digits.search, config, start, seed=0)
     assert not res.local_kept
