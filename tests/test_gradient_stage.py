@@ -54,6 +54,17 @@ def test_the_stage_lowers_the_fitted_loss_and_keeps_the_codes_best_on_its_held_o
     assert torch.equal(rtn.layers["features.0.0"].codes, quantize_model(tiny_vgg, bits=2).layers["features.0.0"].codes)
 
 
+def test_start_codes_that_are_strided_views_give_the_same_result(tiny_vgg, digits):
+    """A peer's codes can be non-contiguous (a transposed layout); the stage moves codes by flat index."""
+    rtn = quantize_model(tiny_vgg, bits=2)
+    strided = {n: c.transpose(0, 1).contiguous().transpose(0, 1) for n, c in rtn.codes().items()}
+    assert any(not c.is_contiguous() for c in strided.values())
+    a = gradient_stage(tiny_vgg, rtn, digits.search, strided, budget=5, draws=2, seed=0)
+    b = gradient_stage(tiny_vgg, rtn, digits.search, rtn.codes(), budget=5, draws=2, seed=0)
+    assert a.evaluations == b.evaluations > 0
+    assert all(torch.equal(a.codes[n], b.codes[n]) for n in b.codes)
+
+
 def test_no_budget_returns_the_start_codes_without_reading_the_data(tiny_vgg):
     rtn = quantize_model(tiny_vgg, bits=2)
     res = gradient_stage(tiny_vgg, rtn, None, rtn.codes(), budget=0)

@@ -135,7 +135,8 @@ class _Network:
     the decoded weights of every layer written back after each change."""
 
     def __init__(self, fmodel: nn.Module, rtn_state: QuantState, codes: Codes):
-        self.state, self.codes = rtn_state, {n: c.clone() for n, c in codes.items()}
+        # contiguous copies: a peer's codes may be a strided view (the moves index them flat)
+        self.state, self.codes = rtn_state, {n: c.contiguous().clone() for n, c in codes.items()}
         self.model = rtn_state.with_codes(self.codes).to_model(fmodel).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
